@@ -1,0 +1,1 @@
+"""Sub-commands of the ``codafeat`` command (see :mod:`codafeat.cli`)."""

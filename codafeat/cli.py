@@ -1,0 +1,61 @@
+"""The ``codafeat`` command. Each sub-command lives in ``codafeat/_cli/<name>.py``.
+
+A sub-command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+#: Sub-command modules, in the order ``--help`` lists them.
+COMMANDS = ("demo", "pretrain", "embed", "probe", "package_weights", "list_weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codafeat",
+        description="Coda foundation models for radiographs: pretrain, embed, probe, package weights.",
+    )
+    parser.add_argument("--version", action="version", version=f"codafeat {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"codafeat._cli.{mod_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"codafeat._cli.{mod_name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``codafeat`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        logging.getLogger("codafeat").error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Image input (``io``), streaming datasets (``loader``) and multi-crop views (``views``)."""

@@ -1,0 +1,300 @@
+"""CodaEncoder: a pretrained (or random) backbone as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from numbers import Integral
+
+from ._device import resolve_device
+from .data.io import as_image_list, describe, report_skipped
+from .data.loader import make_loader
+from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
+from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "convnext_base"
+DEFAULT_IMAGE_SIZE = 224
+
+
+class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Embed radiographs with a Coda-pretrained (or randomly initialised) timm backbone.
+
+    ``transform`` maps images to fixed-length feature vectors, so the encoder can sit in
+    front of any scikit-learn estimator (``make_pipeline(CodaEncoder(...),
+    LogisticRegression())``), inside cross-validation, kNN, clustering, etc. The model is
+    built by ``fit``, which ignores its data: the encoder is not trained by ``fit``.
+
+    Parameters
+    ----------
+    weights : str, path, Weights or None, default=None
+        A codafeat safetensors file, the name of installed weights (see
+        :func:`codafeat.list_weights`), an in-memory :class:`~codafeat.weights.Weights`,
+        or ``None`` for a randomly initialised backbone (a baseline).
+    backbone : str or None, default=None
+        timm model name. ``None`` takes it from ``weights`` (or ``"convnext_base"``
+        without weights); a name that contradicts ``weights`` is an error.
+    image_size : int or None, default=None
+        Side of the square input; ``None`` takes it from ``weights`` (or 224).
+    batch_size : int, default=32
+        Images per forward pass. Memory is bounded by the batch, not the dataset.
+    device : str, default="auto"
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    num_workers : int, default=0
+        DataLoader worker processes that decode images while the model runs.
+    pooling : {"avg", "max", "avgmax"} or None, default=None
+        Global pooling of the last feature map; ``None`` takes it from ``weights``
+        (or ``"avg"``).
+    normalize : bool, default=True
+        L2-normalise each embedding (cosine geometry for kNN and clustering).
+    on_error : {"raise", "skip"}, default="raise"
+        What to do with an unreadable image. ``"skip"`` gives its row NaN values (rows
+        stay aligned with the input), warns with the file names, and records them in
+        ``skipped_``.
+    random_state : int, RandomState or None, default=None
+        Seed of the random initialisation when ``weights=None``.
+    verbose : int, default=0
+        ``>= 1`` shows a progress bar.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        Preprocessing + backbone, in eval mode, on ``device_``.
+    config_ : dict
+        The weights config (backbone, embed_dim, image_size, mean, std, training...).
+    device_ : torch.device
+        The device in use.
+    image_size_ : int
+        Input side used by ``transform``.
+    skipped_ : list of str
+        Images skipped by the last ``transform`` (only with ``on_error="skip"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from codafeat import CodaEncoder
+    >>> enc = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0).fit()
+    >>> enc.transform(np.zeros((2, 40, 40), dtype=np.uint8)).shape
+    (2, 64)
+    """
+
+    _parameter_constraints: dict = {
+        "weights": [None, str, os.PathLike, Weights],
+        "backbone": [None, str],
+        "image_size": [None, Interval(Integral, 8, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "pooling": [None, StrOptions(set(POOLINGS))],
+        "normalize": ["boolean"],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike | Weights | None = None,
+        backbone: str | None = None,
+        image_size: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        num_workers: int = 0,
+        pooling: str | None = None,
+        normalize: bool = True,
+        on_error: str = "raise",
+        random_state: Any = None,
+        verbose: int = 0,
+    ) -> None:
+        self.weights = weights
+        self.backbone = backbone
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.num_workers = num_workers
+        self.pooling = pooling
+        self.normalize = normalize
+        self.on_error = on_error
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ sklearn API
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = []
+        tags.non_deterministic = False
+        return tags
+
+    def fit(self, X: Any = None, y: Any = None) -> "CodaEncoder":
+        """Build the model (load ``weights`` or initialise randomly); ``X``, ``y`` are ignored.
+
+        Returns
+        -------
+        self : CodaEncoder
+        """
+        self._validate_params()
+        device = resolve_device(self.device)
+        if self.weights is None:
+            name = self.backbone or DEFAULT_BACKBONE
+            pooling = self.pooling or "avg"
+            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = create_backbone(name, pooling=pooling)
+            config = make_config(
+                backbone=name,
+                embed_dim=embed_dim(net),
+                image_size=self.image_size or DEFAULT_IMAGE_SIZE,
+                mean=DEFAULT_MEAN,
+                std=DEFAULT_STD,
+                pooling=pooling,
+                training={"init": "random", "seed": seed},
+            )
+        else:
+            state, config, source = load_any(self.weights)
+            if self.backbone is not None and self.backbone != config["backbone"]:
+                raise ValueError(
+                    f"backbone={self.backbone!r} contradicts the weights {source!r}, which hold a "
+                    f"{config['backbone']!r}; leave backbone=None to use the weights' backbone"
+                )
+            pooling = self.pooling or config.get("pooling", "avg")
+            net = create_backbone(config["backbone"], pooling=pooling, in_chans=config["in_chans"])
+            load_backbone_state(net, state, source=source)
+            if embed_dim(net) != config["embed_dim"]:
+                raise ValueError(
+                    f"{source}: config embed_dim={config['embed_dim']} but the backbone gives {embed_dim(net)}"
+                )
+            config = dict(config, pooling=pooling)
+            if self.image_size is not None:
+                config["image_size"] = int(self.image_size)
+        self._install(net, config, device)
+        return self
+
+    def _install(self, net: torch.nn.Module, config: dict, device: torch.device) -> None:
+        model = FeatureExtractor(net, config["mean"], config["std"], config["in_chans"])
+        model.eval().requires_grad_(False)
+        if device.type == "cuda":
+            model = model.to(device, memory_format=torch.channels_last)
+        else:
+            model = model.to(device)
+        self.model_ = model
+        self.config_ = config
+        self.device_ = device
+        self.image_size_ = int(config["image_size"])
+        self._n_features_out = int(config["embed_dim"])
+        self.skipped_: list[str] = []
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed images.
+
+        Parameters
+        ----------
+        X : folder, sequence of paths / arrays / PIL images, or array (n, h, w[, c])
+            The images (see :func:`codafeat.data.io.as_image_list`).
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features), float32
+        """
+        check_is_fitted(self, "model_")
+        items = as_image_list(X)
+        return self._embed(items)
+
+    def _embed(self, items) -> np.ndarray:
+        n = len(items)
+        out = np.empty((n, self._n_features_out), dtype=np.float32)
+        self.skipped_ = []
+        if n == 0:
+            return out
+        dev = self.device_
+        loader = make_loader(
+            items,
+            self.image_size_,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            on_error=self.on_error,
+            pin_memory=dev.type == "cuda",
+        )
+        bad: list[int] = []
+        it = loader
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            it = tqdm(loader, total=len(loader), desc="embedding", unit="batch")
+        use_amp = dev.type == "cuda"
+        with torch.inference_mode():
+            for x, idx, ok in it:
+                x = x.to(dev, non_blocking=True)
+                if dev.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    feats = self.model_(x)
+                feats = feats.float()
+                if self.normalize:
+                    feats = torch.nn.functional.normalize(feats, dim=1)
+                idx_np = idx.numpy()
+                out[idx_np] = feats.cpu().numpy()
+                if not bool(ok.all()):
+                    bad.extend(int(i) for i in idx_np[~ok.numpy()])
+        if bad:
+            out[bad] = np.nan
+            self.skipped_ = [describe(items[i], i) for i in bad]
+            report_skipped(self.skipped_, context="CodaEncoder.transform")
+            warnings.warn(
+                f"CodaEncoder.transform skipped {len(bad)} unreadable image(s) (rows set to NaN): "
+                + ", ".join(self.skipped_[:5])
+                + (" ..." if len(bad) > 5 else ""),
+                UserWarning,
+                stacklevel=3,
+            )
+        return out
+
+    # ------------------------------------------------------------------ weights
+    def get_weights(self) -> Weights:
+        """The fitted backbone and config as in-memory :class:`~codafeat.weights.Weights`."""
+        check_is_fitted(self, "model_")
+        return Weights.from_state(self.model_.backbone.state_dict(), self.config_)
+
+    def save(self, path: str | os.PathLike):
+        """Write the fitted backbone to a codafeat safetensors file (atomically)."""
+        return self.get_weights().save(path)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_bytes"] = weights_to_bytes(model.backbone.state_dict(), self.config_)
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        data = state.pop("_model_bytes", None)
+        self.__dict__.update(state)
+        if data is not None:
+            tensors, config = weights_from_bytes(data, source="pickled CodaEncoder")
+            net = create_backbone(config["backbone"], pooling=config.get("pooling", "avg"), in_chans=config["in_chans"])
+            net.load_state_dict(tensors)
+            try:
+                device = resolve_device(self.device)
+            except ValueError:
+                logger.warning("device %r is not available after unpickling; using the CPU", self.device)
+                device = torch.device("cpu")
+            skipped = self.__dict__.get("skipped_", [])
+            self._install(net, config, device)
+            self.skipped_ = skipped

@@ -1,0 +1,1 @@
+"""Torch modules: backbone factory, projection heads, U-Net decoder, EMA teacher."""
