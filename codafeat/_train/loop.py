@@ -1,0 +1,246 @@
+"""The Coda training step and epoch loop (no data discovery, no estimator API: see pretrain.py).
+
+One step, following the paper and DESIGN.md:
+
+1. teacher(g2) -> inter-organ embeddings ``t_org`` and intra-organ logits ``t_ins``
+   (one teacher forward feeds both heads; no gradients);
+2. student(g1, local crops) -> ``s_org`` (g1) and ``s_ins`` (all crops batched together);
+3. ``t_org`` and the organ labels are gathered over ranks, so negatives come from the
+   global batch;
+4. ``L = lambda_inter * L_inter + lambda_intra * L_intra``; a single-organ global batch
+   has no negatives: its inter-organ term is skipped and counted in the history;
+5. a non-finite loss raises :class:`FloatingPointError` before any update, so the last
+   checkpoint stays the last good state;
+6. backward, DINO's per-parameter gradient clipping, last layer frozen during the first
+   ``freeze_last_layer`` epochs, AdamW step with scheduled lr and weight decay;
+7. EMA update of the teacher (backbone and heads) with the scheduled momentum;
+8. the intra-organ centre is updated from ``t_ins`` (all-reduced over ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..losses.inter_organ import InterOrganLoss
+from ..losses.intra_organ import IntraOrganLoss
+from ..nn.coda_model import CodaNetwork
+from ..nn.ema import ema_update
+from . import dist as D
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Schedules:
+    """Per-step learning rate, weight decay and EMA momentum; per-epoch teacher temperature."""
+
+    lr: np.ndarray
+    weight_decay: np.ndarray
+    momentum: np.ndarray
+    teacher_temp: np.ndarray
+
+
+@dataclass
+class StepResult:
+    loss: float
+    loss_inter: float
+    loss_intra: float
+    inter_skipped: bool
+
+
+@dataclass
+class EpochStats:
+    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "loss_inter": 0.0, "loss_intra": 0.0})
+    counts: dict[str, int] = field(default_factory=lambda: {"loss": 0, "loss_inter": 0, "loss_intra": 0})
+    inter_skipped_steps: int = 0
+    images: int = 0
+
+    def add(self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float) -> None:
+        self.sums["loss"] += r.loss
+        self.counts["loss"] += 1
+        if lambda_inter > 0 and not r.inter_skipped:
+            self.sums["loss_inter"] += r.loss_inter
+            self.counts["loss_inter"] += 1
+        if lambda_intra > 0:
+            self.sums["loss_intra"] += r.loss_intra
+            self.counts["loss_intra"] += 1
+        self.inter_skipped_steps += int(r.inter_skipped)
+        self.images += n_images
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / self.counts[key] if self.counts[key] else float("nan")
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """AdamW groups as in DINO: no weight decay on biases and normalisation (1-d) parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+
+
+@torch.no_grad()
+def clip_gradients_(params: list[nn.Parameter], max_norm: float) -> None:
+    """Clip each parameter's gradient norm to ``max_norm`` separately (DINO's ``clip_gradients``)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or max_norm <= 0:
+        return
+    norms = torch._foreach_norm(grads)
+    coefs = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+    torch._foreach_mul_(grads, coefs)
+
+
+class CodaTrainer:
+    """Holds student, teacher, losses and optimiser; runs steps and epochs.
+
+    The student may be wrapped in DDP (``student``); ``student_module`` is always the bare
+    :class:`~codafeat.nn.coda_model.CodaNetwork`.
+    """
+
+    def __init__(
+        self,
+        *,
+        student: CodaNetwork,
+        teacher: CodaNetwork,
+        inter_loss: InterOrganLoss | None,
+        intra_loss: IntraOrganLoss | None,
+        lambda_inter: float,
+        lambda_intra: float,
+        schedules: Schedules,
+        steps_per_epoch: int,
+        clip_grad: float,
+        freeze_last_layer: int,
+        device: torch.device,
+        dist_info: D.DistInfo,
+        n_local_crops: int,
+    ) -> None:
+        self.student_module = student
+        self.teacher = teacher
+        self.inter_loss = inter_loss
+        self.intra_loss = intra_loss
+        self.lambda_inter = float(lambda_inter)
+        self.lambda_intra = float(lambda_intra)
+        self.schedules = schedules
+        self.steps_per_epoch = steps_per_epoch
+        self.clip_grad = float(clip_grad)
+        self.freeze_last_layer = int(freeze_last_layer)
+        self.device = device
+        self.dist = dist_info
+        self.n_local_crops = n_local_crops
+        self.use_amp = device.type == "cuda"
+        self.student: nn.Module = student
+        if dist_info.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.student = DDP(student, device_ids=ids, broadcast_buffers=False)
+        self.optimizer = torch.optim.AdamW(param_groups(student), lr=float(schedules.lr[0]))
+        self._params = [p for p in student.parameters() if p.requires_grad]
+        self._last_layer = set(id(p) for p in student.last_layer_parameters())
+
+    # ------------------------------------------------------------------ one step
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int, it: int) -> StepResult:
+        """One optimisation step on a batch; ``it`` is the global step index."""
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = float(self.schedules.lr[it])
+            group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
+        g1 = self._to_device(batch["g1"])
+        g2 = self._to_device(batch["g2"])
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        crops = self._to_device(batch["locals"]) if self.lambda_intra > 0 else None
+        amp = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+        with torch.no_grad(), amp:
+            t_org, t_ins = self.teacher(g2)
+        with amp:
+            s_org, s_ins = self.student(g1, crops)
+
+        zero = torch.zeros((), device=self.device)
+        loss_inter, loss_intra, inter_skipped = zero, zero, False
+        if self.lambda_inter > 0:
+            t_all = D.all_gather_cat(t_org.float().detach(), self.dist)
+            y_all = D.all_gather_cat(labels, self.dist)
+            mean_inter, n_anchors = self.inter_loss(s_org.float(), t_all, labels, y_all)
+            # Weight by this rank's share of the global anchors, so that DDP's gradient
+            # average equals the mean over all anchors of the global batch.
+            n_local = torch.tensor(float(n_anchors), device=self.device)
+            n_global = D.all_reduce_sum(n_local.clone(), self.dist)
+            inter_skipped = bool(n_global.item() == 0)
+            if not inter_skipped:
+                loss_inter = mean_inter * (n_local * self.dist.world_size / n_global)
+            else:
+                loss_inter = mean_inter * 0.0
+        if self.lambda_intra > 0:
+            temp = float(self.schedules.teacher_temp[epoch])
+            loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
+        loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
+
+        if not torch.isfinite(loss.detach()).item():
+            raise FloatingPointError(
+                f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
+                f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
+                "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad > 0:
+            clip_gradients_(self._params, self.clip_grad)
+        if epoch < self.freeze_last_layer:
+            for p in self._params:
+                if id(p) in self._last_layer:
+                    p.grad = None
+        self.optimizer.step()
+        ema_update(self.teacher, self.student_module, float(self.schedules.momentum[it]))
+        if self.lambda_intra > 0:
+            self.intra_loss.update_center(t_ins.float().detach())
+
+        # Losses reported as global-batch means.
+        vals = torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach()]).float()
+        vals = D.all_reduce_sum(vals, self.dist) / self.dist.world_size
+        loss_v, inter_v, intra_v = (float(v) for v in vals.tolist())
+        return StepResult(loss_v, inter_v, intra_v, inter_skipped)
+
+    # ------------------------------------------------------------------ one epoch
+    def run_epoch(self, loader, epoch: int, *, progress=None) -> dict[str, Any]:
+        """Train one epoch; returns its history record."""
+        self.student.train()
+        self.teacher.train()
+        stats = EpochStats()
+        t0 = time.perf_counter()
+        for b, batch in enumerate(loader):
+            it = epoch * self.steps_per_epoch + b
+            r = self.step(batch, epoch, it)
+            stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{r.loss:.3f}", inter=f"{r.loss_inter:.3f}", intra=f"{r.loss_intra:.3f}")
+        elapsed = time.perf_counter() - t0
+        last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1
+        return {
+            "epoch": epoch + 1,
+            "loss": stats.mean("loss"),
+            "loss_inter": stats.mean("loss_inter"),
+            "loss_intra": stats.mean("loss_intra"),
+            "inter_skipped_steps": stats.inter_skipped_steps,
+            "lr": float(self.schedules.lr[last]),
+            "weight_decay": float(self.schedules.weight_decay[last]),
+            "momentum": float(self.schedules.momentum[last]),
+            "teacher_temp": float(self.schedules.teacher_temp[epoch]),
+            "images_per_s": stats.images / elapsed if elapsed > 0 else float("nan"),
+            "seconds": elapsed,
+        }

@@ -1,0 +1,78 @@
+"""The Coda network: one backbone shared by two DINO-style projection heads.
+
+Student and teacher are two instances of :class:`CodaNetwork` (the teacher an EMA copy).
+The inter-organ head ``head_org`` and the intra-organ head ``head_ins`` are created only
+when their loss is used (``lambda_* > 0``), so an ablation trains no idle parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .backbone import FeatureExtractor, create_backbone, embed_dim
+from .heads import DINOHead
+
+
+class CodaNetwork(nn.Module):
+    """Backbone (with greyscale preprocessing) + optional inter-/intra-organ heads.
+
+    Parameters
+    ----------
+    backbone : str
+        timm model name.
+    mean, std : sequence of float
+        Input normalisation (per backbone channel).
+    with_org, with_ins : bool
+        Whether to build the inter-organ and intra-organ heads.
+    head_out_dim, head_hidden_dim, head_bottleneck_dim : int
+        DINO head sizes (paper: out 65,536, hidden 2,048; DINO: bottleneck 256).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        with_org: bool = True,
+        with_ins: bool = True,
+        head_out_dim: int = 65536,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        net = create_backbone(backbone)
+        self.encoder = FeatureExtractor(net, mean, std)
+        dim = embed_dim(net)
+        kw = dict(out_dim=head_out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=head_bottleneck_dim)
+        self.head_org = DINOHead(dim, **kw) if with_org else None
+        self.head_ins = DINOHead(dim, **kw) if with_ins else None
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
+    def forward(self, global_view: torch.Tensor, local_views: torch.Tensor | None = None):
+        """Student pass: ``(z_org(global_view) | None, z_ins(local_views) | None)``.
+
+        Teacher pass: call with the teacher's global view only and ``local_views=None``;
+        then the intra-organ head is applied to the global view: ``(z_org, z_ins)``.
+        """
+        feats = self.encoder(global_view)
+        z_org = self.head_org(feats) if self.head_org is not None else None
+        if local_views is None:
+            z_ins = self.head_ins(feats) if self.head_ins is not None else None
+            return z_org, z_ins
+        z_ins = self.head_ins(self.encoder(local_views)) if self.head_ins is not None else None
+        return z_org, z_ins
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the heads' weight-normalised output layers (frozen in epoch 0, DINO)."""
+        out: list[nn.Parameter] = []
+        for head in (self.head_org, self.head_ins):
+            if head is not None:
+                out.extend(head.last_layer_parameters())
+        return out

@@ -1,0 +1,578 @@
+"""CodaPretrainer: Coda teacher-student pretraining as a scikit-learn estimator.
+
+``fit`` validates the input, builds the decoded-image cache, the student/teacher
+networks and losses, runs the training loop (:mod:`codafeat._train.loop`), and emits a
+:class:`~codafeat.CodaEncoder` built on the EMA teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch.utils.data import DataLoader
+
+from ._device import resolve_device
+from ._train import dist as D
+from ._train.checkpoint import checkpoint_path, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
+from ._train.loop import CodaTrainer, Schedules
+from ._train.sampling import GlobalBatchSampler
+from ._train.schedules import cosine_schedule, teacher_temp_schedule
+from .data.decoded_cache import DecodedCache
+from .data.io import check_on_error, report_skipped
+from .data.organs import collect_organ_images
+from .data.pretrain_dataset import MultiCropDataset, collate_views
+from .data.views import MultiCropViews
+from .encoder import CodaEncoder
+from .losses.inter_organ import InterOrganLoss
+from .losses.intra_organ import IntraOrganLoss
+from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, embed_dim
+from .nn.coda_model import CodaNetwork
+from .nn.ema import make_teacher
+from .weights import Weights, make_config
+
+logger = logging.getLogger(__name__)
+
+#: Parameters that must agree between a checkpoint and the run that resumes it.
+_RESUME_KEYS = (
+    "backbone", "image_size", "local_size", "n_local_crops", "batch_size", "epochs", "lr", "min_lr",
+    "warmup_epochs", "weight_decay", "weight_decay_end", "momentum_teacher", "head_out_dim",
+    "head_hidden_dim", "head_bottleneck_dim", "lambda_inter", "lambda_intra", "temperature",
+    "denominator", "student_temp", "teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_epochs",
+    "center_momentum", "freeze_last_layer", "clip_grad",
+)
+
+
+class CodaPretrainer(BaseEstimator):
+    """Pretrain a Coda foundation model on radiographs of several organs.
+
+    Coda (Hosseinzadeh Taher et al., MICCAI 2025) trains a student and an EMA teacher
+    ConvNeXt with two branches that share the backbones: an **inter-organ** supervised
+    contrastive loss over organ labels (paper Eq. 1) and an **intra-organ** DINO-style
+    self-distillation from the teacher's global view to the student's local crops (Eq. 2).
+    The teacher is exported as the encoder.
+
+    Defaults are the paper's where it states them (backbone, batch, lr, epochs, input,
+    crops, head sizes) and DINO's (Caron et al. 2021, ``main_dino.py``) where it is silent;
+    each parameter says which.
+
+    Parameters
+    ----------
+    backbone : str, default="convnext_base"
+        timm model (paper: ConvNeXt-B).
+    image_size : int, default=224
+        Side of the two global views (paper: 224).
+    local_size : int, default=96
+        Side of the local crops (paper: 96).
+    n_local_crops : int, default=12
+        Local crops per image (paper: N = 12).
+    global_scale : tuple of float, default=(0.4, 1.0)
+        Area range of the global random resized crops (DINO).
+    local_scale : tuple of float, default=(0.4, 0.7)
+        Area range of the local crops (paper).
+    rotation : float, default=10.0
+        Maximum rotation in degrees of every view (paper: "rotation"; range ours).
+    hflip : bool, default=False
+        Random horizontal flips. Off by default: left and right anatomy differ.
+    epochs : int, default=800
+        Training epochs (paper).
+    batch_size : int, default=64
+        Global batch size (paper); under ``torchrun`` it is split over the processes.
+    lr : float, default=1.25e-4
+        Peak learning rate after warm-up, cosine-decayed to ``min_lr`` (paper: base lr
+        1.25e-4 at batch 64; used as is, not rescaled by batch size).
+    min_lr : float, default=1e-6
+        Final learning rate (DINO).
+    warmup_epochs : int, default=10
+        Linear learning-rate warm-up (DINO); capped at ``epochs - 1`` with a warning.
+    weight_decay, weight_decay_end : float, default=0.04, 0.4
+        AdamW weight decay, cosine schedule from the first to the second (DINO); never
+        applied to biases and normalisation parameters.
+    momentum_teacher : float, default=0.996
+        EMA momentum at the start, cosine-increased to 1 (DINO; DESIGN.md).
+    head_out_dim, head_hidden_dim, head_bottleneck_dim : int, default=65536, 2048, 256
+        Projection heads: 3-layer MLP with hidden 2048 (paper), bottleneck 256 (DINO),
+        weight-normalised output layer with 65,536 outputs (paper).
+    temperature : float, default=0.1
+        Inter-organ contrastive temperature tau (SupCon, Khosla et al. 2020).
+    denominator : {"negatives", "all"}, default="negatives"
+        Inter-organ denominator: other-organ teacher embeddings only (paper Eq. 1) or all
+        teacher embeddings (SupCon).
+    student_temp : float, default=0.1
+        Intra-organ student temperature (DINO).
+    teacher_temp, warmup_teacher_temp : float, default=0.04, 0.04
+        Intra-organ teacher temperature and its warm-up start (DINO).
+    warmup_teacher_temp_epochs : int, default=0
+        Teacher temperature warm-up (DINO).
+    center_momentum : float, default=0.9
+        Momentum of the teacher centre (DINO).
+    lambda_inter, lambda_intra : float, default=1.0
+        Loss weights; 0 removes a branch (the paper's Table 2 ablation).
+    clip_grad : float, default=3.0
+        Per-parameter gradient-norm clipping (DINO); 0 disables.
+    freeze_last_layer : int, default=1
+        Epochs during which the heads' output layers are frozen (DINO).
+    device : str, default="auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Under ``torchrun`` with CUDA each
+        process uses ``cuda:LOCAL_RANK``.
+    num_workers : int, default=0
+        DataLoader workers producing the views.
+    cache_dir : str or None, default=None
+        Where the decoded, resized uint8 images are memory-mapped and reused across runs;
+        ``None`` keeps them in memory for this fit.
+    checkpoint_dir : str or None, default=None
+        Where to write ``checkpoint.safetensors`` (atomically) every ``checkpoint_every``
+        epochs.
+    checkpoint_every : int, default=1
+        Epochs between checkpoints.
+    resume : bool, default=False
+        Continue from the checkpoint in ``checkpoint_dir`` when there is one.
+    organ_from : {"folder", "dicom"}, default="folder"
+        Organ labels from the first-level subfolder (or ``y`` / the manifest), or from the
+        DICOM tag BodyPartExamined.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable images: raise, or skip them (counted in ``history_`` and ``skipped_``).
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, sampling and augmentation; makes CPU runs reproducible.
+    verbose : int, default=0
+        ``>= 1``: progress bar with the losses (rank 0 only).
+
+    Attributes
+    ----------
+    encoder_ : CodaEncoder
+        Fitted encoder on the EMA teacher's backbone.
+    history_ : list of dict
+        Per epoch: ``loss``, ``loss_inter``, ``loss_intra``, ``inter_skipped_steps`` (steps
+        whose global batch held one organ), ``lr``, ``weight_decay``, ``momentum``,
+        ``teacher_temp``, ``images_per_s``, ``seconds``, ``skipped_files``.
+    organs_ : ndarray of str
+        The organ names, in label order.
+    n_images_ : int
+        Training images used.
+    skipped_ : list of str
+        Images that could not be read (``on_error="skip"``).
+    teacher_, student_ : torch.nn.Module
+        The trained networks with their heads (CPU).
+
+    Examples
+    --------
+    >>> from codafeat import CodaPretrainer
+    >>> pre = CodaPretrainer(backbone="test_convnext", epochs=1, batch_size=4)  # doctest: +SKIP
+    >>> encoder = pre.fit("radiographs/").encoder_                              # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "image_size": [Interval(Integral, 16, None, closed="left")],
+        "local_size": [Interval(Integral, 8, None, closed="left")],
+        "n_local_crops": [Interval(Integral, 1, None, closed="left")],
+        "global_scale": [tuple, list],
+        "local_scale": [tuple, list],
+        "rotation": [Interval(Real, 0, 180, closed="both")],
+        "hflip": ["boolean"],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "min_lr": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "weight_decay_end": [Interval(Real, 0, None, closed="left")],
+        "momentum_teacher": [Interval(Real, 0, 1, closed="both")],
+        "head_out_dim": [Interval(Integral, 2, None, closed="left")],
+        "head_hidden_dim": [Interval(Integral, 1, None, closed="left")],
+        "head_bottleneck_dim": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "denominator": [StrOptions({"negatives", "all"})],
+        "student_temp": [Interval(Real, 0, None, closed="neither")],
+        "teacher_temp": [Interval(Real, 0, None, closed="neither")],
+        "warmup_teacher_temp": [Interval(Real, 0, None, closed="neither")],
+        "warmup_teacher_temp_epochs": [Interval(Integral, 0, None, closed="left")],
+        "center_momentum": [Interval(Real, 0, 1, closed="both")],
+        "lambda_inter": [Interval(Real, 0, None, closed="left")],
+        "lambda_intra": [Interval(Real, 0, None, closed="left")],
+        "clip_grad": [Interval(Real, 0, None, closed="left")],
+        "freeze_last_layer": [Interval(Integral, 0, None, closed="left")],
+        "device": [str, torch.device],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "cache_dir": [None, str, os.PathLike],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "resume": ["boolean"],
+        "organ_from": [StrOptions({"folder", "dicom"})],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "convnext_base",
+        image_size: int = 224,
+        local_size: int = 96,
+        n_local_crops: int = 12,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.4, 0.7),
+        rotation: float = 10.0,
+        hflip: bool = False,
+        epochs: int = 800,
+        batch_size: int = 64,
+        lr: float = 1.25e-4,
+        min_lr: float = 1e-6,
+        warmup_epochs: int = 10,
+        weight_decay: float = 0.04,
+        weight_decay_end: float = 0.4,
+        momentum_teacher: float = 0.996,
+        head_out_dim: int = 65536,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+        temperature: float = 0.1,
+        denominator: str = "negatives",
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 0,
+        center_momentum: float = 0.9,
+        lambda_inter: float = 1.0,
+        lambda_intra: float = 1.0,
+        clip_grad: float = 3.0,
+        freeze_last_layer: int = 1,
+        device: str = "auto",
+        num_workers: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+        organ_from: str = "folder",
+        on_error: str = "raise",
+        random_state: Any = None,
+        verbose: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.image_size = image_size
+        self.local_size = local_size
+        self.n_local_crops = n_local_crops
+        self.global_scale = global_scale
+        self.local_scale = local_scale
+        self.rotation = rotation
+        self.hflip = hflip
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.min_lr = min_lr
+        self.warmup_epochs = warmup_epochs
+        self.weight_decay = weight_decay
+        self.weight_decay_end = weight_decay_end
+        self.momentum_teacher = momentum_teacher
+        self.head_out_dim = head_out_dim
+        self.head_hidden_dim = head_hidden_dim
+        self.head_bottleneck_dim = head_bottleneck_dim
+        self.temperature = temperature
+        self.denominator = denominator
+        self.student_temp = student_temp
+        self.teacher_temp = teacher_temp
+        self.warmup_teacher_temp = warmup_teacher_temp
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.center_momentum = center_momentum
+        self.lambda_inter = lambda_inter
+        self.lambda_intra = lambda_intra
+        self.clip_grad = clip_grad
+        self.freeze_last_layer = freeze_last_layer
+        self.device = device
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.organ_from = organ_from
+        self.on_error = on_error
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.target_tags.required = False
+        return tags
+
+    # ------------------------------------------------------------------ validation
+    def _check_settings(self) -> None:
+        self._validate_params()
+        for name in ("global_scale", "local_scale"):
+            v = getattr(self, name)
+            if len(v) != 2 or not (0 < v[0] <= v[1] <= 1):
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {v!r}")
+        if self.lambda_inter == 0 and self.lambda_intra == 0:
+            raise ValueError("lambda_inter and lambda_intra are both 0: nothing to train")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None) -> "CodaPretrainer":
+        """Pretrain on ``X`` and build ``encoder_`` from the teacher.
+
+        Parameters
+        ----------
+        X : folder, CSV manifest, or sequence of images
+            A folder with one subfolder per organ (images found recursively); a CSV file
+            with columns ``path`` and ``organ`` (paths relative to the CSV's folder); or
+            a sequence of image paths (or arrays) with organ labels in ``y``.
+        y : array-like of str or int, optional
+            Organ labels when ``X`` is a sequence. With ``organ_from="dicom"`` labels come
+            from the files' BodyPartExamined tag instead.
+
+        Returns
+        -------
+        self : CodaPretrainer
+        """
+        self._check_settings()
+        check_on_error(self.on_error)
+        device = resolve_device(self.device)
+        info = D.setup(device.type)
+        if info.is_distributed and device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+        try:
+            self._fit(X, y, device, info)
+        finally:
+            D.teardown(info)
+        return self
+
+    def _fit(self, X: Any, y: Any, device: torch.device, info: D.DistInfo) -> None:
+        items, organ_names = collect_organ_images(X, y, organ_from=self.organ_from)
+        _check_organs(organ_names, stage="input")
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+        t0 = time.perf_counter()
+        cache_size = max(self.image_size, int(round(self.image_size * 8 / 7)))
+        if info.is_distributed and self.cache_dir is not None and not info.is_main:
+            D.barrier(info)  # rank 0 builds the shared cache file first
+        cache = DecodedCache.build(
+            items, cache_size, cache_dir=self.cache_dir, on_error=self.on_error,
+            num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0,
+        )
+        if info.is_distributed and self.cache_dir is not None and info.is_main:
+            D.barrier(info)
+        organ_names = np.asarray(organ_names)[np.asarray(cache.kept, dtype=int)]
+        self.skipped_ = list(cache.skipped)
+        if self.skipped_:
+            report_skipped(self.skipped_, context="CodaPretrainer.fit")
+        _check_organs(organ_names, stage="readable images")
+        self.organs_, labels = np.unique(organ_names, return_inverse=True)
+        self.n_images_ = len(labels)
+        logger.info(
+            "%d images of %d organs (%s) ready in %.1fs", self.n_images_, len(self.organs_),
+            ", ".join(f"{o}: {c}" for o, c in sorted(Counter(organ_names.tolist()).items())),
+            time.perf_counter() - t0,
+        )
+
+        views = MultiCropViews(
+            image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
+            global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
+            rotation=float(self.rotation), hflip=self.hflip,
+        )
+        dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=seed)
+        if self.batch_size % info.world_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes"
+            )
+        per_rank = self.batch_size // info.world_size
+        sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=seed)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=self.num_workers > 0,
+        )
+        steps = len(sampler)
+
+        trainer = self._build_trainer(seed, steps, device, info)
+        start_epoch, history = self._maybe_resume(trainer, info)
+        progress = None
+        if self.verbose and info.is_main:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step")
+        try:
+            for epoch in range(start_epoch, self.epochs):
+                sampler.set_epoch(epoch)
+                dataset.set_epoch(epoch)
+                record = trainer.run_epoch(loader, epoch, progress=progress)
+                record["skipped_files"] = len(self.skipped_)
+                history.append(record)
+                if info.is_main:
+                    logger.info(
+                        "epoch %d/%d loss %.4f (inter %.4f, intra %.4f) %.1f img/s",
+                        record["epoch"], self.epochs, record["loss"], record["loss_inter"],
+                        record["loss_intra"], record["images_per_s"],
+                    )
+                    if record["inter_skipped_steps"]:
+                        logger.warning(
+                            "epoch %d: %d step(s) had a single organ in the batch; their inter-organ "
+                            "term was skipped", record["epoch"], record["inter_skipped_steps"],
+                        )
+                done = epoch + 1
+                if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
+                    if info.is_main:
+                        self._save_checkpoint(trainer, done, history)
+                    D.barrier(info)
+        finally:
+            if progress is not None:
+                progress.close()
+
+        self.history_ = history
+        self.student_ = trainer.student_module.to("cpu").eval()
+        self.teacher_ = trainer.teacher.to("cpu").eval()
+        self.encoder_ = self._make_encoder(self.teacher_)
+
+    def _build_trainer(self, seed: int, steps: int, device: torch.device, info: D.DistInfo) -> CodaTrainer:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            student = CodaNetwork(
+                self.backbone, mean=DEFAULT_MEAN, std=DEFAULT_STD,
+                with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
+                head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
+                head_bottleneck_dim=self.head_bottleneck_dim,
+            )
+        if device.type == "cuda":
+            student = student.to(device, memory_format=torch.channels_last)
+        else:
+            student = student.to(device)
+        teacher = make_teacher(student)
+        total = self.epochs * steps
+        warmup = self.warmup_epochs
+        if warmup >= self.epochs:
+            logger.warning("warmup_epochs=%d >= epochs=%d: warm-up shortened to %d epoch(s)", warmup, self.epochs, self.epochs - 1)
+            warmup = self.epochs - 1
+        schedules = Schedules(
+            lr=cosine_schedule(self.lr, self.min_lr, total, warmup_steps=warmup * steps),
+            weight_decay=cosine_schedule(self.weight_decay, self.weight_decay_end, total),
+            momentum=cosine_schedule(self.momentum_teacher, 1.0, total),
+            teacher_temp=teacher_temp_schedule(
+                self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_temp_epochs, self.epochs
+            ),
+        )
+        inter = InterOrganLoss(temperature=self.temperature, denominator=self.denominator) if self.lambda_inter > 0 else None
+        intra = (
+            IntraOrganLoss(out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum).to(device)
+            if self.lambda_intra > 0
+            else None
+        )
+        return CodaTrainer(
+            student=student, teacher=teacher, inter_loss=inter, intra_loss=intra,
+            lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=schedules,
+            steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
+            device=device, dist_info=info, n_local_crops=self.n_local_crops,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume_signature(self) -> dict[str, Any]:
+        return {k: _jsonable(getattr(self, k)) for k in _RESUME_KEYS}
+
+    def _save_checkpoint(self, trainer: CodaTrainer, epochs_done: int, history: list) -> None:
+        modules: dict[str, Any] = {"student": trainer.student_module, "teacher": trainer.teacher}
+        if trainer.intra_loss is not None:
+            modules["intra_center"] = trainer.intra_loss.center
+        meta = {
+            "format": "codafeat-checkpoint",
+            "epochs_done": epochs_done,
+            "history": history,
+            "params": self._resume_signature(),
+            "organs": [str(o) for o in self.organs_],
+        }
+        path = save_checkpoint(checkpoint_path(self.checkpoint_dir), modules=modules, optimizer=trainer.optimizer, meta=meta)
+        logger.info("checkpoint written: %s (epoch %d)", path, epochs_done)
+
+    def _maybe_resume(self, trainer: CodaTrainer, info: D.DistInfo) -> tuple[int, list]:
+        if not self.resume:
+            return 0, []
+        path = checkpoint_path(self.checkpoint_dir)
+        if not path.is_file():
+            logger.info("resume=True but no checkpoint at %s: starting from scratch", path)
+            return 0, []
+        tensors, meta = load_checkpoint(path)
+        theirs, ours = meta.get("params", {}), self._resume_signature()
+        diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
+        if diff:
+            raise ValueError(
+                f"{path}: the checkpoint was written with other settings, cannot resume: "
+                + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
+            )
+        if meta.get("organs") != [str(o) for o in self.organs_]:
+            raise ValueError(f"{path}: the checkpoint's organs {meta.get('organs')} differ from the data's {list(self.organs_)}")
+        restore_module(trainer.student_module, tensors, "student", source=str(path))
+        restore_module(trainer.teacher, tensors, "teacher", source=str(path))
+        if trainer.intra_loss is not None:
+            trainer.intra_loss.center.copy_(tensors["intra_center"].to(trainer.intra_loss.center.device))
+        restore_optimizer(trainer.optimizer, tensors)
+        done = int(meta["epochs_done"])
+        logger.info("resumed from %s after epoch %d", path, done)
+        return done, list(meta.get("history", []))
+
+    # ------------------------------------------------------------------ results
+    def _training_summary(self) -> dict[str, Any]:
+        last = self.history_[-1] if getattr(self, "history_", None) else {}
+        return {
+            "method": "coda",
+            "epochs": int(self.epochs),
+            "n_images": int(self.n_images_),
+            "organs": [str(o) for o in self.organs_],
+            "batch_size": int(self.batch_size),
+            "lambda_inter": float(self.lambda_inter),
+            "lambda_intra": float(self.lambda_intra),
+            "final_loss": last.get("loss"),
+            "final_loss_inter": last.get("loss_inter"),
+            "final_loss_intra": last.get("loss_intra"),
+            "local_size": int(self.local_size),
+            "n_local_crops": int(self.n_local_crops),
+        }
+
+    def _make_encoder(self, teacher: CodaNetwork) -> CodaEncoder:
+        net = teacher.backbone
+        config = make_config(
+            backbone=self.backbone, embed_dim=embed_dim(net), image_size=self.image_size,
+            mean=DEFAULT_MEAN, std=DEFAULT_STD, training=self._training_summary(),
+        )
+        weights = Weights.from_state(net.state_dict(), config, source="CodaPretrainer teacher")
+        return CodaEncoder(weights=weights, device=self.device).fit()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the teacher backbone as a codafeat weights file (loadable by ``CodaEncoder``)."""
+        check_is_fitted(self, "encoder_")
+        return self.encoder_.save(path)
+
+    def transform(self, X: Any):  # convenience: the fitted encoder's embeddings
+        """Embed ``X`` with the fitted encoder (``self.encoder_.transform(X)``)."""
+        check_is_fitted(self, "encoder_")
+        return self.encoder_.transform(X)
+
+
+def _check_organs(organ_names: Any, *, stage: str) -> None:
+    counts = Counter(str(o) for o in np.asarray(organ_names).tolist())
+    if len(counts) < 2:
+        raise ValueError(
+            f"Coda needs images of at least 2 organs (the inter-organ loss contrasts organs); "
+            f"the {stage} have {len(counts)}: {sorted(counts)}"
+        )
+    single = sorted(o for o, c in counts.items() if c < 2)
+    if single:
+        raise ValueError(
+            f"every organ needs at least 2 images; in the {stage} these have one: {single}"
+        )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    return v
