@@ -1,0 +1,119 @@
+"""Checkpoint/resume after ``kill -9`` and 2-process DDP (gloo) against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_pretrain import TINY, make_organ_folder
+
+WORKER = str(Path(__file__).with_name("_pretrain_worker.py"))
+PARAMS = dict(TINY, epochs=4, device="cpu")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def _run(folder, out, params, *extra, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, WORKER, str(folder), str(out), json.dumps(params), *map(str, extra)],
+        env=env or _env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_organ_folder(tmp_path_factory.mktemp("organs_resume"), {"chest": 8, "hand": 8, "knee": 8}, seed=5)
+
+
+def test_kill_9_then_resume_reaches_the_uninterrupted_weights(folder, tmp_path):
+    ref = tmp_path / "ref.safetensors"
+    r = _run(folder, ref, PARAMS)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    ckpt = tmp_path / "ckpt"
+    params = dict(PARAMS, checkpoint_dir=str(ckpt), checkpoint_every=1)
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen(
+        [sys.executable, WORKER, str(folder), str(tmp_path / "killed.safetensors"), json.dumps(params), "2", str(marker)],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed.safetensors").exists()
+    from codafeat._train.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(ckpt / "checkpoint.safetensors")
+    assert meta["epochs_done"] == 2
+
+    resumed = tmp_path / "resumed.safetensors"
+    r = _run(folder, resumed, dict(params, resume=True))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _weights(ref), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    hist = json.loads(Path(str(resumed) + ".history0.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(folder, tmp_path):
+    params = dict(TINY, epochs=2, batch_size=8, device="cpu")
+    single = tmp_path / "single.safetensors"
+    r = _run(folder, single, params)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    port = str(_free_port())
+    out = tmp_path / "ddp.safetensors"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
+            env=_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for rank in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    w0 = _weights(tmp_path / "ddp.rank0.safetensors")
+    w1 = _weights(tmp_path / "ddp.rank1.safetensors")
+    ref = _weights(single)
+    for k in ref:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=f"ranks differ at {k}")
+        torch.testing.assert_close(w0[k], ref[k], rtol=1e-3, atol=1e-4, msg=f"DDP vs single process at {k}")
+    h0 = json.loads(Path(str(out) + ".history0.json").read_text())
+    h1 = json.loads(Path(str(single) + ".history0.json").read_text())
+    for a, b in zip(h0, h1):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
