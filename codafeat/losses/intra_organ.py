@@ -1,0 +1,140 @@
+"""Intra-organ loss: DINO self-distillation from the teacher's global view to the student's crops.
+
+Paper Eq. 2 as printed reads ``L = -1/|Z| sum_{z^s in Z} -z^t log z^s``: the inner minus is a
+stray sign (with it the "loss" would be minimised by making the cross-entropy large). The
+intended and implemented loss is DINO's (Caron et al. 2021), the paper's ref. [1]:
+
+``p_t = softmax((t - c) / tau_t)`` (teacher centring and sharpening, no gradient),
+``L = mean over crops v and images b of  -sum_k p_t[b, k] * log_softmax(s_v[b] / tau_s)[k]``.
+
+Defaults where the paper is silent are DINO's (``main_dino.py`` / ``DINOLoss``, read from the
+facebookresearch/dino source): student temperature 0.1, centre momentum 0.9, and a teacher
+temperature passed per call (DINO's argparse defaults: ``--warmup_teacher_temp 0.04``,
+``--teacher_temp 0.04``, ``--warmup_teacher_temp_epochs 0``, i.e. a constant 0.04; the help
+text of the last says "(Default: 30)" but the actual default is 0; the README's "boosting DINO
+performance" recipe uses ``--teacher_temp 0.07 --warmup_teacher_temp_epochs 30``). See
+:func:`codafeat._train.schedules.teacher_temp_schedule`.
+
+The centre ``c`` is a running mean of the teacher outputs: call :meth:`IntraOrganLoss.update_center`
+after the loss (DINO updates it after computing the loss with the previous centre).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["IntraOrganLoss"]
+
+
+class IntraOrganLoss(nn.Module):
+    """Cross-entropy between centred/sharpened teacher probabilities and student crop predictions.
+
+    Parameters
+    ----------
+    out_dim : int, default=65536
+        Number of head outputs (size of the centre).
+    student_temp : float, default=0.1
+        ``tau_s`` (DINO's default).
+    center_momentum : float, default=0.9
+        Momentum of the running centre (DINO's default), in [0, 1].
+
+    Attributes
+    ----------
+    center : Tensor, shape (1, out_dim)
+        Running mean of the teacher outputs (a buffer: saved in checkpoints).
+
+    Examples
+    --------
+    >>> import torch
+    >>> loss_fn = IntraOrganLoss(out_dim=16)
+    >>> student, teacher = torch.randn(3 * 2, 16), torch.randn(2, 16)  # 3 crops of 2 images
+    >>> loss = loss_fn(student, teacher, teacher_temp=0.04, n_crops=3)
+    >>> loss_fn.update_center(teacher)
+    >>> loss.ndim
+    0
+    """
+
+    center: torch.Tensor
+
+    def __init__(self, out_dim: int = 65536, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+        super().__init__()
+        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
+            raise ValueError(f"IntraOrganLoss: out_dim must be a positive integer, got {out_dim!r}")
+        if not float(student_temp) > 0 or float(student_temp) == float("inf"):
+            raise ValueError(f"IntraOrganLoss: student_temp must be a positive finite number, got {student_temp!r}")
+        if not 0.0 <= float(center_momentum) <= 1.0:
+            raise ValueError(f"IntraOrganLoss: center_momentum must be in [0, 1], got {center_momentum!r}")
+        self.out_dim = out_dim
+        self.student_temp = float(student_temp)
+        self.center_momentum = float(center_momentum)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def extra_repr(self) -> str:
+        return f"out_dim={self.out_dim}, student_temp={self.student_temp}, center_momentum={self.center_momentum}"
+
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, teacher_temp: float, n_crops: int
+    ) -> torch.Tensor:
+        """Mean over crops and images of the cross-entropy ``H(p_teacher, p_student)``.
+
+        Parameters
+        ----------
+        student_out : Tensor, shape (n_crops * B, out_dim)
+            Student head outputs for the crops, crop-major: all images' crop 0, then crop 1, ...
+        teacher_out : Tensor, shape (B, out_dim)
+            Teacher head outputs for each image's global view (detached here).
+        teacher_temp : float
+            ``tau_t`` for this epoch, > 0.
+        n_crops : int
+            Number of crops per image, >= 1.
+
+        Returns
+        -------
+        Tensor
+            Scalar float32 loss.
+        """
+        n_crops = int(n_crops)
+        t = float(teacher_temp)
+        if not t > 0 or t == float("inf"):
+            raise ValueError(f"IntraOrganLoss: teacher_temp must be a positive finite number, got {teacher_temp!r}")
+        if n_crops < 1:
+            raise ValueError(f"IntraOrganLoss: n_crops must be >= 1, got {n_crops}")
+        if teacher_out.ndim != 2 or teacher_out.shape[1] != self.out_dim:
+            raise ValueError(
+                f"IntraOrganLoss: teacher_out must have shape (B, {self.out_dim}), got {tuple(teacher_out.shape)}"
+            )
+        b = teacher_out.shape[0]
+        if student_out.shape != (n_crops * b, self.out_dim):
+            raise ValueError(
+                f"IntraOrganLoss: student_out must have shape (n_crops * B, out_dim) = "
+                f"({n_crops * b}, {self.out_dim}) for n_crops={n_crops}, B={b}; got {tuple(student_out.shape)}"
+            )
+        with torch.autocast(device_type=student_out.device.type, enabled=False):
+            p_t = F.softmax((teacher_out.detach().float() - self.center) / t, dim=-1)
+            log_q = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
+            # (n_crops, B, K) . (B, K) -> (n_crops, B) without materialising the product.
+            ce = -torch.einsum("cbk,bk->cb", log_q.view(n_crops, b, self.out_dim), p_t)
+            return ce.mean()
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        """``center <- m * center + (1 - m) * mean(teacher_out)``, the mean taken over all ranks.
+
+        Under an initialised ``torch.distributed`` process group the batch sum is all-reduced
+        and divided by ``B * world_size`` (every rank must call this with the same ``B``).
+        """
+        if teacher_out.ndim != 2 or teacher_out.shape[1] != self.out_dim:
+            raise ValueError(
+                f"IntraOrganLoss.update_center: teacher_out must have shape (B, {self.out_dim}), "
+                f"got {tuple(teacher_out.shape)}"
+            )
+        batch_sum = teacher_out.detach().float().sum(dim=0, keepdim=True)
+        world = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_sum)
+            world = dist.get_world_size()
+        batch_mean = batch_sum / (teacher_out.shape[0] * world)
+        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1.0 - self.center_momentum)
