@@ -1,0 +1,251 @@
+"""Tests for codafeat.data.decoded_cache: decode once, reuse across epochs and runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import codafeat.data.io as io_mod
+from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+from codafeat.data.io import ImageReadError, load_image
+
+SIZE = 16
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> list[str]:
+    """Five small files: 8-bit PNGs of several sizes, a 16-bit PNG and an RGB JPEG."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    paths = []
+    for i, (h, w) in enumerate([(40, 30), (16, 16), (25, 50)]):
+        p = folder / f"gray{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L").save(p)
+        paths.append(str(p))
+    p16 = folder / "deep.png"
+    Image.fromarray(rng.integers(0, 4096, (30, 30)).astype(np.uint16)).save(p16)
+    paths.append(str(p16))
+    prgb = folder / "colour.jpg"
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), mode="RGB").save(prgb)
+    paths.append(str(prgb))
+    return paths
+
+
+def expected(item) -> np.ndarray:
+    """Independent reference: load_image resized, scaled to 0..255 and rounded."""
+    return np.rint(load_image(item, size=SIZE).astype(np.float64) * 255).astype(np.uint8)
+
+
+class CountingLoad:
+    def __init__(self, monkeypatch, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self._orig = io_mod.load_image
+        monkeypatch.setattr(io_mod, "load_image", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("simulated crash while decoding")
+        return self._orig(*args, **kwargs)
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_cache_size_for():
+    assert cache_size_for(224) == 256
+    assert cache_size_for(64) == 73
+    with pytest.raises(ValueError, match="image_size"):
+        cache_size_for(0)
+
+
+def test_memmap_content_equals_load_image_resized(images, tmp_path):
+    cache = DecodedCache.build(images, SIZE, cache_dir=tmp_path / "cache")
+    assert len(cache) == len(images)
+    assert isinstance(cache.array, np.memmap)
+    assert cache.path is not None and cache.path.name == f"decoded-{cache.key}.u8"
+    assert cache.path.stat().st_size == len(images) * SIZE * SIZE
+    for i, p in enumerate(images):
+        assert cache[i].shape == (SIZE, SIZE) and cache[i].dtype == np.uint8
+        np.testing.assert_array_equal(cache[i], expected(p))
+    np.testing.assert_array_equal(cache.kept, np.arange(len(images)))
+    assert cache.skipped == []
+
+
+def test_in_memory_equals_file_backed(images, tmp_path):
+    mem = DecodedCache.build(images, SIZE)
+    disk = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    assert mem.path is None and not isinstance(mem.array, np.memmap)
+    np.testing.assert_array_equal(mem.array, disk.array)
+
+
+def test_second_build_reuses_without_decoding(images, tmp_path, monkeypatch):
+    counter = CountingLoad(monkeypatch)
+    first = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    assert counter.calls == len(images)
+    second = DecodedCache.build(list(images), SIZE, cache_dir=tmp_path)
+    assert counter.calls == len(images)  # nothing decoded
+    assert second.key == first.key and second.path == first.path
+    np.testing.assert_array_equal(first.array, second.array)
+    # relative paths to the same files give the same key
+    monkeypatch.chdir(Path(images[0]).parent)
+    assert DecodedCache.cache_key([os.path.basename(p) for p in images], SIZE) == first.key
+    # open() by key is the same cache
+    np.testing.assert_array_equal(DecodedCache.open(tmp_path, first.key).array, first.array)
+
+
+def test_changed_file_list_or_size_rebuilds(images, tmp_path, monkeypatch):
+    first = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    counter = CountingLoad(monkeypatch)
+    # rewrite one file with other pixels (and a different modification time)
+    new = np.full((40, 30), 200, dtype=np.uint8)
+    Image.fromarray(new, mode="L").save(images[0])
+    st = os.stat(images[0])
+    os.utime(images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    second = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    assert counter.calls == len(images)
+    assert second.key != first.key
+    np.testing.assert_array_equal(second[0], np.full((SIZE, SIZE), 200, np.uint8))
+    # the old cache is still intact and openable under its own key
+    np.testing.assert_array_equal(DecodedCache.open(tmp_path, first.key)[1], second[1])
+    # a different list and a different size are different caches
+    assert DecodedCache.cache_key(images[:-1], SIZE) != second.key
+    assert DecodedCache.cache_key(images, SIZE + 1) != second.key
+    assert DecodedCache.cache_key(images[::-1], SIZE) != second.key
+    # a new modification time alone (same bytes) is a change too
+    st = os.stat(images[1])
+    os.utime(images[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert DecodedCache.cache_key(images, SIZE) != second.key
+
+
+def test_crash_mid_build_leaves_no_cache(images, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    counter = CountingLoad(monkeypatch, fail_at=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    assert counter.calls == 3
+    assert files_in(cache_dir) == []  # neither data, index nor temporary file
+    with pytest.raises(FileNotFoundError):
+        DecodedCache.open(cache_dir, DecodedCache.cache_key(images, SIZE))
+    # the next build succeeds and decodes everything
+    counter.fail_at = None
+    cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    assert len(cache) == len(images)
+    assert files_in(cache_dir) == sorted([f"decoded-{cache.key}.json", f"decoded-{cache.key}.u8"])
+
+
+def test_truncated_data_file_is_rebuilt(images, tmp_path, caplog):
+    cache = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    with open(cache.path, "r+b") as fh:
+        fh.truncate(SIZE * SIZE)
+    with pytest.raises(ValueError, match="bytes"):
+        DecodedCache.open(tmp_path, cache.key)
+    with caplog.at_level(logging.WARNING):
+        again = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
+    assert "rebuilding" in caplog.text
+    assert len(again) == len(images)
+    np.testing.assert_array_equal(again[4], expected(images[4]))
+
+
+def test_on_error_skip_excludes_counts_and_reports(images, tmp_path, caplog):
+    bad = Path(images[0]).parent / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    items = images[:2] + [str(bad)] + images[2:]
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(ImageReadError, match="broken.png"):
+        DecodedCache.build(items, SIZE, cache_dir=cache_dir)
+    assert files_in(cache_dir) == []
+    with caplog.at_level(logging.WARNING):
+        cache = DecodedCache.build(items, SIZE, cache_dir=cache_dir, on_error="skip")
+    assert "skipped 1 unreadable" in caplog.text and "broken.png" in caplog.text
+    assert cache.skipped == [str(bad)]
+    assert len(cache) == len(items) - 1
+    np.testing.assert_array_equal(cache.kept, [0, 1, 3, 4, 5])
+    for j, i in enumerate(cache.kept):
+        np.testing.assert_array_equal(cache[j], expected(items[i]))
+    # reused: the skip is reported again, and on_error="raise" still refuses it
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = DecodedCache.build(items, SIZE, cache_dir=cache_dir, on_error="skip")
+    assert "broken.png" in caplog.text and again.skipped == [str(bad)]
+    with pytest.raises(ImageReadError, match="broken.png"):
+        DecodedCache.build(items, SIZE, cache_dir=cache_dir)
+    # in memory too
+    mem = DecodedCache.build(items, SIZE, on_error="skip")
+    np.testing.assert_array_equal(mem.kept, cache.kept)
+    np.testing.assert_array_equal(mem.array, cache.array)
+
+
+def test_all_unreadable_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="none of the 1 images"):
+        DecodedCache.build([str(tmp_path / "missing.png")], SIZE, cache_dir=tmp_path, on_error="skip")
+    assert files_in(tmp_path) == []
+
+
+def test_arrays_and_pil_images(tmp_path):
+    rng = np.random.default_rng(1)
+    items = [
+        rng.integers(0, 256, (20, 30), dtype=np.uint8),
+        rng.random((12, 12)).astype(np.float32),
+        rng.integers(0, 65535, (10, 14)).astype(np.uint16),
+        Image.fromarray(rng.integers(0, 256, (9, 9), dtype=np.uint8), mode="L"),
+    ]
+    cache = DecodedCache.build(items, SIZE, cache_dir=tmp_path)
+    for i, item in enumerate(items):
+        np.testing.assert_array_equal(cache[i], expected(item))
+    # array content is part of the key
+    changed = [items[0].copy()] + items[1:]
+    changed[0][0, 0] ^= 1
+    assert DecodedCache.cache_key(changed, SIZE) != cache.key
+
+
+def test_parallel_decoding_matches_serial(images):
+    serial = DecodedCache.build(images, SIZE)
+    parallel = DecodedCache.build(images, SIZE, num_workers=2)
+    np.testing.assert_array_equal(serial.array, parallel.array)
+
+
+def test_pickle_file_backed_cache_travels_as_a_path(images, tmp_path):
+    cache = DecodedCache.build(images * 20, SIZE, cache_dir=tmp_path)
+    blob = pickle.dumps(cache)
+    assert len(blob) < cache.array.nbytes / 2
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back.array, cache.array)
+    np.testing.assert_array_equal(back.kept, cache.kept)
+    mem = pickle.loads(pickle.dumps(DecodedCache.build(images, SIZE)))
+    assert len(mem) == len(images)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(cache_size=0), "cache_size"),
+        (dict(on_error="ignore"), "on_error"),
+        (dict(num_workers=-1), "num_workers"),
+    ],
+)
+def test_bad_parameters(images, kwargs, match):
+    args = dict(cache_size=SIZE) | kwargs
+    size = args.pop("cache_size")
+    with pytest.raises(ValueError, match=match):
+        DecodedCache.build(images, size, **args)
+
+
+def test_empty_items():
+    with pytest.raises(ValueError, match="empty"):
+        DecodedCache.build([], SIZE)
+
+
+def test_open_rejects_foreign_index(tmp_path):
+    (tmp_path / "decoded-abc.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a codafeat"):
+        DecodedCache.open(tmp_path, "abc")
