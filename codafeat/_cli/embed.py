@@ -1,0 +1,151 @@
+"""``codafeat embed PATHS|DIR --weights W --out features.npy|.csv|.parquet``: embed images.
+
+Rows follow the inputs in the order given, each folder expanded to its images found
+recursively in sorted order. Output formats:
+
+* ``.npy``: a float32 array (n_images, n_features), plus ``<name>.paths.txt`` listing the
+  image of each row;
+* ``.csv``: a ``path`` column, then ``f0 ... f<n-1>``;
+* ``.parquet``: the same columns (needs ``pandas`` and ``pyarrow``).
+
+With ``--on-error skip`` unreadable images get NaN rows (and a warning naming them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+NAME = "embed"
+HELP = "embed images with Coda weights and write the features (.npy, .csv or .parquet)"
+DESCRIPTION = __doc__
+
+FORMATS = (".npy", ".csv", ".parquet")
+
+logger = logging.getLogger(__name__)
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, *, weights_required: bool = True) -> None:
+    """The CodaEncoder options shared by ``embed`` and ``probe``."""
+    parser.add_argument(
+        "--weights", required=weights_required, help="codafeat weights file (.safetensors) or installed weights name"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default: from the weights)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
+    parser.add_argument(
+        "--on-error", choices=("raise", "skip"), default="raise", help="unreadable images: stop (default) or skip"
+    )
+    parser.add_argument("--verbose", type=int, default=1, help="progress bar (1, default) or quiet (0)")
+
+
+def make_encoder(args: argparse.Namespace, **overrides):
+    """A fitted CodaEncoder from the shared options; ``overrides`` replace parameters."""
+    from ..encoder import CodaEncoder
+
+    params = dict(
+        weights=args.weights,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
+        on_error=args.on_error,
+        verbose=args.verbose,
+    )
+    params.update(overrides)
+    return CodaEncoder(**params).fit()
+
+
+def collect_images(inputs: Sequence[str]) -> list[str]:
+    """Image paths from files and folders, in the order given (folders sorted, recursive)."""
+    from ..data.io import find_images
+
+    paths: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = find_images(p)
+            if not found:
+                raise ValueError(f"no images found in folder {item!r}")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(str(p))
+        else:
+            raise FileNotFoundError(f"input {item!r} is neither an image file nor a folder")
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, help="output file: .npy, .csv or .parquet")
+    add_encoder_arguments(parser)
+
+
+def _check_out(out: str) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"--out {out!r}: unsupported format {suffix or '(none)'}; use one of {', '.join(FORMATS)}")
+    if suffix == ".parquet":
+        try:
+            import pandas  # noqa: F401
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                f"writing {out!r} (.parquet) needs pandas and pyarrow: pip install pandas pyarrow "
+                "(or write .npy or .csv)"
+            ) from exc
+    return suffix
+
+
+def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray) -> list[Path]:
+    """Write embeddings in the format of ``out``'s suffix (atomically); returns the files written."""
+    from ..weights import atomic_write_bytes
+
+    out = Path(out)
+    suffix = _check_out(str(out))
+    if suffix == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(emb, dtype=np.float32), allow_pickle=False)
+        sidecar = out.with_name(out.stem + ".paths.txt")
+        atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(sidecar, "".join(f"{p}\n" for p in paths).encode("utf-8"))
+        return [out, sidecar]
+    cols = [f"f{i}" for i in range(emb.shape[1])]
+    if suffix == ".csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["path", *cols])
+        for p, row in zip(paths, emb):
+            writer.writerow([p, *(f"{x:.9g}" for x in row)])  # 9 digits: float32 round-trips
+        atomic_write_bytes(out, text.getvalue().encode("utf-8"))
+        return [out]
+    import pandas as pd
+
+    df = pd.DataFrame(np.asarray(emb, dtype=np.float32), columns=cols)
+    df.insert(0, "path", list(paths))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(out, buf.getvalue())
+    return [out]
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_out(args.out)  # fail before the (long) embedding
+    paths = collect_images(args.inputs)
+    enc = make_encoder(args)
+    emb = enc.transform(paths)
+    written = write_features(args.out, paths, emb)
+    logger.info(
+        "wrote %d x %d embeddings to %s%s",
+        emb.shape[0], emb.shape[1], ", ".join(map(str, written)),
+        f" ({len(enc.skipped_)} unreadable image(s) as NaN rows)" if enc.skipped_ else "",
+    )
+    return 0

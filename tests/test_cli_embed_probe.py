@@ -1,0 +1,145 @@
+"""Tests of the ``codafeat embed`` and ``codafeat probe`` commands (run in-process)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from codafeat import CodaEncoder
+from codafeat.cli import main
+from codafeat.datasets import make_radiograph_phantoms, scan_organ_folder, write_image_folder
+from codafeat.probes import format_table, knn_probe, linear_probe
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    weights = CodaEncoder(backbone="test_convnext", image_size=SIZE, random_state=0).fit().save(root / "tiny.safetensors")
+    X, organ = make_radiograph_phantoms(6, organs=("chest", "hand", "knee"), image_size=SIZE, random_state=0,
+                                        return_variants=False)
+    data = write_image_folder(X, organ, root / "data")
+    paths, labels = scan_organ_folder(data)
+    ref = CodaEncoder(weights=weights, device="cpu").fit().transform(paths)
+    return {"root": root, "weights": str(weights), "data": str(data), "paths": paths, "labels": labels, "ref": ref}
+
+
+def common(setup):
+    return ["--weights", setup["weights"], "--device", "cpu", "--verbose", "0"]
+
+
+# --------------------------------------------------------------------------- embed
+def test_embed_folder_to_npy(setup, tmp_path):
+    out = tmp_path / "feats.npy"
+    assert main(["embed", setup["data"], "--out", str(out), *common(setup)]) == 0
+    emb = np.load(out, allow_pickle=False)
+    assert emb.dtype == np.float32 and emb.shape == (18, 64)
+    np.testing.assert_allclose(emb, setup["ref"], rtol=1e-5, atol=1e-6)
+    listed = (tmp_path / "feats.paths.txt").read_text().splitlines()
+    assert listed == setup["paths"]
+
+
+def test_embed_files_in_given_order_to_csv(setup, tmp_path):
+    picked = [setup["paths"][5], setup["paths"][0]]
+    out = tmp_path / "feats.csv"
+    assert main(["embed", *picked, "--out", str(out), "--batch-size", "1", *common(setup)]) == 0
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["path"] + [f"f{i}" for i in range(64)]
+    assert [r[0] for r in rows[1:]] == picked
+    got = np.array([[float(x) for x in r[1:]] for r in rows[1:]], dtype=np.float32)
+    np.testing.assert_allclose(got, setup["ref"][[5, 0]], rtol=1e-5, atol=1e-6)
+
+
+def test_embed_parquet(setup, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "feats.parquet"
+    try:
+        import pandas as pd
+        import pyarrow  # noqa: F401
+    except ImportError:
+        pd = None
+    if pd is not None:
+        assert main(["embed", setup["data"], "--out", str(out), *common(setup)]) == 0
+        df = pd.read_parquet(out)
+        assert list(df.columns[:2]) == ["path", "f0"] and df["path"].tolist() == setup["paths"]
+        np.testing.assert_allclose(df.iloc[:, 1:].to_numpy(), setup["ref"], rtol=1e-5, atol=1e-6)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    with caplog.at_level(logging.ERROR):
+        assert main(["embed", setup["data"], "--out", str(tmp_path / "x.parquet"), *common(setup)]) == 1
+    assert "pip install pandas pyarrow" in caplog.text
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_embed_errors(setup, tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["embed", setup["data"], "--out", str(tmp_path / "f.txt"), *common(setup)]) == 1
+        assert "unsupported format .txt" in caplog.text
+        assert main(["embed", str(tmp_path / "nope"), "--out", str(tmp_path / "f.npy"), *common(setup)]) == 1
+        assert "neither an image file nor a folder" in caplog.text
+        (tmp_path / "empty").mkdir()
+        assert main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "f.npy"), *common(setup)]) == 1
+        assert "no images found" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["embed", setup["data"], "--out", str(tmp_path / "f.npy")])  # --weights is required
+
+
+def test_embed_skips_unreadable_images_as_nan_rows(setup, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "f.npy"
+    with pytest.warns(UserWarning, match="broken.png"):
+        rc = main(["embed", setup["paths"][0], str(bad), "--out", str(out), "--on-error", "skip", *common(setup)])
+    assert rc == 0
+    emb = np.load(out)
+    assert np.isfinite(emb[0]).all() and np.isnan(emb[1]).all()
+    assert main(["embed", str(bad), "--out", str(out), *common(setup)]) == 1  # default: raise
+
+
+# --------------------------------------------------------------------------- probe
+def test_probe_prints_the_few_shot_table(setup, capsys):
+    args = ["probe", "--data", setup["data"], "--shots", "1", "3", "--n-repeats", "2", *common(setup)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    emb, y = setup["ref"], setup["labels"]
+    ref = knn_probe(emb, y, shots=[1, 3], n_repeats=2, name="tiny kNN (k=5)") + linear_probe(
+        emb, y, shots=[1, 3], n_repeats=2, name="tiny linear")
+    assert out.startswith("18 images, 3 classes\n")
+    assert format_table(ref) in out
+    assert "| Method (accuracy %) | 1-shot (n=3) | 3-shot (n=9) |" in out
+
+
+def test_probe_with_manifest_fractions_and_random_baseline(setup, tmp_path, capsys):
+    manifest = setup["data"] + "/labels.csv"
+    md = tmp_path / "table.md"
+    args = ["probe", "--labels-csv", manifest, "--fractions", "0.2", "0.5", "--n-repeats", "2", "--probe", "linear",
+            "--compare-random", "--out", str(md), *common(setup)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| Method (accuracy %) | 20% (n=4) | 50% (n=9) |"
+    assert [ln.split(" | ")[0] for ln in lines[1:]] == ["| tiny linear", "| random init linear"]
+    assert md.read_text().strip() == "\n".join(out.strip().splitlines()[2:])
+    # --data also takes a manifest
+    assert main(["probe", "--data", manifest, "--shots", "2", "--n-repeats", "1", "--probe", "knn", *common(setup)]) == 0
+
+
+def test_probe_errors(setup, tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["probe", "--data", setup["data"], "--shots", "9", "--n-repeats", "1", *common(setup)]) == 1
+        assert "n_shots=9 is more than the images available" in caplog.text
+        one = tmp_path / "one" / "knee"
+        one.mkdir(parents=True)
+        import shutil
+
+        shutil.copy(setup["paths"][0], one / "a.png")
+        assert main(["probe", "--data", str(tmp_path / "one"), *common(setup)]) == 1
+        assert "at least two classes" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["probe", "--data", setup["data"], "--shots", "1", "--fractions", "0.5", *common(setup)])
+    with pytest.raises(SystemExit):
+        main(["probe", "--weights", setup["weights"]])  # no data
