@@ -214,7 +214,9 @@ class _Pyramid:
             while len(self._levels) <= k:
                 prev = self._levels[-1]
                 h, w = prev.shape[-2] // 2 * 2, prev.shape[-1] // 2 * 2
-                self._levels.append(F.avg_pool2d(prev[..., :h, :w], 2))
+                p = prev[..., :h, :w]  # 2x2 means (as avg_pool2d, about twice as fast on CPU)
+                quad = p[..., 0::2, 0::2] + p[..., 1::2, 0::2] + p[..., 0::2, 1::2] + p[..., 1::2, 1::2]
+                self._levels.append(quad.mul_(0.25))
             # One replicated pixel around the image: bilinear samples within half a pixel
             # outside the image take the edge value, farther ones (rotated corners) are 0.
             self._padded[k] = F.pad(self._levels[k], (1, 1, 1, 1), mode="replicate")
