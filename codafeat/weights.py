@@ -17,26 +17,34 @@ returning the path of the file (see :func:`list_weights`, and
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
-import tempfile
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterator, Mapping
 from importlib import metadata
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from ._version import __version__
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIG_KEY = "codafeat_config"
 BACKBONE_PREFIX = "backbone."
 ENTRY_POINT_GROUP = "codafeat.weights"
-_REQUIRED = {"backbone": str, "embed_dim": int, "image_size": int, "mean": list, "std": list}
+#: Largest safetensors header accepted (the limit of the safetensors library itself).
+MAX_HEADER_BYTES = 100_000_000
 
 
 class WeightsError(ValueError):
@@ -54,7 +62,30 @@ def make_config(
     pooling: str = "avg",
     training: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The config dictionary stored in a weights file's metadata."""
+    """The config dictionary stored in a weights file's metadata.
+
+    Parameters
+    ----------
+    backbone : str
+        timm model name.
+    embed_dim : int
+        Size of the pooled embedding.
+    image_size : int
+        Side of the square input the weights were trained at.
+    mean, std : sequence of float
+        Per-channel normalisation of the backbone input (``in_chans`` values each).
+    in_chans : int, default=3
+        Input channels of the backbone.
+    pooling : str, default="avg"
+        Global pooling of the last feature map.
+    training : mapping or None
+        A JSON-serialisable summary of how the weights were obtained.
+
+    Returns
+    -------
+    dict
+        The config, including ``format_version`` and ``codafeat_version``.
+    """
     return {
         "format_version": FORMAT_VERSION,
         "backbone": str(backbone),
@@ -69,119 +100,283 @@ def make_config(
     }
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def _check_config(config: Any, source: str) -> dict[str, Any]:
+    """Validate a config (as decoded from JSON) and return a copy with defaults filled in."""
     if not isinstance(config, dict):
-        raise WeightsError(f"{source}: the codafeat config must be a JSON object")
-    for key, typ in _REQUIRED.items():
-        if key not in config:
-            raise WeightsError(f"{source}: the codafeat config lacks {key!r}")
-        if not isinstance(config[key], typ) or isinstance(config[key], bool):
-            raise WeightsError(f"{source}: config {key!r} must be {typ.__name__}, got {config[key]!r}")
-    if int(config.get("format_version", 1)) > FORMAT_VERSION:
+        raise WeightsError(f"{source}: the codafeat config must be a JSON object, got {type(config).__name__}")
+    cfg = dict(config)
+    version = cfg.get("format_version", 1)
+    if not _is_int(version) or version < 1:
+        raise WeightsError(f"{source}: config 'format_version' must be a positive int, got {version!r}")
+    if version > FORMAT_VERSION:
         raise WeightsError(
-            f"{source}: format version {config['format_version']} is newer than this codafeat "
-            f"({__version__}) understands; upgrade codafeat"
+            f"{source}: format version {version} is newer than this codafeat ({__version__}, format "
+            f"version {FORMAT_VERSION}) understands; upgrade codafeat"
         )
-    config.setdefault("in_chans", 3)
-    config.setdefault("pooling", "avg")
-    config.setdefault("training", {})
-    return config
+    for key in ("backbone", "embed_dim", "image_size", "mean", "std"):
+        if key not in cfg:
+            raise WeightsError(f"{source}: the codafeat config lacks {key!r}")
+    cfg.setdefault("in_chans", 3)
+    cfg.setdefault("pooling", "avg")
+    cfg.setdefault("training", {})
+    if not isinstance(cfg["backbone"], str) or not cfg["backbone"]:
+        raise WeightsError(f"{source}: config 'backbone' must be a non-empty str, got {cfg['backbone']!r}")
+    for key in ("embed_dim", "image_size", "in_chans"):
+        if not _is_int(cfg[key]) or cfg[key] < 1:
+            raise WeightsError(f"{source}: config {key!r} must be a positive int, got {cfg[key]!r}")
+    for key in ("mean", "std"):
+        values = cfg[key]
+        if (
+            not isinstance(values, list)
+            or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        ):
+            raise WeightsError(f"{source}: config {key!r} must be a list of finite numbers, got {values!r}")
+        if len(values) != cfg["in_chans"]:
+            raise WeightsError(
+                f"{source}: config {key!r} has {len(values)} values but 'in_chans' is {cfg['in_chans']}"
+            )
+    if any(s <= 0 for s in cfg["std"]):
+        raise WeightsError(f"{source}: config 'std' values must be positive, got {cfg['std']!r}")
+    if not isinstance(cfg["pooling"], str):
+        raise WeightsError(f"{source}: config 'pooling' must be str, got {cfg['pooling']!r}")
+    if not isinstance(cfg["training"], dict):
+        raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
+    return cfg
 
 
-def weights_to_bytes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = BACKBONE_PREFIX) -> bytes:
+def _json_default(obj: Any) -> Any:
+    """Make numpy / torch scalars and arrays in a config (e.g. a training history) JSON-able."""
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"config value {obj!r} of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _config_json(config: Mapping[str, Any]) -> str:
+    """Validated, canonical JSON text of ``config``."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping (see make_config), got {type(config).__name__}")
+    try:
+        plain = json.loads(json.dumps(dict(config), default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"config is not JSON serialisable: {exc}") from exc
+    return json.dumps(_check_config(plain, "config"), sort_keys=True)
+
+
+def weights_to_bytes(
+    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = BACKBONE_PREFIX
+) -> bytes:
     """Serialise a backbone ``state`` (keys without prefix) and ``config`` to safetensors bytes.
 
-    ``state`` keys that already carry a ``"<name>."`` prefix of another part may be passed
-    with ``prefix=""``.
+    Parameters
+    ----------
+    state : mapping of str to torch.Tensor
+        The backbone ``state_dict`` (any device; copied to the CPU).
+    config : mapping
+        The model config (see :func:`make_config`); validated.
+    prefix : str, default="backbone."
+        Prepended to every key. ``state`` keys that already carry a ``"<part>."``
+        prefix may be passed with ``prefix=""``.
+
+    Returns
+    -------
+    bytes
+        The content of a codafeat safetensors file.
+
+    Raises
+    ------
+    WeightsError
+        If ``config`` is invalid or ``state`` is empty.
+    TypeError
+        If a value of ``state`` is not a tensor.
     """
-    cfg = _check_config(json.loads(json.dumps(dict(config))), "config")
-    tensors = {prefix + k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return st_save(tensors, metadata={CONFIG_KEY: json.dumps(cfg, sort_keys=True)})
+    meta = _config_json(config)
+    if not state:
+        raise WeightsError("cannot save weights without tensors: the state dict is empty")
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise TypeError(f"state dict keys must be str, got {key!r}")
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"state dict value {key!r} is a {type(value).__name__}, not a torch.Tensor")
+        t = value.detach().to("cpu").contiguous()
+        storage = t.untyped_storage()
+        ident = (str(storage.device), storage.data_ptr())
+        if t.numel() and ident in seen:
+            t = t.clone()  # tied tensors: safetensors refuses shared storage
+        seen.add(ident)
+        tensors[prefix + key] = t
+    return st_save(tensors, metadata={CONFIG_KEY: meta})
 
 
-def weights_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Parse safetensors bytes into ``(backbone_state, config)``; never unpickles."""
+def _parse_header(header: bytes, source: str) -> dict[str, Any]:
+    """The codafeat config from the JSON header of a safetensors file."""
     try:
-        tensors = st_load(data)
-        meta = _read_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
-    if CONFIG_KEY not in meta:
+        parsed = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{source}: not a safetensors file (its header is not JSON: {exc})") from exc
+    if not isinstance(parsed, dict):
+        raise WeightsError(f"{source}: not a safetensors file (its header is not a JSON object)")
+    meta = parsed.get("__metadata__") or {}
+    if not isinstance(meta, dict) or CONFIG_KEY not in meta:
         raise WeightsError(
             f"{source}: safetensors file without a {CONFIG_KEY!r} metadata entry; it was not "
-            "written by codafeat (use codafeat.save_weights)"
+            "written by codafeat (use codafeat.save_weights or CodaEncoder.save)"
         )
     try:
         config = json.loads(meta[CONFIG_KEY])
-    except json.JSONDecodeError as exc:
+    except (TypeError, ValueError) as exc:
         raise WeightsError(f"{source}: the {CONFIG_KEY!r} metadata is not valid JSON ({exc})") from exc
-    config = _check_config(config, source)
-    state = {k[len(BACKBONE_PREFIX):]: v for k, v in tensors.items() if k.startswith(BACKBONE_PREFIX)}
+    return _check_config(config, source)
+
+
+def _header_length(prefix: bytes, available: int, source: str) -> int:
+    if len(prefix) < 8:
+        raise WeightsError(f"{source}: not a safetensors file (only {len(prefix)} bytes)")
+    n = int.from_bytes(prefix[:8], "little")
+    if n < 2 or n > MAX_HEADER_BYTES or 8 + n > available:
+        raise WeightsError(
+            f"{source}: not a safetensors file (header length {n} does not fit a file of "
+            f"{available} bytes); codafeat weights are safetensors files, never pickles"
+        )
+    return n
+
+
+def _backbone_state(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    state = {k[len(BACKBONE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BACKBONE_PREFIX)}
     if not state:
         raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r}")
-    return state, config
+    return state
 
 
-def _read_metadata(data: bytes) -> dict[str, str]:
-    if len(data) < 8:
-        raise ValueError("file too short")
-    n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
-        raise ValueError("bad header length")
-    header = json.loads(data[8 : 8 + n])
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError("metadata is not an object")
-    return meta
+def weights_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Parse safetensors bytes into ``(backbone_state, config)``; never unpickles.
+
+    Raises
+    ------
+    WeightsError
+        If ``data`` is not a safetensors file, has no valid codafeat config, or has no
+        backbone tensors. The message starts with ``source``.
+    """
+    n = _header_length(data, len(data), source)
+    config = _parse_header(data[8 : 8 + n], source)
+    try:
+        tensors = st_load(bytes(data))
+    except (SafetensorError, ValueError) as exc:
+        raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
+    return _backbone_state(tensors, source), config
 
 
 def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
-    """Write a weights file atomically (temporary file, then rename) and return its path."""
+    """Write a weights file atomically (temporary file, then rename) and return its path.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from codafeat.weights import make_config, save_weights, load_weights
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32,
+    ...                   mean=[0.5] * 3, std=[0.25] * 3)
+    >>> path = save_weights(tempfile.mkdtemp() + "/w.safetensors", {"w": torch.ones(2)}, cfg)
+    >>> state, config = load_weights(path)
+    >>> state["w"].tolist(), config["backbone"]
+    ([1.0, 1.0], 'test_convnext')
+    """
     data = weights_to_bytes(state, config)
     return atomic_write_bytes(path, data)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a crash never leaves a half-written file there."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for binary writing; rename it onto ``path`` on success.
+
+    If the ``with`` block (or the final flush/rename) fails, the temporary file is
+    removed and ``path`` keeps its previous content. The new file gets the usual
+    permissions (``0o666`` less the umask), not those of a private temporary file.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
-    return target
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        with contextlib.suppress(OSError):
+            dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that a crash never leaves a half-written file there."""
+    with atomic_open(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def load_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load ``(backbone_state, config)`` from a file path or a registered weights name."""
+    """Load ``(backbone_state, config)`` from a file path or a registered weights name.
+
+    The header is checked first (:func:`read_config`), then the tensors are read with
+    safetensors; nothing is unpickled.
+
+    Raises
+    ------
+    WeightsError
+        If the file is missing, unreadable, not safetensors, or not a codafeat file.
+    """
     path = resolve_weights(spec)
+    config = _read_config_file(path)
     try:
-        data = path.read_bytes()
+        tensors = st_load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+    return _backbone_state(tensors, str(path)), config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            n = _header_length(fh.read(8), size, str(path))
+            header = fh.read(n)
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read weights file ({exc})") from exc
-    return weights_from_bytes(data, source=str(path))
+    return _parse_header(header, str(path))
 
 
 def read_config(spec: str | os.PathLike) -> dict[str, Any]:
-    """The config of a weights file or registered name (reads the header only)."""
-    path = resolve_weights(spec)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        try:
-            n = int.from_bytes(head, "little")
-            meta = _read_metadata(head + fh.read(n))
-            return _check_config(json.loads(meta[CONFIG_KEY]), str(path))
-        except (ValueError, KeyError) as exc:
-            raise WeightsError(f"{path}: not a codafeat weights file ({exc})") from exc
+    """The config of a weights file or registered name (reads the header only).
+
+    Raises
+    ------
+    WeightsError
+        If the file is missing or is not a codafeat weights file.
+    """
+    return _read_config_file(resolve_weights(spec))
 
 
 # --------------------------------------------------------------------------- registry
@@ -189,12 +384,23 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) or "an unknown distribution"
+
+
 def list_weights() -> list[str]:
     """Names of the weights registered by installed distributions, sorted.
 
     A distribution registers weights with an entry point in the group
     ``codafeat.weights``: ``NAME = module:function``, where ``function()`` returns the
-    path of a codafeat safetensors file.
+    path of a codafeat safetensors file. ``codafeat package-weights`` builds such a
+    distribution (see :func:`build_weights_wheel`).
+
+    Returns
+    -------
+    list of str
+        The names accepted by ``CodaEncoder(weights=NAME)``.
     """
     return sorted({ep.name for ep in _entry_points()})
 
@@ -205,7 +411,8 @@ def registered_path(name: str) -> Path:
     Raises
     ------
     WeightsError
-        If no installed distribution registers ``name``, or its file is missing.
+        If no installed distribution registers ``name``, its entry point fails, or
+        its file is missing.
     """
     matches = [ep for ep in _entry_points() if ep.name == name]
     if not matches:
@@ -215,26 +422,57 @@ def registered_path(name: str) -> Path:
             f"{names if names else 'none (pip install a codafeat-weights-* package)'}"
         )
     ep = matches[0]
+    if len(matches) > 1:
+        logger.warning(
+            "weights %r is registered by several distributions (%s); using %s",
+            name,
+            ", ".join(_dist_name(m) for m in matches),
+            _dist_name(ep),
+        )
     try:
         obj = ep.load()
         value = obj() if callable(obj) else obj
+        path = Path(os.fspath(value))
     except Exception as exc:
-        raise WeightsError(f"registered weights {name!r} ({ep.value}) failed to load: {exc}") from exc
-    path = Path(os.fspath(value))
+        raise WeightsError(
+            f"registered weights {name!r} ({ep.value}, from {_dist_name(ep)}) failed to load: {exc}"
+        ) from exc
     if not path.is_file():
-        raise WeightsError(f"registered weights {name!r} points to a missing file {str(path)!r}")
+        raise WeightsError(
+            f"registered weights {name!r} (from {_dist_name(ep)}) points to a missing file {str(path)!r}"
+        )
     return path
 
 
 def resolve_weights(spec: str | os.PathLike) -> Path:
-    """A weights file path: ``spec`` itself when it is a file, else a registered name."""
+    """A weights file path: ``spec`` itself when it is a file, else a registered name.
+
+    A :class:`os.PathLike`, or a string that looks like a path (it contains a path
+    separator or ends in ``.safetensors``), must name an existing file.
+
+    Raises
+    ------
+    WeightsError
+        If ``spec`` is a missing file or an unknown name (the message lists the
+        registered names).
+    TypeError
+        If ``spec`` is neither a string nor a path.
+    """
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"weights must be a file path or a registered name, got {type(spec).__name__}")
     path = Path(spec)
     if path.is_file():
         return path
     text = os.fspath(spec)
-    if path.suffix == ".safetensors" or os.sep in text or path.exists():
+    looks_like_path = (
+        not isinstance(spec, str)
+        or path.suffix == ".safetensors"
+        or os.sep in text
+        or (os.altsep is not None and os.altsep in text)
+        or path.exists()
+        or not text
+    )
+    if looks_like_path:
         raise WeightsError(f"weights file {text!r} does not exist (or is not a file)")
     return registered_path(text)
 
@@ -245,7 +483,8 @@ class Weights:
 
     Estimators accept it wherever they accept a weights path; it is what
     :class:`~codafeat.CodaPretrainer` hands to the encoder it returns. Copies (and
-    therefore :func:`sklearn.base.clone`) share the same immutable bytes.
+    therefore :func:`sklearn.base.clone`) share the same immutable bytes; pickles hold
+    the safetensors bytes, and unpickling validates them again.
 
     Parameters
     ----------
@@ -253,18 +492,39 @@ class Weights:
         The content of a codafeat safetensors file.
     source : str, default="<memory>"
         A name for messages.
+
+    Raises
+    ------
+    WeightsError
+        If ``data`` is not codafeat weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from codafeat.weights import Weights, make_config
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32,
+    ...                   mean=[0.5] * 3, std=[0.25] * 3)
+    >>> w = Weights.from_state({"w": torch.zeros(3)}, cfg)
+    >>> w.config["backbone"], w.state_dict()["w"].shape
+    ('test_convnext', torch.Size([3]))
     """
 
     __slots__ = ("_data", "_config", "_source")
 
     def __init__(self, data: bytes, *, source: str = "<memory>") -> None:
-        if not isinstance(data, (bytes, bytearray)):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"Weights data must be bytes, got {type(data).__name__}")
         data = bytes(data)
         _, config = weights_from_bytes(data, source=source)
-        self._data = data
-        self._config = config
-        self._source = source
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_config", config)
+        object.__setattr__(self, "_source", str(source))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Weights is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Weights is immutable; cannot delete {name!r}")
 
     @classmethod
     def from_state(cls, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, source: str = "<memory>") -> "Weights":
@@ -275,12 +535,21 @@ class Weights:
     def from_file(cls, spec: str | os.PathLike) -> "Weights":
         """Read a weights file or registered name."""
         path = resolve_weights(spec)
-        return cls(path.read_bytes(), source=str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WeightsError(f"{path}: cannot read weights file ({exc})") from exc
+        return cls(data, source=str(path))
 
     @property
     def data(self) -> bytes:
         """The safetensors bytes."""
         return self._data
+
+    @property
+    def source(self) -> str:
+        """Where the weights came from (for messages)."""
+        return self._source
 
     @property
     def config(self) -> dict[str, Any]:
@@ -305,16 +574,21 @@ class Weights:
         return (_weights_from_pickle, (self._data, self._source))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Weights) and other._data == self._data
+        if not isinstance(other, Weights):
+            return NotImplemented
+        return other._data == self._data
 
     def __hash__(self) -> int:
         return hash(self._data)
 
     def __repr__(self) -> str:
         c = self._config
-        epochs = c.get("training", {}).get("epochs")
+        epochs = c["training"].get("epochs")
         extra = f", epochs={epochs}" if epochs is not None else ""
-        return f"Weights(backbone={c['backbone']!r}, image_size={c['image_size']}, {len(self._data) / 1e6:.1f} MB{extra})"
+        return (
+            f"Weights(backbone={c['backbone']!r}, image_size={c['image_size']}, "
+            f"embed_dim={c['embed_dim']}, {len(self._data) / 1e6:.1f} MB{extra})"
+        )
 
 
 def _weights_from_pickle(data: bytes, source: str) -> Weights:
@@ -324,6 +598,16 @@ def _weights_from_pickle(data: bytes, source: str) -> Weights:
 def load_any(spec: "str | os.PathLike | Weights") -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """``(state, config, source)`` from a path, a registered name or :class:`Weights`."""
     if isinstance(spec, Weights):
-        return spec.state_dict(), spec.config, spec._source
+        return spec.state_dict(), spec.config, spec.source
     state, config = load_weights(spec)
     return state, config, os.fspath(spec)
+
+
+def __getattr__(name: str) -> Any:
+    # ``build_weights_wheel`` lives in ``_weights_wheel`` (which imports this module);
+    # importing it lazily keeps the two free of an import cycle.
+    if name == "build_weights_wheel":
+        from ._weights_wheel import build_weights_wheel
+
+        return build_weights_wheel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

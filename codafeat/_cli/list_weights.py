@@ -6,6 +6,11 @@ import argparse
 
 NAME = "list-weights"
 HELP = "list the weights registered by installed packages"
+DESCRIPTION = (
+    "List the weights registered by installed packages (entry-point group codafeat.weights), "
+    "one per line: NAME, backbone, image size and file, tab-separated. Broken entries are "
+    "listed with their error and make the command exit with status 1."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,11 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..weights import list_weights, registered_path
+    from ..weights import WeightsError, list_weights, read_config, registered_path
 
     names = list_weights()
     if not names:
         sys.stdout.write("no weights installed (pip install a codafeat-weights-* package)\n")
+    status = 0
     for name in names:
-        sys.stdout.write(f"{name}\t{registered_path(name)}\n")
-    return 0
+        try:
+            path = registered_path(name)
+            config = read_config(path)
+        except WeightsError as exc:
+            sys.stdout.write(f"{name}\tERROR\t{exc}\n")
+            status = 1
+            continue
+        sys.stdout.write(f"{name}\t{config['backbone']}\t{config['image_size']}\t{path}\n")
+    return status
