@@ -443,6 +443,13 @@ class CodaPretrainer(BaseEstimator):
                 head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
                 head_bottleneck_dim=self.head_bottleneck_dim,
             )
+        info_ = getattr(student.backbone, "feature_info", None)
+        stride = int(info_[-1]["reduction"]) if info_ else 1
+        if self.local_size < stride or self.image_size < stride:
+            raise ValueError(
+                f"local_size={self.local_size} / image_size={self.image_size} must be at least the "
+                f"total stride ({stride}) of backbone {self.backbone!r}"
+            )
         if device.type == "cuda":
             student = student.to(device, memory_format=torch.channels_last)
         else:

@@ -18,7 +18,7 @@ from codafeat.pretrain import CodaPretrainer
 TINY = dict(
     backbone="test_convnext",
     image_size=32,
-    local_size=16,
+    local_size=32,
     n_local_crops=2,
     head_out_dim=64,
     head_hidden_dim=32,
@@ -236,7 +236,7 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
     hist = tmp_path / "h.json"
     rc = main([
         "pretrain", str(organ_folder), "--out", str(out), "--history", str(hist), "--backbone", "test_convnext",
-        "--image-size", "32", "--local-size", "16", "--n-local-crops", "2", "--head-out-dim", "64",
+        "--image-size", "32", "--local-size", "32", "--n-local-crops", "2", "--head-out-dim", "64",
         "--head-hidden-dim", "32", "--head-bottleneck-dim", "16", "--batch-size", "8", "--epochs", "1",
         "--warmup-epochs", "0", "--random-state", "0", "--verbose", "0",
     ])
