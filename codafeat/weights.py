@@ -12,7 +12,8 @@ Its metadata key ``codafeat_config`` holds the model config as JSON::
 Loading never unpickles anything. Named weights come from installed distributions that
 register an entry point in the group ``codafeat.weights`` whose object is a callable
 returning the path of the file (see :func:`list_weights`, and
-``codafeat package-weights`` to build such a distribution).
+:func:`build_weights_wheel` / ``codafeat package-weights`` to build such a
+distribution; docs/publishing-weights.md walks through publishing).
 """
 
 from __future__ import annotations
