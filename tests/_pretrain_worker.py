@@ -38,5 +38,9 @@ est = CodaPretrainer(**params).fit(folder)
 import os  # noqa: E402
 
 rank = int(os.environ.get("RANK", "0"))
-est.encoder_.save(out.replace(".safetensors", f".rank{rank}.safetensors") if "WORLD_SIZE" in os.environ else out)
+target = out.replace(".safetensors", f".rank{rank}.safetensors") if "WORLD_SIZE" in os.environ else out
+est.encoder_.save(target)
+from safetensors.torch import save_file  # noqa: E402
+
+save_file({k: v.contiguous() for k, v in est.student_.state_dict().items()}, target.replace(".safetensors", ".student.st"))
 Path(out + f".history{rank}.json").write_text(json.dumps(est.history_))
