@@ -16,8 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 from numbers import Integral
 
 from ._device import resolve_device
-from .data.io import as_image_list, describe, report_skipped
-from .data.loader import make_loader
+from .data.io import as_image_list, report_skipped
+from .data.loader import Failure, auto_num_workers, is_in_memory, make_loader, raise_failure
 from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
 from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
 
@@ -50,8 +50,10 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Images per forward pass. Memory is bounded by the batch, not the dataset.
     device : str, default="auto"
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    num_workers : int, default=0
-        DataLoader worker processes that decode images while the model runs.
+    num_workers : int or "auto", default="auto"
+        DataLoader worker processes that decode images while the model runs (``0``:
+        decode in this process, between batches). ``"auto"`` picks a number from the
+        device, the CPU cores available and the input (see :func:`auto_num_workers`).
     pooling : {"avg", "max", "avgmax"} or None, default=None
         Global pooling of the last feature map; ``None`` takes it from ``weights``
         (or ``"avg"``).
@@ -94,7 +96,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         "image_size": [None, Interval(Integral, 8, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "pooling": [None, StrOptions(set(POOLINGS))],
         "normalize": ["boolean"],
         "on_error": [StrOptions({"raise", "skip"})],
@@ -110,7 +112,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         image_size: int | None = None,
         batch_size: int = 32,
         device: str = "auto",
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         pooling: str | None = None,
         normalize: bool = True,
         on_error: str = "raise",
@@ -188,10 +190,10 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _install(self, net: torch.nn.Module, config: dict, device: torch.device) -> None:
         model = FeatureExtractor(net, config["mean"], config["std"], config["in_chans"])
         model.eval().requires_grad_(False)
-        if device.type == "cuda":
-            model = model.to(device, memory_format=torch.channels_last)
-        else:
-            model = model.to(device)
+        # channels_last: cuDNN (bf16) and oneDNN (CPU) convolutions run faster in NHWC;
+        # the preprocessing writes NHWC directly, so no layout copy happens per batch.
+        model.pre.channels_last = True
+        model = model.to(device, memory_format=torch.channels_last)
         self.model_ = model
         self.config_ = config
         self.device_ = device
@@ -200,7 +202,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.skipped_: list[str] = []
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embed images.
+        """Embed images, streaming them batch by batch.
 
         Parameters
         ----------
@@ -210,54 +212,72 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Returns
         -------
         ndarray of shape (n_images, n_features), float32
+            One row per input image, in input order. With ``on_error="skip"`` the rows
+            of unreadable images are NaN (listed in ``skipped_``).
+
+        Raises
+        ------
+        ImageReadError
+            An image cannot be read (``on_error="raise"``); the error names it.
         """
         check_is_fitted(self, "model_")
         items = as_image_list(X)
         return self._embed(items)
 
-    def _embed(self, items) -> np.ndarray:
+    def _n_workers(self, items: Any) -> int:
+        """``num_workers``, with ``"auto"`` resolved for these items and this device."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        return auto_num_workers(len(items), self.batch_size, self.device_, in_memory=is_in_memory(items))
+
+    def _embed(self, items: Any) -> np.ndarray:
         n = len(items)
         out = np.empty((n, self._n_features_out), dtype=np.float32)
         self.skipped_ = []
         if n == 0:
             return out
         dev = self.device_
+        workers = self._n_workers(items)
         loader = make_loader(
-            items,
-            self.image_size_,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            on_error=self.on_error,
-            pin_memory=dev.type == "cuda",
+            items, self.image_size_, batch_size=self.batch_size, num_workers=workers, pin_memory=dev.type == "cuda"
         )
-        bad: list[int] = []
-        it = loader
+        logger.debug("embedding %d image(s) with %d worker(s) on %s", n, workers, dev)
+        failures: list[Failure] = []
+        error: Failure | None = None
+        progress = None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            it = tqdm(loader, total=len(loader), desc="embedding", unit="batch")
-        use_amp = dev.type == "cuda"
+            progress = tqdm(total=n, desc="embedding", unit="img")
         with torch.inference_mode():
-            for x, idx, ok in it:
-                x = x.to(dev, non_blocking=True)
-                if dev.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            for batch in loader:
+                if batch.failures:
+                    if self.on_error == "raise":
+                        error = batch.failures[0]
+                        break  # leaving the loop shuts the workers down
+                    failures.extend(batch.failures)
+                x = batch.images.to(dev, non_blocking=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                     feats = self.model_(x)
                 feats = feats.float()
                 if self.normalize:
                     feats = torch.nn.functional.normalize(feats, dim=1)
-                idx_np = idx.numpy()
-                out[idx_np] = feats.cpu().numpy()
-                if not bool(ok.all()):
-                    bad.extend(int(i) for i in idx_np[~ok.numpy()])
-        if bad:
+                out[batch.index.numpy()] = feats.cpu().numpy()
+                if progress is not None:
+                    progress.update(len(batch.index))
+        if progress is not None:
+            progress.close()
+        if error is not None:
+            raise_failure(error)
+        if failures:
+            bad = [f.index for f in failures]
             out[bad] = np.nan
-            self.skipped_ = [describe(items[i], i) for i in bad]
+            self.skipped_ = [f.path for f in failures]
             report_skipped(self.skipped_, context="CodaEncoder.transform")
             warnings.warn(
-                f"CodaEncoder.transform skipped {len(bad)} unreadable image(s) (rows set to NaN): "
-                + ", ".join(self.skipped_[:5])
+                f"CodaEncoder.transform skipped {len(bad)} unreadable image(s) (rows set to NaN, "
+                "names in skipped_): "
+                + "; ".join(f"{f.path}: {f.reason}" for f in failures[:5])
                 + (" ..." if len(bad) > 5 else ""),
                 UserWarning,
                 stacklevel=3,
