@@ -25,3 +25,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available; use device='auto' or 'cpu'")
     return dev
+
+
+def flush_denormals(device: torch.device) -> None:
+    """On the CPU, flush denormal floats to zero (``torch.set_flush_denormal(True)``).
+
+    Training produces tiny values (AdamW second moments, EMA differences) whose denormal
+    arithmetic is many times slower on x86 CPUs: with it off, the optimiser step of a small
+    ConvNeXt was measured 13x slower (3.6 s vs 0.27 s per step). The setting is
+    process-wide and stays on; it only changes numbers below ~1e-38.
+    """
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)

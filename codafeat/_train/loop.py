@@ -219,7 +219,7 @@ class CodaTrainer:
     def run_epoch(self, loader, epoch: int, *, progress=None) -> dict[str, Any]:
         """Train one epoch; returns its history record."""
         self.student.train()
-        self.teacher.train()
+        self.teacher.eval()  # the EMA teacher never trains (no dropout/drop-path noise)
         stats = EpochStats()
         t0 = time.perf_counter()
         for b, batch in enumerate(loader):
