@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from typing import Any
 
@@ -17,7 +18,7 @@ from numbers import Integral
 
 from ._device import resolve_device
 from .data.io import as_image_list, report_skipped
-from .data.loader import Failure, auto_num_workers, is_in_memory, make_loader, raise_failure
+from .data.loader import PROBE, Failure, auto_num_workers, is_in_memory, make_loader, raise_failure, workers_after_probe
 from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
 from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
 
@@ -225,7 +226,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return self._embed(items)
 
     def _n_workers(self, items: Any) -> int:
-        """``num_workers``, with ``"auto"`` resolved for these items and this device."""
+        """``num_workers``, with ``"auto"`` resolved for these items and this device (may be PROBE)."""
         if self.num_workers != "auto":
             return int(self.num_workers)
         return auto_num_workers(len(items), self.batch_size, self.device_, in_memory=is_in_memory(items))
@@ -236,39 +237,26 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.skipped_ = []
         if n == 0:
             return out
-        dev = self.device_
-        workers = self._n_workers(items)
-        loader = make_loader(
-            items, self.image_size_, batch_size=self.batch_size, num_workers=workers, pin_memory=dev.type == "cuda"
-        )
-        logger.debug("embedding %d image(s) with %d worker(s) on %s", n, workers, dev)
         failures: list[Failure] = []
-        error: Failure | None = None
         progress = None
         if self.verbose:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=n, desc="embedding", unit="img")
-        with torch.inference_mode():
-            for batch in loader:
-                if batch.failures:
-                    if self.on_error == "raise":
-                        error = batch.failures[0]
-                        break  # leaving the loop shuts the workers down
-                    failures.extend(batch.failures)
-                x = batch.images.to(dev, non_blocking=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    feats = self.model_(x)
-                feats = feats.float()
-                if self.normalize:
-                    feats = torch.nn.functional.normalize(feats, dim=1)
-                out[batch.index.numpy()] = feats.cpu().numpy()
-                if progress is not None:
-                    progress.update(len(batch.index))
-        if progress is not None:
-            progress.close()
-        if error is not None:
-            raise_failure(error)
+        try:
+            workers = self._n_workers(items)
+            start = 0
+            if workers == PROBE:
+                # decode and embed the first batch here, timing both, then choose the workers
+                start = min(self.batch_size, n)
+                decode_s, model_s = self._run(items, out, failures, progress, workers=0, stop=start)
+                workers = workers_after_probe(decode_s, model_s)
+                logger.debug("probe: decoding %.3fs, model %.3fs per batch -> %d worker(s)", decode_s, model_s, workers)
+            if start < n:
+                self._run(items, out, failures, progress, workers=workers, start=start)
+        finally:
+            if progress is not None:
+                progress.close()
         if failures:
             bad = [f.index for f in failures]
             out[bad] = np.nan
@@ -283,6 +271,56 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 stacklevel=3,
             )
         return out
+
+    def _run(
+        self,
+        items: Any,
+        out: np.ndarray,
+        failures: list[Failure],
+        progress: Any,
+        *,
+        workers: int,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> tuple[float, float]:
+        """Embed ``items[start:stop]`` into ``out``; returns the seconds spent waiting for
+        batches and running the model."""
+        dev = self.device_
+        loader = make_loader(
+            items, self.image_size_, batch_size=self.batch_size, num_workers=workers,
+            pin_memory=dev.type == "cuda", start=start, stop=stop,
+        )
+        logger.debug("embedding images %d:%s with %d worker(s) on %s", start, stop, workers, dev)
+        wait_s = model_s = 0.0
+        error: Failure | None = None
+        with torch.inference_mode():
+            it = iter(loader)
+            while True:
+                t0 = time.perf_counter()
+                batch = next(it, None)
+                t1 = time.perf_counter()
+                wait_s += t1 - t0
+                if batch is None:
+                    break
+                if batch.failures:
+                    if self.on_error == "raise":
+                        error = batch.failures[0]
+                        break
+                    failures.extend(batch.failures)
+                x = batch.images.to(dev, non_blocking=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                    feats = self.model_(x)
+                feats = feats.float()
+                if self.normalize:
+                    feats = torch.nn.functional.normalize(feats, dim=1)
+                out[batch.index.numpy()] = feats.cpu().numpy()
+                model_s += time.perf_counter() - t1
+                if progress is not None:
+                    progress.update(len(batch.index))
+            del it  # shuts the workers down before an error propagates
+        if error is not None:
+            raise_failure(error)
+        return wait_s, model_s
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:

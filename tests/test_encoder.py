@@ -20,6 +20,7 @@ from sklearn.utils import estimator_checks as ec
 from sklearn.utils import get_tags
 
 import codafeat.data.loader as loader_mod
+import codafeat.encoder as encoder_mod
 from codafeat import CodaEncoder, ImageReadError, Weights, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
 
@@ -350,6 +351,29 @@ def test_num_workers_two_equals_zero(fitted, tmp_path):
     auto = clone(fitted).set_params(num_workers="auto", batch_size=4).fit().transform(paths)
     np.testing.assert_array_equal(zero, two)
     np.testing.assert_array_equal(zero, auto)
+
+
+def test_auto_workers_probe_then_switch(fitted, tmp_path, monkeypatch):
+    """With num_workers='auto' on CPU the first batch is timed in-process; when decoding is
+    expensive the rest is decoded by workers, with results identical to num_workers=0."""
+    paths = write_pngs(tmp_path / "auto", 7)
+    calls = []
+    monkeypatch.setattr(loader_mod, "available_cpus", lambda: 4)
+    real_make_loader = encoder_mod.make_loader
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["num_workers"], kwargs.get("start", 0), kwargs.get("stop")))
+        return real_make_loader(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_mod, "make_loader", spy)
+    monkeypatch.setattr(encoder_mod, "workers_after_probe", lambda d, m: 2)
+    enc = clone(fitted).set_params(num_workers="auto", batch_size=3, device="cpu").fit()
+    out = enc.transform(paths)
+    assert calls == [(0, 0, 3), (2, 3, None)]
+    np.testing.assert_array_equal(out, clone(fitted).set_params(num_workers=0, batch_size=3).fit().transform(paths))
+    calls.clear()
+    enc.transform(images(7))  # in-memory: no probe, no workers
+    assert calls == [(0, 0, None)]
 
 
 def test_transform_streams_batch_by_batch(fitted, monkeypatch):

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .io import ImageReadError, as_unit_float, decode_image
 
@@ -97,14 +97,21 @@ def make_loader(
     num_workers: int,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
+    start: int = 0,
+    stop: int | None = None,
 ) -> DataLoader:
-    """A sequential DataLoader of :class:`Batch` over :class:`ImageDataset`.
+    """A sequential DataLoader of :class:`Batch` over :class:`ImageDataset` (``items[start:stop]``).
 
     Workers decode ahead while the caller runs the model; with ``num_workers=0`` decoding
-    happens in the calling process between batches.
+    happens in the calling process between batches. Batch indices are positions in
+    ``items``.
     """
+    dataset: Dataset = ImageDataset(items, size)
+    stop = len(items) if stop is None else min(stop, len(items))
+    if start or stop < len(items):
+        dataset = Subset(dataset, range(start, stop))
     return DataLoader(
-        ImageDataset(items, size),
+        dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -123,17 +130,47 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: ``auto_num_workers`` result meaning "decode the first batch here, time it, then decide"
+#: (see :func:`workers_after_probe`).
+PROBE = -1
+
+
 def auto_num_workers(n_items: int, batch_size: int, device: torch.device, *, in_memory: bool) -> int:
-    """The number of decoding workers ``num_workers="auto"`` uses.
+    """The number of decoding workers ``num_workers="auto"`` uses, or :data:`PROBE`.
 
     * In-memory images (arrays, PIL) and inputs of at most one batch: ``0``. There is
       little to decode, and starting workers costs more than it saves.
+    * One CPU core: ``0``; there is nothing to overlap with.
     * CUDA: the GPU outruns decoding, so decode on all cores but one (at most 8).
-    * CPU: the model and the decoders share the cores. TODO
+    * CPU: the model and the decoders share the cores, and whether workers pay depends on
+      how expensive decoding is next to the model (a 1024-px PNG costs as much as a small
+      backbone's forward pass, a 224-px PNG a thirtieth). :data:`PROBE`: the caller
+      decodes and embeds the first batch in-process, timing both, and continues with
+      :func:`workers_after_probe` workers.
     """
     if in_memory or n_items <= batch_size:
         return 0
     cpus = available_cpus()
+    if cpus < 2:
+        return 0
     if device.type == "cuda":
-        return max(1, min(8, cpus - 1))
-    return 1
+        return min(8, cpus - 1)
+    return PROBE
+
+
+#: Decoding must take at least this share of the model's time before workers are used.
+PROBE_MIN_DECODE_SHARE = 0.15
+
+
+def workers_after_probe(decode_seconds: float, model_seconds: float) -> int:
+    """Workers for the rest of the input after a timed in-process first batch.
+
+    ``0`` while decoding costs less than :data:`PROBE_MIN_DECODE_SHARE` of the model's
+    time (serial decoding then loses little, and workers would compete with the model
+    for the cores); else just enough workers to keep up with the model,
+    ``ceil(decode / model)``, at most ``cores - 1`` (at least 1) and 8.
+    """
+    if model_seconds <= 0 or decode_seconds < PROBE_MIN_DECODE_SHARE * model_seconds:
+        return 0
+    need = int(np.ceil(decode_seconds / model_seconds))
+    return max(1, min(need, available_cpus() - 1, 8))
