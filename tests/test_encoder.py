@@ -291,6 +291,10 @@ def test_weights_whose_tensors_do_not_match_config(fitted, tmp_path):
     save_weights(tmp_path / "missing.safetensors", missing, config)
     with pytest.raises(ValueError, match="missing tensor"):
         CodaEncoder(weights=tmp_path / "missing.safetensors").fit()
+    wrong_dim = dict(config, embed_dim=N_FEATURES + 1)
+    save_weights(tmp_path / "dim.safetensors", state, wrong_dim)
+    with pytest.raises(ValueError, match="embed_dim"):
+        CodaEncoder(weights=tmp_path / "dim.safetensors").fit()
     other = dict(config, backbone="convnext_atto")
     save_weights(tmp_path / "other.safetensors", state, other)
     with pytest.raises(ValueError, match="other.safetensors"):
@@ -395,12 +399,12 @@ def test_transform_streams_batch_by_batch(fitted, monkeypatch):
     assert events == ["decode"] * 3 + ["forward"] + ["decode"] * 3 + ["forward"] + ["decode"] * 2 + ["forward"]
 
 
-def test_preprocessing_is_inside_the_model_and_channels_last(fitted):
+def test_preprocessing_is_inside_the_model_channels_last_on_cuda(fitted):
     x = torch.from_numpy(images(2)).unsqueeze(1)
     pre = fitted.model_.pre
-    out = pre(x)
-    assert out.shape == (2, 3, 32 if x.shape[-1] == 32 else x.shape[-2], x.shape[-1])
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert pre.channels_last == (fitted.device_.type == "cuda")
+    out = pre(x.to(fitted.device_)).cpu()
+    assert out.shape == (2, 3, *x.shape[-2:])
     mean = torch.tensor(fitted.config_["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(fitted.config_["std"]).view(1, 3, 1, 1)
     ref = (x.float() / 255 - mean) / std
