@@ -175,11 +175,12 @@ def run_demo(
     timings["embedding"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    separation = {name: organ_separation(E, eval_y, random_state=random_state) for name, E in emb.items()}
+    k = int(min(5, len(eval_y) - 1))
+    separation = {name: organ_separation(E, eval_y, n_neighbors=k, random_state=random_state) for name, E in emb.items()}
     variants = None
     if eval_v is not None:
         variants = {
-            name: variant_separation(E, eval_y, eval_v, random_state=random_state)["mean"] for name, E in emb.items()
+            name: variant_separation(E, eval_y, eval_v, n_neighbors=k, random_state=random_state)["mean"] for name, E in emb.items()
         }
     names = {"coda": "Coda (ours, demo scale)", "random": "random init"}
     few = None
