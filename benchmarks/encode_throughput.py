@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {n:6d} images: RSS {r['rss_before_transform_mb']:.0f} MB before transform, peak {r['peak_rss_mb']:.0f} MB "
                 f"(growth {r['peak_rss_mb'] - r['rss_before_transform_mb']:.0f} MB; output array {r['output_mb']:.1f} MB); "
-                f"workers' peak {r['peak_rss_workers_mb']:.0f} MB; {r['img_s']:.1f} img/s"
+                f"largest child process {r['peak_rss_workers_mb']:.0f} MB; {r['img_s']:.1f} img/s"
             )
     print(f"\nload average at the end {os.getloadavg()}")
     return 0
