@@ -1,6 +1,6 @@
 """Images/s of a full Coda training step vs forward+backward of the bare student backbone.
 
-Both run in the same process on the same pre-made views (two global views and
+Both run in the same process, alternately (one step each per round; medians reported), on the same pre-made views (two global views and
 ``n_local_crops`` local crops per image), same backbone, batch and device:
 
 * **coda**: ``CodaTrainer.step`` — teacher forward (g2, both heads), student forward (g1 and
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from codafeat._device import resolve_device
+from codafeat._device import flush_denormals, resolve_device
 from codafeat._train import dist as D
 from codafeat._train.loop import CodaTrainer, Schedules
 from codafeat.losses.inter_organ import InterOrganLoss
@@ -44,15 +44,21 @@ def make_batch(b: int, size: int, local: int, n_crops: int, n_organs: int, devic
     }
 
 
-def time_steps(fn, steps: int, warmup: int, sync) -> float:
+def interleaved(fns: dict, steps: int, warmup: int, sync) -> dict[str, list[float]]:
+    """Time the functions alternately, one step each per round, so that machine noise hits
+    both alike; returns each one's per-step seconds."""
     for _ in range(warmup):
-        fn()
-    sync()
-    t0 = time.perf_counter()
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(steps):
-        fn()
-    sync()
-    return (time.perf_counter() - t0) / steps
+        for k, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main() -> None:
@@ -72,6 +78,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    flush_denormals(device)  # as CodaPretrainer.fit does
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batch = make_batch(args.batch_size, args.image_size, args.local_size, args.n_local_crops, 3, device)
     n_steps_total = args.steps + args.warmup + 1
@@ -95,7 +102,6 @@ def main() -> None:
     student.train()
     teacher.train()
     it = iter(range(n_steps_total))
-    t_coda = time_steps(lambda: trainer.step(batch, 0, next(it)), args.steps, args.warmup, sync)
 
     torch.manual_seed(0)
     bare = CodaNetwork(args.backbone, mean=DEFAULT_MEAN, std=DEFAULT_STD, with_org=False, with_ins=False).to(device)
@@ -113,8 +119,10 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    t_bare = time_steps(bare_step, args.steps, args.warmup, sync)
+    times = interleaved({"coda": lambda: trainer.step(batch, 0, next(it)), "bare": bare_step}, args.steps, args.warmup, sync)
+    t_coda, t_bare = float(np.median(times["coda"])), float(np.median(times["bare"]))
     ips_coda, ips_bare = args.batch_size / t_coda, args.batch_size / t_bare
+    ratios = [b / c for c, b in zip(times["coda"], times["bare"])]
     mem = ""
     if device.type == "cuda":
         mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
@@ -123,7 +131,7 @@ def main() -> None:
           f"{args.n_local_crops} crops of {args.local_size}px, head out {args.head_out_dim}")
     print(f"coda step : {ips_coda:8.2f} images/s ({t_coda * 1000:.0f} ms/step)")
     print(f"bare step : {ips_bare:8.2f} images/s ({t_bare * 1000:.0f} ms/step)")
-    print(f"ratio coda/bare: {ips_coda / ips_bare:.3f}")
+    print(f"ratio coda/bare (medians): {ips_coda / ips_bare:.3f}; per round: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 if __name__ == "__main__":
