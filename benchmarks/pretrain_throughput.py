@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from codafeat._device import flush_denormals, resolve_device
+from codafeat._device import resolve_device
 from codafeat._train import dist as D
 from codafeat._train.loop import CodaTrainer, Schedules
 from codafeat.losses.inter_organ import InterOrganLoss
@@ -78,7 +78,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    flush_denormals(device)  # as CodaPretrainer.fit does
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # as CodaPretrainer.fit does
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batch = make_batch(args.batch_size, args.image_size, args.local_size, args.n_local_crops, 3, device)
     n_steps_total = args.steps + args.warmup + 1

@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch.utils.data import DataLoader
 
-from ._device import flush_denormals, resolve_device
+from ._device import denormals_flushed, resolve_device
 from ._train import dist as D
 from ._train.checkpoint import checkpoint_path, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from ._train.loop import CodaTrainer, Schedules
@@ -341,11 +341,11 @@ class CodaPretrainer(BaseEstimator):
         check_on_error(self.on_error)
         device = resolve_device(self.device)
         info = D.setup(device.type)
-        flush_denormals(device)
         if info.is_distributed and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
         try:
-            self._fit(X, y, device, info)
+            with denormals_flushed(device):
+                self._fit(X, y, device, info)
         finally:
             D.teardown(info)
         return self

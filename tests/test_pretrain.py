@@ -271,3 +271,18 @@ def test_organ_from_dicom_tag(tmp_path):
             paths.append(str(p))
     est = CodaPretrainer(**dict(TINY, epochs=1, organ_from="dicom")).fit(paths)
     assert list(est.organs_) == ["chest", "hand"]
+
+
+def test_fit_restores_the_denormal_setting(organ_folder):
+    # fit flushes denormals on the CPU for speed, and must leave the process as it found it
+    from codafeat._device import _flushing_denormals
+
+    assert not _flushing_denormals()
+    CodaPretrainer(**dict(TINY, epochs=1)).fit(organ_folder)
+    assert not _flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        CodaPretrainer(**dict(TINY, epochs=1)).fit(organ_folder)
+        assert _flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
