@@ -532,9 +532,12 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     if seg:
         L += ["### JSRT heart and clavicle segmentation", "", f"See \"{SECTION_SEG[3:]}\" below for the table and settings.", ""]
     L += ["### Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+    total = 0.0
     for k, v in r.items():
         if isinstance(v, dict) and "seconds" in v:
             L.append(f"| {k} | {v['seconds']:.0f} |")
+            total += float(v["seconds"])
+    L.append(f"| total | {total:.0f} ({total / 60:.0f} min) |")
     L += ["", "### Which of the paper's claims held at this scale", "",
           "Mechanical comparison, Coda against each other encoder, averaged over the fractions of each measure "
           "(positive = Coda higher; for IoU/AUC/accuracy in 0-1 units):", ""]
@@ -676,8 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     n_pre = len(pretraining_images(data, args.max_images_per_organ, args.seed)[0])
     meta_path = run.path("meta")
     meta = load_json(meta_path) if meta_path.exists() else {}
-    meta.update(command=cmd.strip(), commit=git_commit(), machine=machine(), n_pretrain_images=n_pre,
-                started=meta.get("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    if "pretrain" in args.stages or "command" not in meta:  # a results-only rerun keeps the run's command
+        meta.update(command=cmd.strip(), commit=git_commit(), machine=machine(), n_pretrain_images=n_pre,
+                    started=meta.get("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     save_json(meta_path, meta)
     sets = eval_sets(data)
     need_jsrt = any(s in args.stages for s in ("embed", "seg"))
