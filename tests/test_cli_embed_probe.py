@@ -1,10 +1,13 @@
-"""Tests of the ``codafeat embed`` and ``codafeat probe`` commands (run in-process)."""
+"""Tests of the ``codafeat embed`` and ``codafeat probe`` commands and of examples/ (run in-process)."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import py_compile
+import runpy
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from codafeat.datasets import make_radiograph_phantoms, scan_organ_folder, write
 from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py")
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +148,46 @@ def test_probe_errors(setup, tmp_path, caplog):
         main(["probe", "--data", setup["data"], "--shots", "1", "--fractions", "0.5", *common(setup)])
     with pytest.raises(SystemExit):
         main(["probe", "--weights", setup["weights"]])  # no data
+
+
+# --------------------------------------------------------------------------- examples/
+
+def load(name):
+    return runpy.run_path(str(EXAMPLES / name), run_name="example")  # defines main(), runs nothing
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_examples_compile(name):
+    py_compile.compile(str(EXAMPLES / name), doraise=True)
+
+
+def test_pipeline_quickstart(capsys):
+    acc = load("pipeline_quickstart.py")["main"](
+        ["--n-per-organ", "3", "--image-size", "32", "--shots", "1", "--n-repeats", "2", "--device", "cpu"]
+    )
+    assert 0.0 <= acc <= 1.0
+    assert "1-shot organ accuracy over 2 draws" in capsys.readouterr().out
+
+
+def test_few_shot_probe_with_weights_and_a_folder(tmp_path, capsys):
+    from codafeat import CodaEncoder
+    from codafeat.datasets import make_radiograph_phantoms, write_image_folder
+
+    w = CodaEncoder(backbone="test_convnext", image_size=32, random_state=1).fit().save(tmp_path / "w.safetensors")
+    X, y = make_radiograph_phantoms(4, organs=("hand", "knee"), image_size=32, random_state=0, return_variants=False)
+    write_image_folder(X, y, tmp_path / "data")
+    report = load("few_shot_probe.py")["main"](
+        ["--weights", str(w), "--data", str(tmp_path / "data"), "--fractions", "0.5", "--n-repeats", "2", "--device", "cpu"]
+    )
+    assert report.methods == ("kNN (k=5)", "linear") and report.scoring == "roc_auc"
+    assert "| Method (roc_auc %) | 50% (n=4) |" in capsys.readouterr().out
+
+
+def test_zero_shot_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    organ, variant, path = load("zero_shot_plot.py")["main"](
+        ["--n-per-organ", "4", "--image-size", "32", "--method", "pca", "--out", str(tmp_path / "z.png"), "--device", "cpu"]
+    )
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert 0.0 <= organ["knn_accuracy"] <= 1.0 and np.isfinite(variant["mean"]["ari"])
+    assert "organ separation:" in capsys.readouterr().out
