@@ -58,7 +58,7 @@ def test_perfect_and_random_structure():
     assert noise["knn_accuracy"] < 0.6 and abs(noise["ari"]) < 0.1 and noise["silhouette"] < 0.05
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(scales=st.lists(st.floats(0.1, 100.0), min_size=40, max_size=40), seed=st.integers(0, 1000))
 def test_cosine_metrics_ignore_row_scale(scales, seed):
     E, y = clusters(n=(20, 20), sep=0.7, seed=seed)
