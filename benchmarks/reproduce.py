@@ -24,7 +24,13 @@ finishes; ``--resume`` skips what is already there (a pretraining interrupted mi
 continues from its last epoch checkpoint). Nothing is tuned per encoder: all four see the
 same settings, seeds, splits and probes.
 
-Usage (the default is CPU-sized, about 40-50 minutes on 2 cores)::
+Order: Coda is pretrained first and evaluated against random init (every stage, segmentation
+included) before the two ablations are pretrained and evaluated, so a run cut short still
+holds the main comparison. Evaluation stages cover the encoders available so far and rerun
+when more become available.
+
+Usage (the default is CPU-sized: about 40-50 minutes on 2 idle cores, an epoch of pretraining
+is ~65 s there; much longer when other processes share the cores)::
 
     python benchmarks/reproduce.py --resume
     python benchmarks/reproduce.py --epochs 1 --max-images-per-organ 50 --seg-steps 2 \
@@ -240,13 +246,27 @@ def jsrt_arrays(data: Path, paths: list[str], size: int, cache: Path) -> dict[st
 
 
 # ---------------------------------------------------------------------------- stages
-def stage_pretrain(run: Run, data: Path) -> None:
+def available(run: Run) -> list[str]:
+    """Encoders that can be evaluated now: the pretrained ones whose weights exist, and random init."""
+    done = [n for n in PRETRAINED if run.path(f"pretrain_{n}").exists() and (run.out / f"{n}.safetensors").exists()]
+    return [n for n in ENCODERS if n in done or n == "random"]
+
+
+def stale(run: Run, name: str) -> bool:
+    """A stage must (re)run: no result yet, or it was computed on fewer encoders than are available now."""
+    if not run.done(name):
+        return True
+    return load_json(run.path(name)).get("encoders") != available(run)
+
+
+def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAINED)) -> None:
     from codafeat.pretrain import CodaPretrainer
 
     args = run.args
     paths, organs = pretraining_images(data, args.max_images_per_organ, args.seed)
     log(f"pretraining images: {len(paths)} ({dict(zip(*np.unique(organs, return_counts=True)))})")
-    for name, (l_inter, l_intra) in PRETRAINED.items():
+    for name in names:
+        l_inter, l_intra = PRETRAINED[name]
         stage = f"pretrain_{name}"
         weights = run.out / f"{name}.safetensors"
         if run.done(stage) and weights.exists():
@@ -267,7 +287,9 @@ def stage_pretrain(run: Run, data: Path) -> None:
         )
         pre.fit(paths, organs)
         pre.save(weights)
-        seconds = time.perf_counter() - t
+        wall = time.perf_counter() - t
+        # training time over all epochs, also when this process resumed an interrupted run
+        seconds = max(wall, float(sum(h["seconds"] for h in pre.history_)))
         save_json(run.path(stage), dict(
             name=name, lambda_inter=l_inter, lambda_intra=l_intra, history=pre.history_, seconds=seconds,
             n_images=int(pre.n_images_), organs=list(map(str, pre.organs_)), weights=str(weights),
@@ -290,7 +312,7 @@ def stage_embed(run: Run, data: Path, sets: dict, jsrt: dict[str, np.ndarray]) -
     inputs = {"organs_eval": sets["organs_eval"][0], "knee_kl": sets["knee_kl"][0], "jsrt": list(jsrt["images"])}
     t0 = time.perf_counter()
     timing = load_json(run.path("embed")) if run.done("embed") else {}
-    for name in ENCODERS:
+    for name in available(run):
         todo = [s for s in inputs if not (run.args.resume and (run.out / "embeddings" / f"{name}_{s}.npy").exists())]
         if not todo:
             continue
@@ -314,8 +336,8 @@ def stage_zeroshot(run: Run, sets: dict) -> None:
 
     t = time.perf_counter()
     y = np.asarray(sets["organs_eval"][1])
-    res: dict[str, Any] = {"metrics": {}, "png": {}}
-    for name in ENCODERS:
+    res: dict[str, Any] = {"metrics": {}, "png": {}, "encoders": available(run)}
+    for name in available(run):
         E = emb(run, name, "organs_eval")
         res["metrics"][name] = organ_separation(E, y, n_neighbors=5, random_state=run.args.seed)
         try:
@@ -340,10 +362,10 @@ def stage_knee(run: Run, sets: dict) -> None:
 
     t = time.perf_counter()
     y = np.asarray(sets["knee_kl"][1]).astype(int)
-    res: dict[str, Any] = {"majority": float(np.bincount(y).max() / len(y))}
+    res: dict[str, Any] = {"majority": float(np.bincount(y).max() / len(y)), "encoders": available(run)}
     for probe in ("linear", "knn"):
         rep = None
-        for name in ENCODERS:
+        for name in available(run):
             E = emb(run, name, "knee_kl")
             fn = linear_probe if probe == "linear" else knn_probe
             r = fn(E, y, FRACTIONS, n_repeats=run.args.probe_repeats, scoring="accuracy", random_state=run.args.seed, name=name)
@@ -361,12 +383,12 @@ def stage_jsrt_cls(run: Run, sets: dict) -> None:
     y = np.asarray(sets["jsrt"][1]).astype(int)
     train, test = jsrt_split(y, run.args.test_fraction, run.args.seed)
     rep = None
-    for name in ENCODERS:
+    for name in available(run):
         r = linear_probe(emb(run, name, "jsrt"), y, FRACTIONS, test_index=test, n_repeats=run.args.probe_repeats,
                          scoring="roc_auc", random_state=run.args.seed, name=name)
         rep = r if rep is None else rep + r
     log(f"JSRT nodule linear probe (AUC), train pool {len(train)}, test {len(test)}:\n{rep}")
-    save_json(run.path("jsrt_cls"), dict(_report_dict(rep), n_train_pool=len(train), n_test=len(test),
+    save_json(run.path("jsrt_cls"), dict(_report_dict(rep), n_train_pool=len(train), n_test=len(test), encoders=available(run),
                                          seconds=time.perf_counter() - t))
 
 
@@ -392,8 +414,8 @@ def stage_seg(run: Run, sets: dict, jsrt: dict[str, np.ndarray]) -> None:
     train, test = jsrt_split(y, args.test_fraction, args.seed)
     subsets = seg_subsets(len(train), args.seg_seeds, args.seed)
     X = jsrt["images"]
-    for name in args.seg_encoders:
-        for task in args.seg_tasks:
+    for task in args.seg_tasks:
+        for name in [n for n in args.seg_encoders if n in available(run)]:
             stage = f"seg_{task}_{name}"
             if run.done(stage):
                 log(f"{stage}: done before, skipped")
@@ -648,7 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("evaluation")
     g.add_argument("--probe-repeats", type=int, default=10)
     g.add_argument("--test-fraction", type=float, default=0.4, help="JSRT fixed test split")
-    g.add_argument("--seg-size", type=int, default=96)
+    g.add_argument("--seg-size", type=int, default=64)
     g.add_argument("--seg-steps", type=int, default=30, help="optimiser steps per segmentation fit")
     g.add_argument("--seg-batch-size", type=int, default=8)
     g.add_argument("--seg-lr", type=float, default=1e-3)
@@ -691,16 +713,18 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         jsrt = jsrt_arrays(data, sets["jsrt"][0], args.seg_size, run.out)
         walls["jsrt load"] = time.perf_counter() - t
-    steps = [
-        ("pretrain", lambda: stage_pretrain(run, data)),
+    evaluate = [
         ("embed", lambda: stage_embed(run, data, sets, jsrt)),
-        ("zeroshot", lambda: None if run.done("zeroshot") else stage_zeroshot(run, sets)),
-        ("knee", lambda: None if run.done("knee") else stage_knee(run, sets)),
-        ("jsrt_cls", lambda: None if run.done("jsrt_cls") else stage_jsrt_cls(run, sets)),
+        ("zeroshot", lambda: stage_zeroshot(run, sets) if stale(run, "zeroshot") else None),
+        ("knee", lambda: stage_knee(run, sets) if stale(run, "knee") else None),
+        ("jsrt_cls", lambda: stage_jsrt_cls(run, sets) if stale(run, "jsrt_cls") else None),
         ("results", lambda: None if args.no_results else write_results(run)),
         ("seg", lambda: stage_seg(run, sets, jsrt)),
         ("results", lambda: None if args.no_results else write_results(run)),
     ]
+    # Coda and random init first (the main comparison, also issue 4's), then the two ablations.
+    steps = [("pretrain", lambda: stage_pretrain(run, data, ("coda",)))] + evaluate
+    steps += [("pretrain", lambda: stage_pretrain(run, data, ("inter_only", "intra_only")))] + evaluate
     for name, fn in steps:
         if name not in args.stages:
             continue
