@@ -158,10 +158,15 @@ def bench_folder(folder: str, args: argparse.Namespace) -> dict:
     base_rates: list[float] = []
     rates: dict[str, list[float]] = {k: [] for k in contenders}
     ratios: dict[str, list[float]] = {k: [] for k in contenders}
+    base_threads = torch.get_num_threads()
+    enc_threads = args.encoder_threads or base_threads
     for r in range(args.repeats):
         for key, run in contenders.items():
+            torch.set_num_threads(base_threads)
             b = n / time_baseline(model, x, args.batch_size)
+            torch.set_num_threads(enc_threads)
             e = n / run()
+            torch.set_num_threads(base_threads)
             base_rates.append(b)
             rates[key].append(e)
             ratios[key].append(e / b)
@@ -225,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", nargs="+", default=["auto"], help="encoder configurations to time (ints or 'auto')")
     p.add_argument("--prototype", nargs="*", type=int, default=[], help="also time the plain-DataLoader prototype with these num_workers")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
+    p.add_argument("--encoder-threads", type=int, default=None, help="torch threads for the encoder and prototype runs (default: --threads)")
     p.add_argument("--repeats", type=int, default=2, help="alternating baseline/encoder rounds")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each folder")
     p.add_argument("--rss", type=int, nargs="*", default=[], help="peak-RSS runs: numbers of images")
@@ -239,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {available_cpus()} cores available ({os.cpu_count()} total), {cpu_model()}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}"
     )
-    print(f"backbone {args.backbone}, image size {args.image_size}, batch size {args.batch_size}")
+    print(
+        f"backbone {args.backbone}, image size {args.image_size}, batch size {args.batch_size}; torch threads: "
+        f"baseline {torch.get_num_threads()}, encoder/prototype {args.encoder_threads or torch.get_num_threads()}"
+    )
     results = []
     for folder in args.folders:
         print(f"\n{folder}", flush=True)

@@ -87,11 +87,13 @@ def test_auto_num_workers_policy(monkeypatch):
 def test_workers_after_probe(monkeypatch):
     monkeypatch.setattr(L, "available_cpus", lambda: 4)
     assert L.workers_after_probe(0.01, 1.0) == 0  # cheap decoding (224-px PNGs): serial is fine
-    assert L.workers_after_probe(0.6, 1.0) == 1  # one worker keeps up
-    assert L.workers_after_probe(2.5, 1.0) == 3  # ceil(2.5), at most cores - 1
-    assert L.workers_after_probe(50.0, 1.0) == 3
+    assert L.workers_after_probe(0.6, 1.0) == 2  # at least two once decoding matters
+    assert L.workers_after_probe(2.5, 1.0) == 3  # ceil(2.5)
+    assert L.workers_after_probe(50.0, 1.0) == 4  # at most the cores
+    monkeypatch.setattr(L, "available_cpus", lambda: 64)
+    assert L.workers_after_probe(50.0, 1.0) == 8  # and 8
     monkeypatch.setattr(L, "available_cpus", lambda: 2)
-    assert L.workers_after_probe(2.5, 1.0) == 1
+    assert L.workers_after_probe(2.5, 1.0) == 2
     assert L.workers_after_probe(1.0, 0.0) == 0
 
 

@@ -167,10 +167,12 @@ def workers_after_probe(decode_seconds: float, model_seconds: float) -> int:
 
     ``0`` while decoding costs less than :data:`PROBE_MIN_DECODE_SHARE` of the model's
     time (serial decoding then loses little, and workers would compete with the model
-    for the cores); else just enough workers to keep up with the model,
-    ``ceil(decode / model)``, at most ``cores - 1`` (at least 1) and 8.
+    for the cores). Else enough workers to keep up with the model, ``ceil(decode /
+    model)``, but at least 2: the workers share the cores with the model's threads,
+    and on 2 cores with 1024-px PNGs two workers kept the model fed better than one
+    (benchmarks/RESULTS.md); at most the number of cores, and 8.
     """
     if model_seconds <= 0 or decode_seconds < PROBE_MIN_DECODE_SHARE * model_seconds:
         return 0
-    need = int(np.ceil(decode_seconds / model_seconds))
-    return max(1, min(need, available_cpus() - 1, 8))
+    need = max(2, int(np.ceil(decode_seconds / model_seconds)))
+    return max(1, min(need, available_cpus(), 8))
