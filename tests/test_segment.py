@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import warnings
 from pathlib import Path
 
 import joblib
@@ -386,3 +385,18 @@ def test_losses_against_references():
     torch.testing.assert_close(segmentation_loss(logits, target, "ce+dice"), ce + 1 - ref / 2)
     perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
     assert float(dice_loss(perfect, target)) < 1e-3
+
+
+# --------------------------------------------------------------------------- real data
+@pytest.mark.data
+def test_real_jsrt_files_pair_and_predict_at_full_size(shared_data):
+    root = shared_data / "jsrt"
+    names = sorted(p.name for p in (root / "images").glob("*.png"))[:3]
+    if len(names) < 3:
+        pytest.skip("JSRT images not found")
+    imgs = [str(root / "images" / n) for n in names]
+    masks = [str(root / "masks" / "heart" / n) for n in names]  # 1024x1024 PNG, 0/255
+    seg = quick(image_size=64).fit(imgs, masks)
+    pred = seg.predict(imgs[:1])
+    assert pred.shape == (1, 1024, 1024)
+    assert 0 <= seg.score(imgs[:1], masks[:1]) <= 1
