@@ -522,6 +522,11 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
           "`lambda_inter, lambda_intra` = (1, 1) Coda, (1, 0) inter-organ only, (0, 1) intra-organ only; "
           f"random init = `CodaEncoder(backbone={a.backbone!r}, random_state={a.seed})`. The paper: ConvNeXt-B, 224 px, "
           "12 local crops of 96 px, 65,536-way heads, 800 epochs on 23 organs -- this is a check of trends, not levels.", ""]
+    missing = [LABEL[n] for n in PRETRAINED if f"pretrain_{n}" not in r]
+    if missing:
+        L += [f"**Not run yet: {', '.join(missing)}** (the run was stopped before their pretraining finished; "
+              f"`python benchmarks/reproduce.py --resume` with the same options completes them from the checkpoints "
+              f"under `{a.out}`). Their rows are absent below.", ""]
     if "zeroshot" in r:
         z = r["zeroshot"]["metrics"]
         L += ["### Zero-shot organ separation on `organs_eval/` (paper Fig. 2a)", "",
@@ -579,13 +584,16 @@ def section_pretrain(run: Run, r: dict[str, Any]) -> str | None:
     for n in runs:
         p = r[f"pretrain_{n}"]
         L += [f"{LABEL[n]} (`lambda_inter={p['lambda_inter']:g}, lambda_intra={p['lambda_intra']:g}`): {p['n_images']} images, "
-              f"wall time {p['seconds']:.0f} s.", "",
+              f"wall time {p['seconds']:.0f} s (sum over epochs).", "",
               "| epoch | loss | inter-organ | intra-organ | lr | momentum | img/s | s |", "|---|---|---|---|---|---|---|---|"]
         for h in p["history"]:
             f = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"  # noqa: E731
             L.append(f"| {h['epoch']} | {f(h['loss'])} | {f(h['loss_inter'])} | {f(h['loss_intra'])} | {h['lr']:.2e} | "
                      f"{h['momentum']:.4f} | {h['images_per_s']:.1f} | {h['seconds']:.0f} |")
         L.append("")
+    L += ["The inter-organ loss uses the paper's Eq. 1 denominator (other organs only), so it is not bounded below "
+          "by 0 and goes negative once organs separate. `img/s` is the training throughput of each epoch; drops "
+          "mean other processes were sharing the cores.", ""]
     return "\n".join(L)
 
 
