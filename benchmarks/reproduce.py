@@ -117,6 +117,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def rel(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when it lies inside it (for RESULTS.md)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def pretrain_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(
         backbone=args.backbone,
@@ -512,7 +520,7 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     a = run.args
     meta = r.get("meta", {})
     L = [SECTION_MAIN, ""]
-    L += [f"Command: `{meta.get('command', '')}` (commit {meta.get('commit', '?')}; figures from `{a.out}`).", ""]
+    L += [f"Command: `{meta.get('command', '')}` (commit {meta.get('commit', '?')}; figures from `{rel(a.out)}`).", ""]
     L += [f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other agents shared the 2 cores during the run, so wall times are upper bounds.", ""]
     s = pretrain_settings(a)
     L += ["Settings, identical for all four encoders (nothing tuned per encoder): pretraining on `organs/` "
@@ -526,7 +534,7 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     if missing:
         L += [f"**Not run yet: {', '.join(missing)}** (the run was stopped before their pretraining finished; "
               f"`python benchmarks/reproduce.py --resume` with the same options completes them from the checkpoints "
-              f"under `{a.out}`). Their rows are absent below.", ""]
+              f"under `{rel(a.out)}`). Their rows are absent below.", ""]
     if "zeroshot" in r:
         z = r["zeroshot"]["metrics"]
         L += ["### Zero-shot organ separation on `organs_eval/` (paper Fig. 2a)", "",
@@ -537,7 +545,7 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
             if n in z:
                 m = z[n]
                 L.append(f"| {LABEL[n]} | {m['knn_accuracy']:.3f} | {m['nmi']:.3f} | {m['ari']:.3f} | {m['silhouette']:.3f} | "
-                         f"`{Path(a.out) / f'tsne_{n}.png'}` (not committed) |")
+                         f"`{rel(Path(a.out) / f'tsne_{n}.png')}` (not committed) |")
         L.append("")
     if "knee" in r:
         k = r["knee"]
