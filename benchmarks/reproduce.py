@@ -627,6 +627,12 @@ def section_seg(run: Run, r: dict[str, Any]) -> str | None:
         L += [f"{t.capitalize()} (paper Table 1, Coda ConvNeXt-B 800 epochs, 1/10/20/50 %: {paper[t]}):", ""]
         L += _fraction_table({n: v["iou"] for n, v in res.items()}, first["n_train"], list(ENCODERS))
         L += ["", "Wall time: " + ", ".join(f"{LABEL[n]} {v['seconds']:.0f} s" for n, v in res.items()) + ".", ""]
+    zeros = sum(x == 0.0 for res in tasks.values() for v in res.values() for xs in v["iou"].values() for x in xs)
+    fits = sum(len(xs) for res in tasks.values() for v in res.values() for xs in v["iou"].values())
+    if zeros:
+        L += [f"{zeros} of {fits} fits scored IoU 0 (the U-Net predicted background everywhere): the fine-tuning "
+              "budget (`--seg-steps`) is too small to compare encoders; read these tables as a smoke test of the "
+              "protocol, not as evidence for or against pretraining.", ""]
     return "\n".join(L)
 
 
