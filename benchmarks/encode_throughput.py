@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         f"baseline {torch.get_num_threads()}, encoder/prototype {args.encoder_threads or torch.get_num_threads()}"
     )
     results = []
-    for folder in args.folders:
+    for folder in args.folders if args.repeats > 0 else []:
         print(f"\n{folder}", flush=True)
         res = bench_folder(folder, args)
         results.append(res)
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.rss:
         folder = args.rss_folder or args.folders[0]
+        print(f"output array: n x {make_encoder(args, 0)._n_features_out} float32")
         print(f"\npeak RSS, fresh process per run, {folder} cycled, num_workers={args.num_workers[0]}:")
         for n in args.rss:
             cmd = [sys.executable, os.path.abspath(__file__), folder, "--rss-child", str(n)]
