@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from numbers import Integral
 
 from ._device import resolve_device
-from .data.io import as_image_list, report_skipped
+from .data.io import ImageReadError, as_image_list, report_skipped
+from .embed_cache import EmbeddingCache, item_key, model_key
 from .data.loader import PROBE, Failure, auto_num_workers, is_in_memory, make_loader, raise_failure, workers_after_probe
 from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
 from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
@@ -64,6 +65,12 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         What to do with an unreadable image. ``"skip"`` gives its row NaN values (rows
         stay aligned with the input), warns with the file names, and records them in
         ``skipped_``.
+    cache : str, path, joblib.Memory, EmbeddingCache or None, default=None
+        Where to keep embeddings between calls (see :mod:`codafeat.embed_cache`). Entries
+        are keyed on the weights and settings (a hash of the backbone's tensors, input
+        size, pooling, normalisation, precision) and on each image's *content*, so
+        repeated cross-validation folds and repeated runs embed each image once, and an
+        edited file is embedded again. ``joblib.Memory(None)`` or ``None``: no cache.
     random_state : int, RandomState or None, default=None
         Seed of the random initialisation when ``weights=None``.
     verbose : int, default=0
@@ -81,6 +88,8 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Input side used by ``transform``.
     skipped_ : list of str
         Images skipped by the last ``transform`` (only with ``on_error="skip"``).
+    cache_info_ : dict
+        ``{"hits": int, "misses": int}`` of the last ``transform`` (only with ``cache``).
 
     Examples
     --------
@@ -101,6 +110,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         "pooling": [None, StrOptions(set(POOLINGS))],
         "normalize": ["boolean"],
         "on_error": [StrOptions({"raise", "skip"})],
+        "cache": [None, str, os.PathLike, EmbeddingCache, HasMethods(["cache", "clear"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -117,6 +127,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         pooling: str | None = None,
         normalize: bool = True,
         on_error: str = "raise",
+        cache: Any = None,
         random_state: Any = None,
         verbose: int = 0,
     ) -> None:
@@ -129,6 +140,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.pooling = pooling
         self.normalize = normalize
         self.on_error = on_error
+        self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
@@ -204,6 +216,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.device_ = device
         self.image_size_ = int(config["image_size"])
         self._n_features_out = int(config["embed_dim"])
+        self._weights_digest: str | None = None  # computed on first cached transform
         self.skipped_: list[str] = []
 
     def transform(self, X: Any) -> np.ndarray:
@@ -227,7 +240,69 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         """
         check_is_fitted(self, "model_")
         items = as_image_list(X)
-        return self._embed(items)
+        cache = self._embedding_cache()
+        if cache is None:
+            return self._embed(items)
+        return self._embed_cached(items, cache)
+
+    # ------------------------------------------------------------------ embedding cache
+    def _embedding_cache(self) -> EmbeddingCache | None:
+        if self.cache is None:
+            return None
+        cache = self.cache if isinstance(self.cache, EmbeddingCache) else EmbeddingCache(self.cache)
+        return cache if cache.enabled else None
+
+    def cache_key(self) -> str:
+        """The embedding-cache key of this fitted encoder: weights, settings and precision.
+
+        Two encoders with the same key give the same embeddings for the same image.
+        """
+        check_is_fitted(self, "model_")
+        if getattr(self, "_weights_digest", None) is None:
+            state = self.model_.backbone.state_dict()
+            self._weights_digest = model_key(state, image_size=0, pooling="", normalize=False)
+        cfg = self.config_
+        return model_key(
+            self._weights_digest.encode(),
+            image_size=self.image_size_,
+            pooling=cfg.get("pooling", "avg"),
+            normalize=bool(self.normalize),
+            extra={
+                "backbone": cfg["backbone"],
+                "in_chans": cfg["in_chans"],
+                "mean": list(cfg["mean"]),
+                "std": list(cfg["std"]),
+                # bf16 autocast on CUDA gives (slightly) different embeddings than fp32
+                "precision": "bf16" if self.device_.type == "cuda" else "fp32",
+            },
+        )
+
+    def _embed_cached(self, items: Any, cache: EmbeddingCache) -> np.ndarray:
+        mk = self.cache_key()
+        keys: list[str | None] = []
+        for i in range(len(items)):
+            try:
+                keys.append(item_key(items[i]))
+            except (ImageReadError, TypeError):
+                keys.append(None)  # unreadable or unkeyable: embedded (and reported) below, never cached
+        known = [i for i, k in enumerate(keys) if k is not None]
+        out = np.full((len(items), self._n_features_out), np.nan, dtype=np.float32)
+        found, missing_known = cache.lookup(mk, [keys[i] for i in known], n_features=self._n_features_out)
+        hit = np.ones(len(known), dtype=bool)
+        hit[missing_known] = False
+        known_arr = np.asarray(known, dtype=np.intp)
+        out[known_arr[hit]] = found[hit]
+        todo = np.setdiff1d(np.arange(len(items)), known_arr[hit])
+        self.cache_info_ = {"hits": int(hit.sum()), "misses": int(len(todo))}
+        logger.info("embedding cache %s: %d hit(s), %d image(s) to embed", cache, hit.sum(), len(todo))
+        self.skipped_ = []
+        if len(todo):
+            sub = items[todo] if isinstance(items, np.ndarray) else [items[i] for i in todo]
+            emb = self._embed(sub)
+            out[todo] = emb
+            store = [j for j, i in enumerate(todo) if keys[i] is not None]
+            cache.store(mk, [keys[todo[j]] for j in store], emb[store])
+        return out
 
     def _n_workers(self, items: Any) -> int:
         """``num_workers``, with ``"auto"`` resolved for these items and this device (may be PROBE)."""
