@@ -310,7 +310,9 @@ def encoder_for(run: Run, name: str):
     from codafeat.encoder import CodaEncoder
 
     args = run.args
-    common = dict(device=args.device, num_workers=0, batch_size=64)
+    # the embedding cache keys on the weights and on each image's bytes: a rerun (or a stage
+    # rerun after more encoders are pretrained) embeds each image once per encoder
+    common = dict(device=args.device, num_workers=0, batch_size=64, cache=run.out / "embed_cache")
     if name == "random":
         return CodaEncoder(backbone=args.backbone, image_size=args.image_size, random_state=args.seed, **common).fit()
     return CodaEncoder(weights=str(run.out / f"{name}.safetensors"), **common).fit()

@@ -200,7 +200,7 @@ class EmbeddingCache:
 
     def __init__(self, location: str | os.PathLike | Any) -> None:
         if isinstance(location, (str, os.PathLike)):
-            self.root: Path | None = Path(location)
+            self.root: Path | None = Path(location).expanduser()
         elif hasattr(location, "location") and hasattr(location, "cache"):  # joblib.Memory
             loc = location.location
             self.root = None if loc is None else Path(loc) / JOBLIB_SUBDIR

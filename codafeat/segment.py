@@ -697,7 +697,10 @@ def _train(
         history.append(rec)
         logger.debug("epoch %d: %s", epoch, rec)
         if bar is not None:
-            bar.set_postfix(loss=f"{rec['train_loss']:.4f}", val_iou=f"{rec['val_iou']:.3f}")
+            postfix = {"loss": f"{rec['train_loss']:.4f}"}
+            if not math.isnan(rec["val_iou"]):
+                postfix["val_iou"] = f"{rec['val_iou']:.3f}"
+            bar.set_postfix(postfix)
         if params.early_stopping:
             if rec["val_iou"] > best[0] + 1e-4:
                 best = (rec["val_iou"], epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))

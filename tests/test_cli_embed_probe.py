@@ -19,7 +19,7 @@ from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py")
+NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py", "segmentation.py")
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +191,31 @@ def test_zero_shot_plot(tmp_path, capsys):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert 0.0 <= organ["knn_accuracy"] <= 1.0 and np.isfinite(variant["mean"]["ari"])
     assert "organ separation:" in capsys.readouterr().out
+
+
+def test_segmentation_example_synthetic(capsys):
+    score, d = load("segmentation.py")["main"](
+        ["--backbone", "test_convnext", "--image-size", "32", "--epochs", "2", "--n-synthetic", "8", "--device", "cpu"]
+    )
+    assert 0.0 <= score <= 1.0 and 0.0 <= d <= 1.0
+    assert "trained on 3 image(s), tested on 2" in capsys.readouterr().out
+
+
+def test_segmentation_example_on_paired_folders(tmp_path, capsys):
+    from PIL import Image
+
+    example = load("segmentation.py")
+    X, Y = example["synthetic_blobs"](6, 40, seed=1)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    for i in range(6):
+        Image.fromarray((X[i] * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        Image.fromarray(Y[i] * 255).save(tmp_path / "msk" / f"{i}.png")
+    score, d = example["main"](
+        ["--backbone", "test_convnext", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk"),
+         "--image-size", "32", "--epochs", "1", "--fraction", "1", "--device", "cpu"]
+    )
+    assert 0.0 <= score <= 1.0 and 0.0 <= d <= 1.0
+    (tmp_path / "msk" / "5.png").unlink()
+    with pytest.raises(SystemExit, match="no mask"):
+        example["main"](["--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk")])
