@@ -49,6 +49,20 @@ def test_embed_folder_to_npy(setup, tmp_path):
     assert listed == setup["paths"]
 
 
+def test_embed_with_cache_embeds_once(setup, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    args = ["embed", setup["data"], "--cache", str(cache), "--num-workers", "auto", *common(setup)]
+    assert main([*args, "--out", str(tmp_path / "a.npy")]) == 0
+    assert len(list(cache.rglob("*.npy"))) == 18
+    with caplog.at_level(logging.INFO, logger="codafeat.encoder"):
+        assert main([*args, "--out", str(tmp_path / "b.npy")]) == 0
+    assert "18 hit(s), 0 image(s) to embed" in caplog.text
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), setup["ref"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["embed", setup["data"], "--out", str(tmp_path / "c.npy"), "--num-workers", "-1", *common(setup)])
+
+
 def test_embed_files_in_given_order_to_csv(setup, tmp_path):
     picked = [setup["paths"][5], setup["paths"][0]]
     out = tmp_path / "feats.csv"

@@ -40,11 +40,30 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, *, weights_required: 
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: from the weights)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
+    parser.add_argument(
+        "--num-workers", type=_workers, default="auto",
+        help="image-decoding worker processes, or auto (default: chosen from the input and the cores)",
+    )
+    parser.add_argument(
+        "--cache", default=None, metavar="DIR",
+        help="embedding cache folder: images already embedded with these weights are not embedded again",
+    )
     parser.add_argument(
         "--on-error", choices=("raise", "skip"), default="raise", help="unreadable images: stop (default) or skip"
     )
     parser.add_argument("--verbose", type=int, default=1, help="progress bar (1, default) or quiet (0)")
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', got {value!r}")
+    return n
 
 
 def make_encoder(args: argparse.Namespace, **overrides):
@@ -58,6 +77,7 @@ def make_encoder(args: argparse.Namespace, **overrides):
         device=args.device,
         num_workers=args.num_workers,
         on_error=args.on_error,
+        cache=args.cache,
         verbose=args.verbose,
     )
     params.update(overrides)
