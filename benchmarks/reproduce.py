@@ -272,7 +272,7 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
 
     args = run.args
     paths, organs = pretraining_images(data, args.max_images_per_organ, args.seed)
-    log(f"pretraining images: {len(paths)} ({dict(zip(*np.unique(organs, return_counts=True)))})")
+    log(f"pretraining images: {len(paths)} ({ {str(k): int(v) for k, v in zip(*np.unique(organs, return_counts=True))} })")
     for name in names:
         l_inter, l_intra = PRETRAINED[name]
         stage = f"pretrain_{name}"
