@@ -56,7 +56,15 @@ def test_second_transform_embeds_nothing_and_matches(make_image_folder, tmp_path
     np.testing.assert_array_equal(second, first)
 
 
-def test_cross_validation_embeds_each_image_once(tmp_path):
+def test_cross_validation_embeds_each_image_once(tmp_path, monkeypatch):
+    embedded = []
+    original = CodaEncoder._embed
+
+    def counting_embed(self, items):  # every image that reaches the model, across clones
+        embedded.append(len(items))
+        return original(self, items)
+
+    monkeypatch.setattr(CodaEncoder, "_embed", counting_embed)
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(24, 36, 36), dtype=np.uint8)
     X[12:, 10:26, 10:26] = 255  # two classes the model can separate
@@ -66,6 +74,7 @@ def test_cross_validation_embeds_each_image_once(tmp_path):
     # cross_val_score clones the pipeline per fold: count through the cache's files instead
     scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=0), n_jobs=1)
     assert scores.shape == (4,)
+    assert sum(embedded) == len(X), "4 folds x (train + test) must embed each of the 24 images once"
     files = list((tmp_path / "joblib").rglob("*.npy"))
     assert len(files) == len(X), "each distinct image must be stored exactly once"
     # a further run over the same images: no forward pass at all
