@@ -523,7 +523,7 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     meta = r.get("meta", {})
     L = [SECTION_MAIN, ""]
     L += [f"Command: `{meta.get('command', '')}` (commit {meta.get('commit', '?')}; figures from `{rel(a.out)}`).", ""]
-    L += [f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other agents shared the 2 cores during the run, so wall times are upper bounds.", ""]
+    L += [f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other jobs may have shared the cores during the run, so wall times are upper bounds.", ""]
     s = pretrain_settings(a)
     L += ["Settings, identical for all four encoders (nothing tuned per encoder): pretraining on `organs/` "
           f"({meta.get('n_pretrain_images', '?')} images: chest, hand, knee) with "
