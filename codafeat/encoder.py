@@ -18,8 +18,8 @@ from numbers import Integral
 
 from ._device import resolve_device
 from .data.io import ImageReadError, as_image_list, report_skipped
-from .embed_cache import EmbeddingCache, item_key, model_key
 from .data.loader import PROBE, Failure, auto_num_workers, is_in_memory, make_loader, raise_failure, workers_after_probe
+from .embed_cache import EmbeddingCache, item_key, model_key
 from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
 from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
 
