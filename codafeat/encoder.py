@@ -285,16 +285,14 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 keys.append(item_key(items[i]))
             except (ImageReadError, TypeError):
                 keys.append(None)  # unreadable or unkeyable: embedded (and reported) below, never cached
-        known = [i for i, k in enumerate(keys) if k is not None]
+        known = np.array([i for i, k in enumerate(keys) if k is not None], dtype=np.intp)
+        found, missing = cache.lookup(mk, [keys[i] for i in known], n_features=self._n_features_out)
+        hit = np.delete(np.arange(len(known)), missing)  # positions in `known` found in the cache
         out = np.full((len(items), self._n_features_out), np.nan, dtype=np.float32)
-        found, missing_known = cache.lookup(mk, [keys[i] for i in known], n_features=self._n_features_out)
-        hit = np.ones(len(known), dtype=bool)
-        hit[missing_known] = False
-        known_arr = np.asarray(known, dtype=np.intp)
-        out[known_arr[hit]] = found[hit]
-        todo = np.setdiff1d(np.arange(len(items)), known_arr[hit])
-        self.cache_info_ = {"hits": int(hit.sum()), "misses": int(len(todo))}
-        logger.info("embedding cache %s: %d hit(s), %d image(s) to embed", cache, hit.sum(), len(todo))
+        out[known[hit]] = found[hit]
+        todo = np.setdiff1d(np.arange(len(items)), known[hit])
+        self.cache_info_ = {"hits": len(hit), "misses": len(todo)}
+        logger.info("embedding cache %s: %d hit(s), %d image(s) to embed", cache, len(hit), len(todo))
         self.skipped_ = []
         if len(todo):
             sub = items[todo] if isinstance(items, np.ndarray) else [items[i] for i in todo]
