@@ -27,9 +27,11 @@ from ._device import denormals_flushed, resolve_device
 from ._train import dist as D
 from ._train.checkpoint import checkpoint_path, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from ._train.loop import CodaTrainer, Schedules
+from ._train.metrics_sink import MetricsSink
+from ._train.monitor import TrainingMonitor, collapse_warnings, monitor_split
 from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
-from .data.decoded_cache import DecodedCache
+from .data.decoded_cache import DecodedCache, cache_size_for
 from .data.io import check_on_error, report_skipped
 from .data.organs import collect_organ_images
 from .data.pretrain_dataset import MultiCropDataset, collate_views
@@ -44,9 +46,14 @@ from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
 
+#: The first epoch whose monitor figures can raise a collapse warning (a fresh teacher's
+#: targets are uniform by construction).
+_WARN_FROM_EPOCH = 2
+
 #: Parameters that must agree between a checkpoint and the run that resumes it.
 _RESUME_KEYS = (
-    "backbone", "image_size", "local_size", "n_local_crops", "batch_size", "epochs", "lr", "min_lr",
+    "backbone", "image_size", "local_size", "n_local_crops", "global_scale", "local_scale", "rotation",
+    "hflip", "symmetric", "drop_path_rate", "monitor_fraction", "batch_size", "epochs", "lr", "min_lr",
     "warmup_epochs", "weight_decay", "weight_decay_end", "momentum_teacher", "head_out_dim",
     "head_hidden_dim", "head_bottleneck_dim", "lambda_inter", "lambda_intra", "temperature",
     "denominator", "student_temp", "teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_epochs",
@@ -85,6 +92,20 @@ class CodaPretrainer(BaseEstimator):
         Maximum rotation in degrees of every view (paper: "rotation"; range ours).
     hflip : bool, default=False
         Random horizontal flips. Off by default: left and right anatomy differ.
+    symmetric : bool, default=True
+        Which reading of the paper's objective to train. ``False`` is Eq. 1-2 as printed:
+        the teacher sees ``g2`` only, the student ``g1`` (always blurred, DINO's p = 1.0)
+        and the local crops, so the student never gets a gradient from a sharp
+        full-field view, which is what ``transform`` feeds the exported teacher.
+        ``True`` is DINO's symmetric form (the paper's ref. [1], whose blur asymmetry
+        assumes it): both global views pass through both networks; the inter-organ term
+        averages student(g1) vs teacher(g2) and student(g2) vs teacher(g1), and the
+        intra-organ term pairs every student view (g1, g2, crops) with both teacher views
+        except a view with itself. The default follows the ablation in
+        ``benchmarks/RESULTS.md``.
+    drop_path_rate : float, default=0.1
+        Stochastic depth of the student backbone (DINO's default; the paper is silent).
+        The EMA teacher runs in eval mode and never drops paths.
     epochs : int, default=800
         Training epochs (paper).
     batch_size : int, default=64
@@ -143,6 +164,20 @@ class CodaPretrainer(BaseEstimator):
         DICOM tag BodyPartExamined.
     on_error : {"raise", "skip"}, default="raise"
         Unreadable images: raise, or skip them (counted in ``history_`` and ``skipped_``).
+    monitor_every : int, default=1
+        Epochs between training-monitor measurements (0: never). The monitor embeds the
+        held-out images with the teacher and records, in ``history_``, ``metrics.jsonl``,
+        TensorBoard (when installed) and the progress bar: organ kNN accuracy and NMI,
+        and the collapse indicators ``embed_std``, ``teacher_entropy`` (against
+        ``ln_k``), ``teacher_mi`` and ``center_norm`` (see
+        :mod:`codafeat._train.monitor`); a warning is logged when the run looks collapsed.
+    monitor_fraction : float, default=0.05
+        Stratified share of each organ's images held out of training for the monitor.
+        The monitor is off (and every image trains) when that leaves an organ fewer than
+        2 held-out images.
+    log_dir : str or None, default=None
+        Where ``metrics.jsonl`` (one JSON line per epoch) and TensorBoard events go;
+        ``None``: ``checkpoint_dir`` (nothing is written when both are ``None``).
     random_state : int, RandomState or None, default=None
         Seeds initialisation, sampling and augmentation; makes CPU runs reproducible.
     verbose : int, default=0
@@ -155,7 +190,13 @@ class CodaPretrainer(BaseEstimator):
     history_ : list of dict
         Per epoch: ``loss``, ``loss_inter``, ``loss_intra``, ``inter_skipped_steps`` (steps
         whose global batch held one organ), ``lr``, ``weight_decay``, ``momentum``,
-        ``teacher_temp``, ``images_per_s``, ``seconds``, ``skipped_files``.
+        ``teacher_temp``, ``images_per_s``, ``seconds``, ``skipped_files``, and on monitor
+        epochs the monitor's figures (see ``monitor_every``).
+    seed_ : int
+        The run's seed (drawn from ``random_state``, broadcast from rank 0 under
+        ``torchrun``, or read from the checkpoint when resuming with ``random_state=None``).
+    monitor_indices_ : ndarray of int
+        Positions (among the readable images) held out for the monitor; empty when off.
     organs_ : ndarray of str
         The organ names, in label order.
     n_images_ : int
@@ -181,6 +222,8 @@ class CodaPretrainer(BaseEstimator):
         "local_scale": [tuple, list],
         "rotation": [Interval(Real, 0, 180, closed="both")],
         "hflip": ["boolean"],
+        "symmetric": ["boolean"],
+        "drop_path_rate": [Interval(Real, 0, 1, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -211,6 +254,9 @@ class CodaPretrainer(BaseEstimator):
         "resume": ["boolean"],
         "organ_from": [StrOptions({"folder", "dicom"})],
         "on_error": [StrOptions({"raise", "skip"})],
+        "monitor_every": [Interval(Integral, 0, None, closed="left")],
+        "monitor_fraction": [Interval(Real, 0, 0.5, closed="left")],
+        "log_dir": [None, str, os.PathLike],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -226,6 +272,8 @@ class CodaPretrainer(BaseEstimator):
         local_scale: tuple[float, float] = (0.4, 0.7),
         rotation: float = 10.0,
         hflip: bool = False,
+        symmetric: bool = True,
+        drop_path_rate: float = 0.1,
         epochs: int = 800,
         batch_size: int = 64,
         lr: float = 1.25e-4,
@@ -256,6 +304,9 @@ class CodaPretrainer(BaseEstimator):
         resume: bool = False,
         organ_from: str = "folder",
         on_error: str = "raise",
+        monitor_every: int = 1,
+        monitor_fraction: float = 0.05,
+        log_dir: str | os.PathLike | None = None,
         random_state: Any = None,
         verbose: int = 0,
     ) -> None:
@@ -267,6 +318,8 @@ class CodaPretrainer(BaseEstimator):
         self.local_scale = local_scale
         self.rotation = rotation
         self.hflip = hflip
+        self.symmetric = symmetric
+        self.drop_path_rate = drop_path_rate
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -297,6 +350,9 @@ class CodaPretrainer(BaseEstimator):
         self.resume = resume
         self.organ_from = organ_from
         self.on_error = on_error
+        self.monitor_every = monitor_every
+        self.monitor_fraction = monitor_fraction
+        self.log_dir = log_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -353,14 +409,89 @@ class CodaPretrainer(BaseEstimator):
     def _fit(self, X: Any, y: Any, device: torch.device, info: D.DistInfo) -> None:
         items, organ_names = collect_organ_images(X, y, organ_from=self.organ_from)
         _check_organs(organ_names, stage="input")
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        ckpt = self._read_checkpoint() if self.resume else None
+        self.seed_ = self._run_seed(ckpt, info)
+        cache, labels = self._decode(items, organ_names, info)
+        data_key = _data_key(items, cache, labels)
+        train_idx, monitor_idx, why_off = monitor_split(labels, self.monitor_fraction, self.seed_)
+        self.monitor_indices_ = monitor_idx
+        monitor = None
+        if self.monitor_every and len(monitor_idx):
+            monitor = TrainingMonitor.from_cache(cache, monitor_idx, labels, self.image_size, device)
+            logger.info("training monitor: %d held-out images, every %d epoch(s)", len(monitor), self.monitor_every)
+        elif self.monitor_every and info.is_main:
+            logger.info("training monitor off: %s", why_off)
 
+        views = MultiCropViews(
+            image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
+            global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
+            rotation=float(self.rotation), hflip=self.hflip,
+        )
+        dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=self.seed_, indices=train_idx)
+        if self.batch_size % info.world_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes"
+            )
+        per_rank = self.batch_size // info.world_size
+        sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=self.num_workers > 0,
+        )
+        steps = len(sampler)
+        self.n_train_images_ = len(dataset)
+        run = {"seed": self.seed_, "n_images": self.n_images_, "n_train_images": len(dataset),
+               "steps_per_epoch": steps, "data_key": data_key}
+
+        trainer = self._build_trainer(self.seed_, steps, device, info)
+        start_epoch, history = self._restore(ckpt, trainer, run) if ckpt is not None else (0, [])
+        sink = MetricsSink(self.log_dir if self.log_dir is not None else self.checkpoint_dir) if info.is_main else None
+        progress = None
+        if self.verbose and info.is_main:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step")
+        try:
+            with _logging_beside(progress):
+                for epoch in range(start_epoch, self.epochs):
+                    sampler.set_epoch(epoch)
+                    dataset.set_epoch(epoch)
+                    record = trainer.run_epoch(loader, epoch, progress=progress, seed=self.seed_)
+                    record["skipped_files"] = len(self.skipped_)
+                    done = epoch + 1
+                    if monitor is not None and (done % self.monitor_every == 0 or done == self.epochs):
+                        record.update(self._measure(monitor, trainer, epoch, info))
+                    history.append(record)
+                    self._report_epoch(record, trainer, sink, info)
+                    if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
+                        if info.is_main:
+                            self._save_checkpoint(trainer, done, history, run)
+                        D.barrier(info)
+        finally:
+            if progress is not None:
+                progress.close()
+            if sink is not None:
+                sink.close()
+
+        self.history_ = history
+        self.student_ = trainer.student_module.to("cpu").eval()
+        self.teacher_ = trainer.teacher.to("cpu").eval()
+        self.encoder_ = self._make_encoder(self.teacher_)
+
+    def _run_seed(self, ckpt: tuple[Path, dict, dict] | None, info: D.DistInfo) -> int:
+        """The run's seed: rank 0's draw on every rank; a resumed run's stored seed."""
+        if ckpt is not None and self.random_state is None and "seed" in ckpt[2]:
+            return int(ckpt[2]["seed"])
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        return int(D.broadcast_object(seed, info))
+
+    def _decode(self, items: Any, organ_names: Any, info: D.DistInfo) -> tuple[DecodedCache, np.ndarray]:
+        """The decoded-image cache (rank 0 builds a shared one first) and the organ labels."""
         t0 = time.perf_counter()
-        cache_size = max(self.image_size, int(round(self.image_size * 8 / 7)))
         if info.is_distributed and self.cache_dir is not None and not info.is_main:
             D.barrier(info)  # rank 0 builds the shared cache file first
         cache = DecodedCache.build(
-            items, cache_size, cache_dir=self.cache_dir, on_error=self.on_error,
+            items, cache_size_for(self.image_size), cache_dir=self.cache_dir, on_error=self.on_error,
             num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0,
         )
         if info.is_distributed and self.cache_dir is not None and info.is_main:
@@ -377,63 +508,42 @@ class CodaPretrainer(BaseEstimator):
             ", ".join(f"{o}: {c}" for o, c in sorted(Counter(organ_names.tolist()).items())),
             time.perf_counter() - t0,
         )
+        return cache, labels
 
-        views = MultiCropViews(
-            image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
-            global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
-            rotation=float(self.rotation), hflip=self.hflip,
+    def _measure(self, monitor: TrainingMonitor, trainer: CodaTrainer, epoch: int, info: D.DistInfo) -> dict[str, Any]:
+        """The monitor's figures (computed on rank 0, the same on every rank)."""
+        figures: dict[str, Any] = {}
+        if info.is_main:
+            center = trainer.intra_loss.center if trainer.intra_loss is not None else None
+            figures = monitor.measure(trainer.teacher, center, float(trainer.schedules.teacher_temp[epoch]))
+            warnings = collapse_warnings(figures) if epoch + 1 >= _WARN_FROM_EPOCH else []
+            for msg in warnings:
+                logger.warning("epoch %d: %s", epoch + 1, msg)
+            figures["collapse_warnings"] = warnings
+        return D.broadcast_object(figures, info)
+
+    def _report_epoch(self, record: dict[str, Any], trainer: CodaTrainer, sink: MetricsSink | None, info: D.DistInfo) -> None:
+        if not info.is_main:
+            return
+        logger.info(
+            "epoch %d/%d loss %.4f (inter %.4f, intra %.4f) %.1f img/s%s",
+            record["epoch"], self.epochs, record["loss"], record["loss_inter"], record["loss_intra"],
+            record["images_per_s"],
+            f" | monitor kNN {record['monitor_knn_accuracy']:.3f} NMI {record['monitor_nmi']:.3f}"
+            if "monitor_knn_accuracy" in record else "",
         )
-        dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=seed)
-        if self.batch_size % info.world_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes"
+        if record["inter_skipped_steps"]:
+            logger.warning(
+                "epoch %d: %d step(s) had a single organ in the batch; their inter-organ "
+                "term was skipped", record["epoch"], record["inter_skipped_steps"],
             )
-        per_rank = self.batch_size // info.world_size
-        sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=seed)
-        loader = DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=self.num_workers > 0,
-        )
-        steps = len(sampler)
-
-        trainer = self._build_trainer(seed, steps, device, info)
-        start_epoch, history = self._maybe_resume(trainer, info)
-        progress = None
-        if self.verbose and info.is_main:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step")
-        try:
-            for epoch in range(start_epoch, self.epochs):
-                sampler.set_epoch(epoch)
-                dataset.set_epoch(epoch)
-                record = trainer.run_epoch(loader, epoch, progress=progress)
-                record["skipped_files"] = len(self.skipped_)
-                history.append(record)
-                if info.is_main:
-                    logger.info(
-                        "epoch %d/%d loss %.4f (inter %.4f, intra %.4f) %.1f img/s",
-                        record["epoch"], self.epochs, record["loss"], record["loss_inter"],
-                        record["loss_intra"], record["images_per_s"],
-                    )
-                    if record["inter_skipped_steps"]:
-                        logger.warning(
-                            "epoch %d: %d step(s) had a single organ in the batch; their inter-organ "
-                            "term was skipped", record["epoch"], record["inter_skipped_steps"],
-                        )
-                done = epoch + 1
-                if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
-                    if info.is_main:
-                        self._save_checkpoint(trainer, done, history)
-                    D.barrier(info)
-        finally:
-            if progress is not None:
-                progress.close()
-
-        self.history_ = history
-        self.student_ = trainer.student_module.to("cpu").eval()
-        self.teacher_ = trainer.teacher.to("cpu").eval()
-        self.encoder_ = self._make_encoder(self.teacher_)
+        if "monitor_knn_accuracy" in record:
+            post = {"knn": f"{record['monitor_knn_accuracy']:.3f}", "nmi": f"{record['monitor_nmi']:.3f}"}
+            if "teacher_entropy" in record:
+                post["H_t/lnK"] = f"{record['teacher_entropy'] / record['ln_k']:.2f}"
+            trainer.progress_extra = post
+        if sink is not None:
+            sink.write(record)
 
     def _build_trainer(self, seed: int, steps: int, device: torch.device, info: D.DistInfo) -> CodaTrainer:
         with torch.random.fork_rng(devices=[]):
@@ -442,7 +552,7 @@ class CodaPretrainer(BaseEstimator):
                 self.backbone, mean=DEFAULT_MEAN, std=DEFAULT_STD,
                 with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
                 head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
-                head_bottleneck_dim=self.head_bottleneck_dim,
+                head_bottleneck_dim=self.head_bottleneck_dim, drop_path_rate=self.drop_path_rate,
             )
         info_ = getattr(student.backbone, "feature_info", None)
         stride = int(info_[-1]["reduction"]) if info_ else 1
@@ -455,6 +565,9 @@ class CodaPretrainer(BaseEstimator):
             student = student.to(device, memory_format=torch.channels_last)
         else:
             student = student.to(device)
+        # Every rank copies its teacher from rank 0's student (DDP would only broadcast
+        # the student, after the teacher was already copied from each rank's own init).
+        D.broadcast_module_(student, info)
         teacher = make_teacher(student)
         total = self.epochs * steps
         warmup = self.warmup_epochs
@@ -479,14 +592,14 @@ class CodaPretrainer(BaseEstimator):
             student=student, teacher=teacher, inter_loss=inter, intra_loss=intra,
             lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=schedules,
             steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
-            device=device, dist_info=info, n_local_crops=self.n_local_crops,
+            device=device, dist_info=info, n_local_crops=self.n_local_crops, symmetric=self.symmetric,
         )
 
     # ------------------------------------------------------------------ checkpoints
     def _resume_signature(self) -> dict[str, Any]:
         return {k: _jsonable(getattr(self, k)) for k in _RESUME_KEYS}
 
-    def _save_checkpoint(self, trainer: CodaTrainer, epochs_done: int, history: list) -> None:
+    def _save_checkpoint(self, trainer: CodaTrainer, epochs_done: int, history: list, run: dict[str, Any]) -> None:
         modules: dict[str, Any] = {"student": trainer.student_module, "teacher": trainer.teacher}
         if trainer.intra_loss is not None:
             modules["intra_center"] = trainer.intra_loss.center
@@ -496,17 +609,17 @@ class CodaPretrainer(BaseEstimator):
             "history": history,
             "params": self._resume_signature(),
             "organs": [str(o) for o in self.organs_],
+            **run,
         }
         path = save_checkpoint(checkpoint_path(self.checkpoint_dir), modules=modules, optimizer=trainer.optimizer, meta=meta)
         logger.info("checkpoint written: %s (epoch %d)", path, epochs_done)
 
-    def _maybe_resume(self, trainer: CodaTrainer, info: D.DistInfo) -> tuple[int, list]:
-        if not self.resume:
-            return 0, []
+    def _read_checkpoint(self) -> tuple[Path, dict, dict] | None:
+        """``(path, tensors, meta)`` of the checkpoint to resume, checked against the settings."""
         path = checkpoint_path(self.checkpoint_dir)
         if not path.is_file():
             logger.info("resume=True but no checkpoint at %s: starting from scratch", path)
-            return 0, []
+            return None
         tensors, meta = load_checkpoint(path)
         theirs, ours = meta.get("params", {}), self._resume_signature()
         diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
@@ -515,8 +628,21 @@ class CodaPretrainer(BaseEstimator):
                 f"{path}: the checkpoint was written with other settings, cannot resume: "
                 + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
             )
+        return path, tensors, meta
+
+    def _restore(self, ckpt: tuple[Path, dict, dict], trainer: CodaTrainer, run: dict[str, Any]) -> tuple[int, list]:
+        """Load a checkpoint into ``trainer``; the data and seed must be the run's own."""
+        path, tensors, meta = ckpt
         if meta.get("organs") != [str(o) for o in self.organs_]:
             raise ValueError(f"{path}: the checkpoint's organs {meta.get('organs')} differ from the data's {list(self.organs_)}")
+        diff = {k: (meta.get(k), v) for k, v in run.items() if k in meta and meta[k] != v}
+        if diff:
+            raise ValueError(
+                f"{path}: cannot resume on other data or with another seed ("
+                + ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items())
+                + "); every schedule and the epoch order depend on them. Start a new run "
+                "(another checkpoint_dir, or resume=False)."
+            )
         restore_module(trainer.student_module, tensors, "student", source=str(path))
         restore_module(trainer.teacher, tensors, "teacher", source=str(path))
         if trainer.intra_loss is not None:
@@ -576,6 +702,39 @@ def _check_organs(organ_names: Any, *, stage: str) -> None:
         raise ValueError(
             f"every organ needs at least 2 images; in the {stage} these have one: {single}"
         )
+
+
+def _data_key(items: Any, cache: DecodedCache, labels: np.ndarray) -> str:
+    """SHA-256 of the readable inputs' identities (paths or contents) and their organ labels."""
+    import hashlib
+
+    h = hashlib.sha256()
+    kept = np.asarray(cache.kept, dtype=int)
+    for pos, i in enumerate(kept):
+        item = items[int(i)]
+        if isinstance(item, (str, os.PathLike)):
+            h.update(os.path.abspath(os.fspath(item)).encode("utf-8", "surrogateescape"))
+        else:
+            h.update(np.ascontiguousarray(np.asarray(item)).tobytes())
+        h.update(f"\0{int(labels[pos])}\n".encode())
+    return h.hexdigest()
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _logging_beside(progress: Any):
+    """Route logging through tqdm while a progress bar is shown, so lines do not break it."""
+    if progress is None:
+        return _NullContext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger("codafeat")])
 
 
 def _jsonable(v: Any) -> Any:

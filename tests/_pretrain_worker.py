@@ -7,6 +7,7 @@ sleeps, so that the test can ``kill -9`` it in the middle of training.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,12 +32,21 @@ if len(sys.argv) > 4:
 
     CodaTrainer.run_epoch = run_epoch
 
+record_to = os.environ.get("CODA_RECORD_INDICES")
+if record_to:  # write every batch's image indices (one JSON line per step)
+    real_step = CodaTrainer.step
+
+    def step(self, batch, epoch, it):
+        with open(record_to, "a") as fh:
+            fh.write(json.dumps({"epoch": epoch, "index": batch["index"].tolist()}) + "\n")
+        return real_step(self, batch, epoch, it)
+
+    CodaTrainer.step = step
+
 for k in ("global_scale", "local_scale"):
     if k in params:
         params[k] = tuple(params[k])
 est = CodaPretrainer(**params).fit(folder)
-import os  # noqa: E402
-
 rank = int(os.environ.get("RANK", "0"))
 target = out.replace(".safetensors", f".rank{rank}.safetensors") if "WORLD_SIZE" in os.environ else out
 est.encoder_.save(target)

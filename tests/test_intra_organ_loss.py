@@ -184,3 +184,54 @@ def test_bad_arguments():
         loss_fn(s, torch.randn(3, 5), 0.04, 2)
     with pytest.raises(ValueError, match="update_center"):
         loss_fn.update_center(torch.randn(3, 5))
+
+
+def reference_pairs(student, teacher, center, t_temp, s_temp, n_s, n_t, pairs):
+    """mean over the chosen (student view, teacher view) pairs of the per-pair mean cross-entropy."""
+    b = teacher.shape[0] // n_t
+    total, used = 0.0, 0
+    for v in range(n_s):
+        for w in range(n_t):
+            if not pairs[v][w]:
+                continue
+            sub_t = teacher[w * b : (w + 1) * b]
+            sub_s = student[v * b : (v + 1) * b]
+            total = total + reference_ce(sub_s, sub_t, center, t_temp, s_temp, 1)
+            used += 1
+    return total / used
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_teacher_views_and_pair_mask_match_loop_reference(seed):
+    """DINO's symmetric form: student views [g1, g2, crops] against teacher views [g1, g2],
+    leaving out each global view paired with itself."""
+    g = torch.Generator().manual_seed(seed)
+    n_s, n_t, b, k = 4, 2, 3, 7
+    loss_fn = IntraOrganLoss(out_dim=k, student_temp=0.1)
+    loss_fn.center.copy_(torch.randn(1, k, generator=g))
+    student = (torch.randn(n_s * b, k, generator=g) * 2).requires_grad_()
+    teacher = torch.randn(n_t * b, k, generator=g) * 2
+    pairs = torch.ones(n_s, n_t, dtype=torch.bool)
+    pairs[0, 0] = pairs[1, 1] = False
+    loss = loss_fn(student, teacher, 0.07, n_s, n_teacher_views=n_t, pairs=pairs)
+    ref = reference_pairs(student, teacher, loss_fn.center, 0.07, 0.1, n_s, n_t, pairs.tolist())
+    assert loss.item() == pytest.approx(float(ref), rel=1e-5, abs=1e-5)
+    (grad,) = torch.autograd.grad(loss, student)
+    (grad_ref,) = torch.autograd.grad(ref, student)
+    torch.testing.assert_close(grad.double(), grad_ref.double(), rtol=1e-4, atol=1e-6)
+    # Without a mask every pair counts (a different value: the mask is used).
+    full = loss_fn(student, teacher, 0.07, n_s, n_teacher_views=n_t)
+    ref_full = reference_pairs(student, teacher, loss_fn.center, 0.07, 0.1, n_s, n_t, [[True] * n_t] * n_s)
+    assert full.item() == pytest.approx(float(ref_full), rel=1e-5, abs=1e-5)
+    assert full.item() != pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_bad_pair_masks_are_rejected():
+    loss_fn = IntraOrganLoss(out_dim=4)
+    s, t = torch.randn(6, 4), torch.randn(4, 4)
+    with pytest.raises(ValueError, match="pairs"):
+        loss_fn(s, t, 0.04, 3, n_teacher_views=2, pairs=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pairs"):
+        loss_fn(s, t, 0.04, 3, n_teacher_views=2, pairs=torch.zeros(3, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="teacher_out"):
+        loss_fn(s, torch.randn(5, 4), 0.04, 3, n_teacher_views=2)

@@ -286,3 +286,116 @@ def test_fit_restores_the_denormal_setting(organ_folder):
         assert _flushing_denormals()
     finally:
         torch.set_flush_denormal(False)
+
+
+# ---------------------------------------------------------------------- resume (issue 10, item 3)
+def _interrupt_at(monkeypatch, epoch_to_stop: int) -> None:
+    from codafeat._train.loop import CodaTrainer
+
+    real = CodaTrainer.run_epoch
+
+    def run_epoch(self, loader, epoch, **kw):
+        if epoch == epoch_to_stop:
+            raise KeyboardInterrupt
+        return real(self, loader, epoch, **kw)
+
+    monkeypatch.setattr(CodaTrainer, "run_epoch", run_epoch)
+
+
+def test_resume_without_random_state_reuses_the_stored_seed(tmp_path, monkeypatch):
+    from codafeat._train.checkpoint import load_checkpoint
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=3)
+    ckpt = tmp_path / "ckpt"
+    params = dict(TINY, epochs=3, random_state=None, checkpoint_dir=ckpt)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            CodaPretrainer(**params).fit(folder)
+    _, meta = load_checkpoint(ckpt / "checkpoint.safetensors")
+    assert meta["epochs_done"] == 1
+    assert {"seed", "n_images", "steps_per_epoch", "data_key"} <= set(meta)
+    assert meta["n_images"] == 16 and meta["steps_per_epoch"] == 2
+    resumed = CodaPretrainer(**dict(params, resume=True)).fit(folder)
+    assert resumed.seed_ == meta["seed"]
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
+    # A fresh run without random_state draws another seed (so reusing the stored one mattered).
+    fresh = {CodaPretrainer(**dict(TINY, epochs=1, random_state=None)).fit(folder).seed_ for _ in range(2)}
+    assert meta["seed"] not in fresh or len(fresh) == 2
+
+
+def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=4)
+    ckpt = tmp_path / "ckpt"
+    params = dict(TINY, epochs=3, checkpoint_dir=ckpt)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            CodaPretrainer(**params).fit(folder)
+    for change in (dict(global_scale=(0.5, 1.0)), dict(local_scale=(0.3, 0.6)), dict(rotation=5.0),
+                   dict(hflip=True), dict(symmetric=False), dict(drop_path_rate=0.0)):
+        with pytest.raises(ValueError, match="other settings"):
+            CodaPretrainer(**dict(params, resume=True, **change)).fit(folder)
+    with pytest.raises(ValueError, match="another seed"):
+        CodaPretrainer(**dict(params, resume=True, random_state=1)).fit(folder)
+    # An image added to the folder changes the image set: an error, not a silent shift.
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(folder / "hand" / "hand_extra.png")
+    with pytest.raises(ValueError, match="other data"):
+        CodaPretrainer(**dict(params, resume=True)).fit(folder)
+
+
+def test_drop_path_is_the_students_only():
+    pre = CodaPretrainer(**dict(TINY, epochs=1, drop_path_rate=0.2))
+    assert pre.get_params()["drop_path_rate"] == 0.2
+    from codafeat.nn.coda_model import CodaNetwork
+
+    net = CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.2,) * 3, head_out_dim=8, head_hidden_dim=8,
+                      head_bottleneck_dim=4, drop_path_rate=0.2)
+    rates = [m.drop_prob for m in net.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) > 0
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        CodaPretrainer(**dict(TINY, drop_path_rate=1.5)).fit("unused")
+
+
+# ---------------------------------------------------------------------- monitor (issue 10, item 4)
+MONITOR_KEYS = {"monitor_knn_accuracy", "monitor_nmi", "embed_std", "teacher_entropy", "teacher_mi", "ln_k", "center_norm"}
+
+
+def test_monitor_records_figures_on_held_out_images(tmp_path, monkeypatch):
+    import json
+
+    from codafeat._train.loop import CodaTrainer
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 20, "hand": 20, "knee": 20}, seed=6)
+    seen: list[int] = []
+    real = CodaTrainer.step
+
+    def step(self, batch, epoch, it):
+        seen.extend(batch["index"].tolist())
+        return real(self, batch, epoch, it)
+
+    monkeypatch.setattr(CodaTrainer, "step", step)
+    ckpt = tmp_path / "ckpt"
+    pre = CodaPretrainer(**dict(TINY, epochs=2, monitor_fraction=0.1, checkpoint_dir=ckpt)).fit(folder)
+    assert len(pre.monitor_indices_) == 6  # 2 per organ
+    assert pre.n_train_images_ == 54
+    assert not set(seen) & set(pre.monitor_indices_.tolist()), "monitor images were trained on"
+    for h in pre.history_:
+        assert MONITOR_KEYS <= set(h)
+        assert 0 <= h["monitor_knn_accuracy"] <= 1 and 0 < h["teacher_entropy"] <= h["ln_k"] + 1e-6
+        assert h["ln_k"] == pytest.approx(np.log(TINY["head_out_dim"]))
+    lines = (ckpt / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert MONITOR_KEYS <= set(json.loads(lines[-1]))
+
+
+def test_monitor_every_and_off_when_too_few_images(tmp_path, caplog):
+    folder = make_organ_folder(tmp_path / "data", {"chest": 20, "hand": 20}, seed=7)
+    pre = CodaPretrainer(**dict(TINY, epochs=3, monitor_fraction=0.1, monitor_every=2)).fit(folder)
+    assert [MONITOR_KEYS <= set(h) for h in pre.history_] == [False, True, True]  # epoch 2 and the last
+    with caplog.at_level("INFO", logger="codafeat"):
+        pre = CodaPretrainer(**dict(TINY, epochs=1, monitor_fraction=0.05)).fit(folder)
+    assert len(pre.monitor_indices_) == 0 and pre.n_train_images_ == 40
+    assert "training monitor off" in caplog.text and "per organ" in caplog.text
+    pre = CodaPretrainer(**dict(TINY, epochs=1, monitor_fraction=0.1, monitor_every=0)).fit(folder)
+    assert not any(MONITOR_KEYS & set(h) for h in pre.history_)

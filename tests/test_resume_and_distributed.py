@@ -89,7 +89,8 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(folder, tmp_path):
-    params = dict(TINY, epochs=2, batch_size=8, device="cpu")
+    # No stochastic depth: its masks are drawn per process and cannot match one process.
+    params = dict(TINY, epochs=2, batch_size=8, device="cpu", drop_path_rate=0.0)
     single = tmp_path / "single.safetensors"
     r = _run(folder, single, params)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -123,3 +124,42 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(folder,
     h1 = json.loads(Path(str(single) + ".history0.json").read_text())
     for a, b in zip(h0, h1):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_gloo_processes_without_random_state_share_teacher_and_epoch(folder, tmp_path):
+    """random_state=None (the README's torchrun command): every rank must draw rank 0's seed,
+    distil from the same teacher, and one epoch must visit every image exactly once."""
+    params = dict(TINY, epochs=2, batch_size=8, device="cpu", random_state=None)
+    port = str(_free_port())
+    out = tmp_path / "ddp.safetensors"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
+            env=_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                     CODA_RECORD_INDICES=str(tmp_path / f"index{rank}.jsonl")),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for rank in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    t0 = _weights(tmp_path / "ddp.rank0.safetensors")
+    t1 = _weights(tmp_path / "ddp.rank1.safetensors")
+    for k in t0:
+        torch.testing.assert_close(t0[k], t1[k], rtol=0, atol=0, msg=f"teachers differ across ranks at {k}")
+    s0 = _weights(tmp_path / "ddp.rank0.student.st")
+    s1 = _weights(tmp_path / "ddp.rank1.student.st")
+    for k in s0:
+        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=0, msg=f"students differ across ranks at {k}")
+    seen: dict[int, list[int]] = {}
+    for rank in range(2):
+        for line in (tmp_path / f"index{rank}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            seen.setdefault(rec["epoch"], []).extend(rec["index"])
+    n = 24  # 3 organs x 8 images, 3 global batches of 8 per epoch
+    assert sorted(seen) == [0, 1]
+    for epoch, idx in seen.items():
+        assert sorted(idx) == list(range(n)), f"epoch {epoch} did not visit every image exactly once"
+    assert seen[0] != seen[1], "the two epochs drew the same order"

@@ -93,3 +93,16 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@torch.no_grad()
+def broadcast_module_(module: torch.nn.Module, info: DistInfo) -> None:
+    """Overwrite every parameter and buffer of ``module`` with rank 0's values (in place).
+
+    Used before the EMA teacher is copied from the student, so that every rank starts
+    from the same student *and* the same teacher whatever its own initialisation was.
+    """
+    if not info.is_distributed:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)

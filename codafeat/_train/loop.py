@@ -5,6 +5,10 @@ One step, following the paper and DESIGN.md:
 1. teacher(g2) -> inter-organ embeddings ``t_org`` and intra-organ logits ``t_ins``
    (one teacher forward feeds both heads; no gradients);
 2. student(g1, local crops) -> ``s_org`` (g1) and ``s_ins`` (all crops batched together);
+   with ``symmetric=True`` (DINO's form) both global views pass through both networks:
+   the inter-organ term averages student(g1) vs teacher(g2) and student(g2) vs teacher(g1),
+   and the intra-organ term pairs every student view (g1, g2, crops) with both teacher
+   views except a global view with itself;
 3. ``t_org`` and the organ labels are gathered over ranks, so negatives come from the
    global batch;
 4. ``L = lambda_inter * L_inter + lambda_intra * L_intra``; a single-organ global batch
@@ -122,8 +126,14 @@ class CodaTrainer:
         device: torch.device,
         dist_info: D.DistInfo,
         n_local_crops: int,
+        symmetric: bool = False,
     ) -> None:
         self.student_module = student
+        self.symmetric = bool(symmetric)
+        # Symmetric intra-organ pairs (DINO): student views [g1, g2, crops] x teacher views
+        # [g1, g2], leaving out each global view paired with itself.
+        self._pairs = torch.ones(n_local_crops + 2, 2, dtype=torch.bool)
+        self._pairs[0, 0] = self._pairs[1, 1] = False
         self.teacher = teacher
         self.inter_loss = inter_loss
         self.intra_loss = intra_loss
@@ -138,6 +148,8 @@ class CodaTrainer:
         self.n_local_crops = n_local_crops
         self.use_amp = device.type == "cuda"
         self.student: nn.Module = student
+        #: Extra fields shown on the progress bar (the last monitor figures).
+        self.progress_extra: dict[str, str] = {}
         if dist_info.is_distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -154,6 +166,19 @@ class CodaTrainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _inter_term(self, s_org: torch.Tensor, t_org: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Inter-organ loss of student anchors against the global batch's teacher embeddings."""
+        t_all = D.all_gather_cat(t_org.float().detach(), self.dist)
+        y_all = D.all_gather_cat(labels, self.dist)
+        mean_inter, n_anchors = self.inter_loss(s_org.float(), t_all, labels, y_all)
+        # Weight by this rank's share of the global anchors, so that DDP's gradient
+        # average equals the mean over all anchors of the global batch.
+        n_local = torch.tensor(float(n_anchors), device=self.device)
+        n_global = D.all_reduce_sum(n_local.clone(), self.dist)
+        if n_global.item() == 0:
+            return mean_inter * 0.0, True
+        return mean_inter * (n_local * self.dist.world_size / n_global), False
+
     def step(self, batch: dict[str, torch.Tensor], epoch: int, it: int) -> StepResult:
         """One optimisation step on a batch; ``it`` is the global step index."""
         for i, group in enumerate(self.optimizer.param_groups):
@@ -164,30 +189,40 @@ class CodaTrainer:
         labels = batch["labels"].to(self.device, non_blocking=True)
         crops = self._to_device(batch["locals"]) if self.lambda_intra > 0 else None
         amp = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+        b = g1.shape[0]
 
-        with torch.no_grad(), amp:
-            t_org, t_ins = self.teacher(g2)
-        with amp:
-            s_org, s_ins = self.student(g1, crops)
+        if self.symmetric:
+            # DINO's form: both global views through both networks.
+            both = torch.cat([g1, g2])
+            with torch.no_grad(), amp:
+                t_org, t_ins = self.teacher(both)
+            with amp:
+                s_org, s_ins = self.student(both, crops, ins_on_global=True)
+        else:
+            # Coda's form as printed: teacher(g2) against student(g1) and the crops.
+            with torch.no_grad(), amp:
+                t_org, t_ins = self.teacher(g2)
+            with amp:
+                s_org, s_ins = self.student(g1, crops)
 
         zero = torch.zeros((), device=self.device)
         loss_inter, loss_intra, inter_skipped = zero, zero, False
         if self.lambda_inter > 0:
-            t_all = D.all_gather_cat(t_org.float().detach(), self.dist)
-            y_all = D.all_gather_cat(labels, self.dist)
-            mean_inter, n_anchors = self.inter_loss(s_org.float(), t_all, labels, y_all)
-            # Weight by this rank's share of the global anchors, so that DDP's gradient
-            # average equals the mean over all anchors of the global batch.
-            n_local = torch.tensor(float(n_anchors), device=self.device)
-            n_global = D.all_reduce_sum(n_local.clone(), self.dist)
-            inter_skipped = bool(n_global.item() == 0)
-            if not inter_skipped:
-                loss_inter = mean_inter * (n_local * self.dist.world_size / n_global)
+            if self.symmetric:
+                l12, inter_skipped = self._inter_term(s_org[:b], t_org[b:], labels)
+                l21, _ = self._inter_term(s_org[b:], t_org[:b], labels)
+                loss_inter = 0.5 * (l12 + l21)
             else:
-                loss_inter = mean_inter * 0.0
+                loss_inter, inter_skipped = self._inter_term(s_org, t_org, labels)
         if self.lambda_intra > 0:
             temp = float(self.schedules.teacher_temp[epoch])
-            loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
+            if self.symmetric:
+                loss_intra = self.intra_loss(
+                    s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops + 2,
+                    n_teacher_views=2, pairs=self._pairs,
+                )
+            else:
+                loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
         loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
 
         if not torch.isfinite(loss.detach()).item():
@@ -216,19 +251,29 @@ class CodaTrainer:
         return StepResult(loss_v, inter_v, intra_v, inter_skipped)
 
     # ------------------------------------------------------------------ one epoch
-    def run_epoch(self, loader, epoch: int, *, progress=None) -> dict[str, Any]:
-        """Train one epoch; returns its history record."""
+    def run_epoch(self, loader, epoch: int, *, progress=None, seed: int = 0) -> dict[str, Any]:
+        """Train one epoch; returns its history record.
+
+        The global torch generator (stochastic depth) is seeded from ``(seed, epoch, rank)``
+        for the epoch and restored afterwards, so a run resumed at an epoch boundary draws
+        the same masks as an uninterrupted one.
+        """
         self.student.train()
         self.teacher.eval()  # the EMA teacher never trains (no dropout/drop-path noise)
         stats = EpochStats()
+        devices = [self.device] if self.device.type == "cuda" else []
         t0 = time.perf_counter()
-        for b, batch in enumerate(loader):
-            it = epoch * self.steps_per_epoch + b
-            r = self.step(batch, epoch, it)
-            stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{r.loss:.3f}", inter=f"{r.loss_inter:.3f}", intra=f"{r.loss_intra:.3f}")
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(np.random.SeedSequence([int(seed), int(epoch), self.dist.rank, 17]).generate_state(1)[0]))
+            for b, batch in enumerate(loader):
+                it = epoch * self.steps_per_epoch + b
+                r = self.step(batch, epoch, it)
+                stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(
+                        loss=f"{r.loss:.3f}", inter=f"{r.loss_inter:.3f}", intra=f"{r.loss_intra:.3f}", **self.progress_extra
+                    )
         elapsed = time.perf_counter() - t0
         last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1
         return {

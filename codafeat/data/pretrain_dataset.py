@@ -47,9 +47,15 @@ class MultiCropDataset(Dataset):
         The augmentation.
     seed : int, default=0
         Run seed.
+    indices : array-like of int, optional
+        The cached images this dataset serves (default: all); item ``i`` is cached image
+        ``indices[i]``, and the index it reports and seeds its views with is that cache
+        index. The training monitor's held-out images are left out this way.
     """
 
-    def __init__(self, cache: DecodedCache, labels: Any, views: MultiCropViews, seed: int = 0) -> None:
+    def __init__(
+        self, cache: DecodedCache, labels: Any, views: MultiCropViews, seed: int = 0, indices: Any = None
+    ) -> None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) != len(cache):
             raise ValueError(
@@ -62,13 +68,17 @@ class MultiCropDataset(Dataset):
         self.views = views
         self.seed = int(seed)
         self.epoch = 0
+        every = np.arange(len(cache), dtype=np.int64)
+        self.indices = every if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.ndim != 1 or (self.indices.size and not (0 <= self.indices.min() and self.indices.max() < len(cache))):
+            raise ValueError(f"indices must be a 1-d array of cache positions in [0, {len(cache)})")
 
     def set_epoch(self, epoch: int) -> None:
         """Use the views of ``epoch`` from now on."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.indices)
 
     def generator(self, index: int) -> torch.Generator:
         """The generator that makes the views of ``index`` in the current epoch."""
@@ -78,7 +88,7 @@ class MultiCropDataset(Dataset):
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
-        index %= len(self)
+        index = int(self.indices[index % len(self)])
         img = torch.from_numpy(np.array(self.cache[index], dtype=np.uint8, copy=True))
         g1, g2, local = self.views(img, self.generator(index))
         return g1, g2, local, int(self.labels[index]), index

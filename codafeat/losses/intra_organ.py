@@ -76,48 +76,70 @@ class IntraOrganLoss(nn.Module):
         return f"out_dim={self.out_dim}, student_temp={self.student_temp}, center_momentum={self.center_momentum}"
 
     def forward(
-        self, student_out: torch.Tensor, teacher_out: torch.Tensor, teacher_temp: float, n_crops: int
+        self,
+        student_out: torch.Tensor,
+        teacher_out: torch.Tensor,
+        teacher_temp: float,
+        n_crops: int,
+        *,
+        n_teacher_views: int = 1,
+        pairs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean over crops and images of the cross-entropy ``H(p_teacher, p_student)``.
+        """Mean over (student view, teacher view) pairs and images of ``H(p_teacher, p_student)``.
 
         Parameters
         ----------
         student_out : Tensor, shape (n_crops * B, out_dim)
-            Student head outputs for the crops, crop-major: all images' crop 0, then crop 1, ...
-        teacher_out : Tensor, shape (B, out_dim)
-            Teacher head outputs for each image's global view (detached here).
+            Student head outputs, view-major: all images' view 0, then view 1, ...
+        teacher_out : Tensor, shape (n_teacher_views * B, out_dim)
+            Teacher head outputs of each image's global view(s), view-major (detached here).
         teacher_temp : float
             ``tau_t`` for this epoch, > 0.
         n_crops : int
-            Number of crops per image, >= 1.
+            Number of student views per image, >= 1.
+        n_teacher_views : int, default=1
+            Number of teacher views per image (1: Coda's ``g2``; 2: DINO's symmetric form).
+        pairs : bool Tensor of shape (n_crops, n_teacher_views), optional
+            Which (student view, teacher view) pairs enter the mean; default all. DINO
+            leaves out the pairs of a global view with itself.
 
         Returns
         -------
         Tensor
             Scalar float32 loss.
         """
-        n_crops = int(n_crops)
+        n_crops, n_t = int(n_crops), int(n_teacher_views)
         t = float(teacher_temp)
         if not t > 0 or t == float("inf"):
             raise ValueError(f"IntraOrganLoss: teacher_temp must be a positive finite number, got {teacher_temp!r}")
-        if n_crops < 1:
-            raise ValueError(f"IntraOrganLoss: n_crops must be >= 1, got {n_crops}")
-        if teacher_out.ndim != 2 or teacher_out.shape[1] != self.out_dim:
+        if n_crops < 1 or n_t < 1:
+            raise ValueError(f"IntraOrganLoss: n_crops and n_teacher_views must be >= 1, got {n_crops}, {n_t}")
+        if teacher_out.ndim != 2 or teacher_out.shape[1] != self.out_dim or teacher_out.shape[0] % n_t:
             raise ValueError(
-                f"IntraOrganLoss: teacher_out must have shape (B, {self.out_dim}), got {tuple(teacher_out.shape)}"
+                f"IntraOrganLoss: teacher_out must have shape (n_teacher_views * B, {self.out_dim}) with "
+                f"n_teacher_views={n_t}, got {tuple(teacher_out.shape)}"
             )
-        b = teacher_out.shape[0]
+        b = teacher_out.shape[0] // n_t
         if student_out.shape != (n_crops * b, self.out_dim):
             raise ValueError(
                 f"IntraOrganLoss: student_out must have shape (n_crops * B, out_dim) = "
                 f"({n_crops * b}, {self.out_dim}) for n_crops={n_crops}, B={b}; got {tuple(student_out.shape)}"
             )
+        if pairs is None:
+            weight = torch.ones(n_crops, n_t, device=student_out.device)
+        else:
+            if tuple(pairs.shape) != (n_crops, n_t) or pairs.dtype != torch.bool or not bool(pairs.any()):
+                raise ValueError(
+                    f"IntraOrganLoss: pairs must be a non-empty bool mask of shape ({n_crops}, {n_t}), "
+                    f"got {pairs.dtype} {tuple(pairs.shape)}"
+                )
+            weight = pairs.to(device=student_out.device, dtype=torch.float32)
         with torch.autocast(device_type=student_out.device.type, enabled=False):
             p_t = F.softmax((teacher_out.detach().float() - self.center) / t, dim=-1)
             log_q = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
-            # (n_crops, B, K) . (B, K) -> (n_crops, B) without materialising the product.
-            ce = -torch.einsum("cbk,bk->cb", log_q.view(n_crops, b, self.out_dim), p_t)
-            return ce.mean()
+            # (crops, B, K) x (teacher views, B, K) -> (crops, teacher views, B) without the product tensor.
+            ce = -torch.einsum("cbk,tbk->ctb", log_q.view(n_crops, b, self.out_dim), p_t.view(n_t, b, self.out_dim))
+            return (ce.mean(dim=2) * weight).sum() / weight.sum()
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

@@ -18,8 +18,10 @@ DEFAULT_STD = (0.229, 0.224, 0.225)
 POOLINGS = ("avg", "max", "avgmax")
 
 
-def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3) -> nn.Module:
+def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_path_rate: float = 0.0) -> nn.Module:
     """Create the timm model ``name`` without classifier, randomly initialised.
+
+    ``drop_path_rate`` is timm's stochastic-depth rate (active in training mode only).
 
     Raises
     ------
@@ -33,7 +35,8 @@ def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3) -> nn
             f"backbone {name!r} is not a timm model name (see timm.list_models(), e.g. "
             "'convnext_base', 'convnext_atto', 'test_convnext')"
         )
-    return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans)
+    kwargs = {"drop_path_rate": float(drop_path_rate)} if drop_path_rate else {}
+    return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans, **kwargs)
 
 
 def embed_dim(model: nn.Module) -> int:

@@ -29,6 +29,9 @@ class CodaNetwork(nn.Module):
         Whether to build the inter-organ and intra-organ heads.
     head_out_dim, head_hidden_dim, head_bottleneck_dim : int
         DINO head sizes (paper: out 65,536, hidden 2,048; DINO: bottleneck 256).
+    drop_path_rate : float, default=0.0
+        Stochastic depth of the backbone (training mode only; the EMA teacher runs in eval
+        mode, so it never drops paths).
     """
 
     def __init__(
@@ -42,9 +45,10 @@ class CodaNetwork(nn.Module):
         head_out_dim: int = 65536,
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        net = create_backbone(backbone)
+        net = create_backbone(backbone, drop_path_rate=drop_path_rate)
         self.encoder = FeatureExtractor(net, mean, std)
         dim = embed_dim(net)
         kw = dict(out_dim=head_out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=head_bottleneck_dim)
@@ -55,19 +59,31 @@ class CodaNetwork(nn.Module):
     def backbone(self) -> nn.Module:
         return self.encoder.backbone
 
-    def forward(self, global_view: torch.Tensor, local_views: torch.Tensor | None = None):
-        """Student pass: ``(z_org(global_view) | None, z_ins(local_views) | None)``.
+    def forward(
+        self,
+        global_view: torch.Tensor,
+        local_views: torch.Tensor | None = None,
+        *,
+        ins_on_global: bool = False,
+    ):
+        """``(z_org(global_view) | None, z_ins | None)``.
 
-        Teacher pass: call with the teacher's global view only and ``local_views=None``;
-        then the intra-organ head is applied to the global view: ``(z_org, z_ins)``.
+        Teacher pass: ``local_views=None``; the intra-organ head is applied to the global
+        view(s). Student pass: with ``local_views`` the intra-organ head sees the local
+        crops only (Coda's asymmetric form), or, with ``ins_on_global=True``, the global
+        views followed by the crops (DINO's symmetric form): ``z_ins`` is then
+        ``head_ins(cat[encoder(global_view), encoder(local_views)])``.
         """
         feats = self.encoder(global_view)
         z_org = self.head_org(feats) if self.head_org is not None else None
+        if self.head_ins is None:
+            return z_org, None
         if local_views is None:
-            z_ins = self.head_ins(feats) if self.head_ins is not None else None
-            return z_org, z_ins
-        z_ins = self.head_ins(self.encoder(local_views)) if self.head_ins is not None else None
-        return z_org, z_ins
+            return z_org, self.head_ins(feats)
+        local_feats = self.encoder(local_views)
+        if ins_on_global:
+            local_feats = torch.cat([feats, local_feats])
+        return z_org, self.head_ins(local_feats)
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the heads' weight-normalised output layers (frozen in epoch 0, DINO)."""

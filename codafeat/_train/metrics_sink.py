@@ -1,0 +1,64 @@
+"""Per-epoch training records to ``metrics.jsonl`` and, when installed, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN
+    return v
+
+
+class MetricsSink:
+    """Appends one JSON line per epoch record to ``<log_dir>/metrics.jsonl`` and writes the
+    numeric fields as TensorBoard scalars (``<log_dir>/tensorboard``) when the
+    ``tensorboard`` package is installed. ``log_dir=None`` writes nothing.
+
+    A line is written and flushed as soon as its epoch ends, so a crash keeps every
+    finished epoch's record; a resumed run appends to the same file.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike | None) -> None:
+        self.path: Path | None = None
+        self._tb = None
+        if log_dir is None:
+            return
+        root = Path(log_dir).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / METRICS_NAME
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra
+            logger.debug("tensorboard is not installed: metrics go to %s only", self.path)
+        else:
+            self._tb = SummaryWriter(log_dir=str(root / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        line = json.dumps({k: _clean(v) for k, v in record.items()}, allow_nan=False)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+        if self._tb is not None:
+            step = int(record.get("epoch", 0))
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch" and math.isfinite(v):
+                    self._tb.add_scalar(f"coda/{k}", v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,100 @@
+"""The training monitor's figures and collapse warnings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codafeat._train.monitor import MIN_PER_ORGAN, TrainingMonitor, collapse_warnings, monitor_split
+from codafeat.nn.coda_model import CodaNetwork
+
+
+def _net(seed=0) -> CodaNetwork:
+    torch.manual_seed(seed)
+    return CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=64,
+                       head_hidden_dim=16, head_bottleneck_dim=8).eval()
+
+
+def _monitor(n_per=6, seed=0) -> TrainingMonitor:
+    g = torch.Generator().manual_seed(seed)
+    imgs, labels = [], []
+    for organ in range(2):
+        for _ in range(n_per):
+            base = torch.zeros(1, 32, 32)
+            if organ == 0:
+                base[:, ::4] = 1.0
+            else:
+                base[:, :, ::4] = 1.0
+            imgs.append(((base * 0.8 + 0.2 * torch.rand(1, 32, 32, generator=g)) * 255).to(torch.uint8))
+            labels.append(organ)
+    return TrainingMonitor(torch.stack(imgs), np.array(labels), torch.device("cpu"), batch_size=5)
+
+
+def test_figures_of_a_random_teacher_are_in_range():
+    m = _monitor().measure(_net(), torch.zeros(1, 64), 0.04)
+    assert set(m) >= {"monitor_knn_accuracy", "monitor_nmi", "embed_std", "teacher_entropy", "teacher_mi", "ln_k", "center_norm"}
+    assert m["ln_k"] == pytest.approx(math.log(64))
+    assert 0 <= m["teacher_entropy"] <= m["ln_k"] + 1e-6
+    assert m["teacher_mi"] >= -1e-6
+    assert 0 < m["embed_std"]
+    assert m["center_norm"] == 0
+
+
+def test_entropy_and_information_against_a_direct_computation():
+    mon, net = _monitor(), _net(1)
+    center = 0.1 * torch.randn(1, 64)
+    m = mon.measure(net, center, 0.07)
+    with torch.no_grad():
+        t = net.head_ins(net.encoder(mon.images)).double()
+    p = torch.softmax((t - center.double()) / 0.07, dim=1)
+    h = [-(row * row.log()).sum().item() for row in p]
+    marginal = p.mean(0)
+    assert m["teacher_entropy"] == pytest.approx(np.mean(h), rel=1e-4)
+    assert m["teacher_mi"] == pytest.approx(-(marginal * marginal.log()).sum().item() - np.mean(h), abs=1e-4)
+    assert m["center_norm"] == pytest.approx(center.norm().item(), rel=1e-6)
+
+
+def test_a_collapsed_teacher_is_flagged():
+    net = _net()
+    head_norm = net.backbone.head.norm
+    with torch.no_grad():  # every image -> the same pooled feature
+        head_norm.weight.zero_()
+        head_norm.bias.copy_(torch.randn_like(head_norm.bias))
+    m = _monitor().measure(net, torch.zeros(1, 64), 0.04)
+    assert m["embed_std"] == pytest.approx(0, abs=1e-5)
+    assert m["teacher_mi"] == pytest.approx(0, abs=1e-5)
+    msgs = collapse_warnings(m)
+    assert any("same target" in s for s in msgs) and any("same embedding" in s for s in msgs)
+
+
+def test_healthy_figures_raise_no_warning_and_uniform_targets_do():
+    healthy = {"teacher_entropy": 4.0, "ln_k": math.log(4096), "teacher_mi": 1.0, "embed_std": 0.5}
+    assert collapse_warnings(healthy) == []
+    uniform = dict(healthy, teacher_entropy=0.99 * math.log(4096))
+    assert any("nearly uniform" in s for s in collapse_warnings(uniform))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 60), min_size=2, max_size=6),
+    fraction=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_split_is_stratified_disjoint_and_complete(counts, fraction, seed):
+    labels = np.concatenate([np.full(c, i) for i, c in enumerate(counts)])
+    train, held, why = monitor_split(labels, fraction, seed)
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(len(labels)))
+    if why is None:
+        for i, c in enumerate(counts):
+            n = int((labels[held] == i).sum())
+            assert n == int(round(fraction * c)) >= MIN_PER_ORGAN
+            assert c - n >= 2
+    else:
+        assert len(held) == 0
+    again = monitor_split(labels, fraction, seed)
+    assert np.array_equal(again[1], held)
