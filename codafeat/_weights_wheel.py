@@ -31,7 +31,8 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from ._version import __version__
-from .weights import BACKBONE_PREFIX, ENTRY_POINT_GROUP, WeightsError, atomic_open, read_config
+from ._fileio import atomic_open
+from .weights import BACKBONE_PREFIX, ENTRY_POINT_GROUP, WeightsError, read_config
 
 #: Weights names: letters, digits, ``.``, ``_``, ``-``; starting and ending alphanumeric.
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")

@@ -9,10 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+
+#: Exceptions a user's input or machine can cause (bad data or settings, files, a diverging
+#: run, missing extras, out of memory): one ERROR line and exit code 1, no traceback
+#: (``CODAFEAT_DEBUG=1`` shows it). Ctrl-C: one line, exit code 130.
+USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError, TypeError, RuntimeError, MemoryError)
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = ("demo", "pretrain", "embed", "probe", "package_weights", "list_weights")
@@ -50,10 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    log = logging.getLogger("codafeat")
     try:
         return int(args._run(args) or 0)
-    except (ValueError, OSError, ImportError) as exc:
-        logging.getLogger("codafeat").error("%s", exc)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except USER_ERRORS as exc:
+        if os.environ.get("CODAFEAT_DEBUG"):
+            raise
+        log.error("%s", exc)
         return 1
 
 

@@ -10,11 +10,14 @@ keys:
   array's dtype/shape/bytes, a PIL image's mode/size/bytes), so a copied file hits the cache
   and an edited file misses it, whatever the path.
 
-Layout: ``<location>/<model_key>/<item_key[:2]>/<item_key>.npy``, one small ``float32``
-``.npy`` per embedding, written atomically (temporary file + rename) so that concurrent
-writers or a crash never leave a truncated entry. Files are read with
-``np.load(allow_pickle=False)``: nothing is ever unpickled. An unreadable or mismatched entry
-counts as a miss (and is logged), never as an error.
+Layout: ``<location>/<model_key>/<item_key[:2]>/<item_key>.emb``, one small file per
+embedding: a magic string, the first 16 bytes of the SHA-256 of the payload, and the
+payload, a ``float32`` ``.npy`` array. Entries are written atomically (temporary file +
+fsync + rename) so that concurrent writers or a crash never leave a truncated entry, and
+the checksum catches a flipped byte on disk. Payloads are read with
+``np.load(allow_pickle=False)``: nothing is ever unpickled. An unreadable, corrupt or
+mismatched entry counts as a miss (logged, then recomputed and rewritten), never as an
+error. (Entries of codafeat 0.1, plain ``.npy`` files without a checksum, are not read.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ._fileio import atomic_write_bytes
 from .data.io import ImageReadError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,10 @@ CACHE_VERSION = 1
 #: Sub-folder used inside a ``joblib.Memory`` location.
 JOBLIB_SUBDIR = "codafeat_embeddings"
 _KEY = re.compile(r"^[0-9a-f]{16,128}$")
+#: Start of every entry file, then a 16-byte checksum of the payload.
+ENTRY_MAGIC = b"codafeat-emb\x01\n"
+_DIGEST = 16
+ENTRY_SUFFIX = ".emb"
 _CHUNK = 1 << 20
 
 __all__ = ["CACHE_VERSION", "EmbeddingCache", "item_key", "model_key"]
@@ -225,7 +232,7 @@ class EmbeddingCache:
             raise ValueError("this cache is disabled (joblib.Memory(None)) and has no files")
         _check_key(model_key, "model_key")
         _check_key(item_key, "item_key")
-        return self.root / model_key / item_key[:2] / f"{item_key}.npy"
+        return self.root / model_key / item_key[:2] / f"{item_key}{ENTRY_SUFFIX}"
 
     def lookup(
         self, model_key: str, item_keys: Sequence[str], *, n_features: int | None = None
@@ -278,8 +285,7 @@ class EmbeddingCache:
 
     def _read(self, path: Path) -> np.ndarray | None:
         try:
-            with open(path, "rb") as fh:
-                vec = np.load(fh, allow_pickle=False)
+            vec = np.load(io.BytesIO(_entry_payload(path.read_bytes())), allow_pickle=False)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError) as exc:
@@ -318,7 +324,7 @@ class EmbeddingCache:
                 continue
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(row), allow_pickle=False)
-            _atomic_write(self.path(model_key, key), buf.getvalue())
+            atomic_write_bytes(self.path(model_key, key), entry_bytes(buf.getvalue()))
             written += 1
         if bad:
             logger.info("embedding cache: %d non-finite row(s) not stored", bad)
@@ -340,16 +346,17 @@ class EmbeddingCache:
                 shutil.rmtree(target)
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def entry_bytes(payload: bytes) -> bytes:
+    """An entry file's content: :data:`ENTRY_MAGIC`, the payload's checksum, the payload."""
+    return ENTRY_MAGIC + hashlib.sha256(payload).digest()[:_DIGEST] + payload
+
+
+def _entry_payload(data: bytes) -> bytes:
+    """The payload of an entry file; ``ValueError`` when its magic or checksum is wrong."""
+    head = len(ENTRY_MAGIC) + _DIGEST
+    if len(data) < head or not data.startswith(ENTRY_MAGIC):
+        raise ValueError("not a codafeat embedding entry")
+    payload = data[head:]
+    if hashlib.sha256(payload).digest()[:_DIGEST] != data[len(ENTRY_MAGIC) : head]:
+        raise ValueError("checksum mismatch (corrupt on disk)")
+    return payload

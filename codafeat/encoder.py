@@ -188,7 +188,10 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                     f"{config['backbone']!r}; leave backbone=None to use the weights' backbone"
                 )
             pooling = self.pooling or config.get("pooling", "avg")
-            net = create_backbone(config["backbone"], pooling=pooling, in_chans=config["in_chans"])
+            try:
+                net = create_backbone(config["backbone"], pooling=pooling, in_chans=config["in_chans"])
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from exc
             load_backbone_state(net, state, source=source)
             if embed_dim(net) != config["embed_dim"]:
                 raise ValueError(
@@ -299,7 +302,15 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             emb = self._embed(sub)
             out[todo] = emb
             store = [j for j, i in enumerate(todo) if keys[i] is not None]
-            cache.store(mk, [keys[todo[j]] for j in store], emb[store])
+            try:
+                cache.store(mk, [keys[todo[j]] for j in store], emb[store])
+            except OSError as exc:  # a full or read-only disk must not cost the embeddings
+                if not self.__dict__.get("_cache_store_failed"):
+                    logger.warning(
+                        "embedding cache %s cannot store entries (%s); the embeddings are returned, "
+                        "not cached (this warning is shown once per encoder)", cache, exc,
+                    )
+                self._cache_store_failed = True
         return out
 
     def _n_workers(self, items: Any) -> int:

@@ -25,7 +25,15 @@ from torch.utils.data import DataLoader
 
 from ._device import denormals_flushed, resolve_device
 from ._train import dist as D
-from ._train.checkpoint import checkpoint_path, load_checkpoint, restore_module, restore_optimizer, save_checkpoint
+from ._fileio import check_writable
+from ._train.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    remove_stale,
+    restore_module,
+    restore_optimizer,
+    save_checkpoint,
+)
 from ._train.loop import CodaTrainer, Schedules
 from ._train.metrics_sink import MetricsSink
 from ._train.monitor import TrainingMonitor, collapse_warnings, monitor_split
@@ -33,6 +41,7 @@ from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
 from .data.decoded_cache import DecodedCache, cache_size_for
 from .data.io import check_on_error, report_skipped
+from .data.loader import worker_context
 from .data.organs import collect_organ_images
 from .data.pretrain_dataset import MultiCropDataset, collate_views
 from .data.views import MultiCropViews
@@ -213,48 +222,51 @@ class CodaPretrainer(BaseEstimator):
     >>> encoder = pre.fit("radiographs/").encoder_                              # doctest: +SKIP
     """
 
+    # Bounds are generous (far beyond any sensible run) but finite: an absurd value
+    # (lr=1e39, image_size=10**9) is refused here, naming the parameter, instead of
+    # failing deep inside torch.
     _parameter_constraints: dict = {
         "backbone": [str],
-        "image_size": [Interval(Integral, 16, None, closed="left")],
-        "local_size": [Interval(Integral, 8, None, closed="left")],
-        "n_local_crops": [Interval(Integral, 1, None, closed="left")],
+        "image_size": [Interval(Integral, 16, 4096, closed="both")],
+        "local_size": [Interval(Integral, 8, 4096, closed="both")],
+        "n_local_crops": [Interval(Integral, 1, 64, closed="both")],
         "global_scale": [tuple, list],
         "local_scale": [tuple, list],
         "rotation": [Interval(Real, 0, 180, closed="both")],
         "hflip": ["boolean"],
         "symmetric": ["boolean"],
         "drop_path_rate": [Interval(Real, 0, 1, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 2, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "min_lr": [Interval(Real, 0, None, closed="left")],
-        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "weight_decay_end": [Interval(Real, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, 1_000_000, closed="both")],
+        "batch_size": [Interval(Integral, 2, 1_000_000, closed="both")],
+        "lr": [Interval(Real, 0, 1, closed="right")],
+        "min_lr": [Interval(Real, 0, 1, closed="both")],
+        "warmup_epochs": [Interval(Integral, 0, 1_000_000, closed="both")],
+        "weight_decay": [Interval(Real, 0, 10, closed="both")],
+        "weight_decay_end": [Interval(Real, 0, 10, closed="both")],
         "momentum_teacher": [Interval(Real, 0, 1, closed="both")],
-        "head_out_dim": [Interval(Integral, 2, None, closed="left")],
-        "head_hidden_dim": [Interval(Integral, 1, None, closed="left")],
-        "head_bottleneck_dim": [Interval(Integral, 1, None, closed="left")],
-        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "head_out_dim": [Interval(Integral, 2, 2**20, closed="both")],
+        "head_hidden_dim": [Interval(Integral, 1, 2**16, closed="both")],
+        "head_bottleneck_dim": [Interval(Integral, 1, 2**16, closed="both")],
+        "temperature": [Interval(Real, 1e-4, 100, closed="both")],
         "denominator": [StrOptions({"negatives", "all"})],
-        "student_temp": [Interval(Real, 0, None, closed="neither")],
-        "teacher_temp": [Interval(Real, 0, None, closed="neither")],
-        "warmup_teacher_temp": [Interval(Real, 0, None, closed="neither")],
-        "warmup_teacher_temp_epochs": [Interval(Integral, 0, None, closed="left")],
+        "student_temp": [Interval(Real, 1e-4, 100, closed="both")],
+        "teacher_temp": [Interval(Real, 1e-4, 100, closed="both")],
+        "warmup_teacher_temp": [Interval(Real, 1e-4, 100, closed="both")],
+        "warmup_teacher_temp_epochs": [Interval(Integral, 0, 1_000_000, closed="both")],
         "center_momentum": [Interval(Real, 0, 1, closed="both")],
-        "lambda_inter": [Interval(Real, 0, None, closed="left")],
-        "lambda_intra": [Interval(Real, 0, None, closed="left")],
-        "clip_grad": [Interval(Real, 0, None, closed="left")],
-        "freeze_last_layer": [Interval(Integral, 0, None, closed="left")],
+        "lambda_inter": [Interval(Real, 0, 1000, closed="both")],
+        "lambda_intra": [Interval(Real, 0, 1000, closed="both")],
+        "clip_grad": [Interval(Real, 0, 1e6, closed="both")],
+        "freeze_last_layer": [Interval(Integral, 0, 1_000_000, closed="both")],
         "device": [str, torch.device],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, 1024, closed="both")],
         "cache_dir": [None, str, os.PathLike],
         "checkpoint_dir": [None, str, os.PathLike],
-        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "checkpoint_every": [Interval(Integral, 1, 1_000_000, closed="both")],
         "resume": ["boolean"],
         "organ_from": [StrOptions({"folder", "dicom"})],
         "on_error": [StrOptions({"raise", "skip"})],
-        "monitor_every": [Interval(Integral, 0, None, closed="left")],
+        "monitor_every": [Interval(Integral, 0, 1_000_000, closed="both")],
         "monitor_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "log_dir": [None, str, os.PathLike],
         "random_state": ["random_state"],
@@ -370,10 +382,21 @@ class CodaPretrainer(BaseEstimator):
             v = getattr(self, name)
             if len(v) != 2 or not (0 < v[0] <= v[1] <= 1):
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {v!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
         if self.lambda_inter == 0 and self.lambda_intra == 0:
             raise ValueError("lambda_inter and lambda_intra are both 0: nothing to train")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
+
+    def _check_output_dirs(self) -> None:
+        """Fail before training when checkpoints or metrics could not be written later."""
+        if self.checkpoint_dir is not None:
+            check_writable(self.checkpoint_dir, what="checkpoint_dir", is_dir=True)
+            for p in remove_stale(self.checkpoint_dir):
+                logger.info("removed %s, left by an interrupted checkpoint write", p)
+        if self.log_dir is not None:
+            check_writable(self.log_dir, what="log_dir", is_dir=True)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None) -> "CodaPretrainer":
@@ -395,6 +418,7 @@ class CodaPretrainer(BaseEstimator):
         """
         self._check_settings()
         check_on_error(self.on_error)
+        self._check_output_dirs()
         device = resolve_device(self.device)
         info = D.setup(device.type)
         if info.is_distributed and device.type == "cuda":
@@ -407,11 +431,11 @@ class CodaPretrainer(BaseEstimator):
         return self
 
     def _fit(self, X: Any, y: Any, device: torch.device, info: D.DistInfo) -> None:
-        items, organ_names = collect_organ_images(X, y, organ_from=self.organ_from)
+        items, organ_names, unlabelled = collect_organ_images(X, y, organ_from=self.organ_from, on_error=self.on_error)
         _check_organs(organ_names, stage="input")
         ckpt = self._read_checkpoint() if self.resume else None
         self.seed_ = self._run_seed(ckpt, info)
-        cache, labels = self._decode(items, organ_names, info)
+        cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
         data_key = _data_key(items, cache, labels)
         train_idx, monitor_idx, why_off = monitor_split(labels, self.monitor_fraction, self.seed_)
         self.monitor_indices_ = monitor_idx
@@ -437,6 +461,7 @@ class CodaPretrainer(BaseEstimator):
         loader = DataLoader(
             dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
             pin_memory=device.type == "cuda", persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_context() if self.num_workers > 0 else None,
         )
         steps = len(sampler)
         self.n_train_images_ = len(dataset)
@@ -444,6 +469,11 @@ class CodaPretrainer(BaseEstimator):
                "steps_per_epoch": steps, "data_key": data_key}
 
         trainer = self._build_trainer(self.seed_, steps, device, info)
+        if self.checkpoint_dir is not None and info.is_main:
+            # newest + previous + the one being written, each ~4 copies of the student
+            # (student, teacher, AdamW's two moments)
+            n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
+            check_writable(self.checkpoint_dir, what="checkpoint_dir", is_dir=True, need_bytes=3 * 4 * n_bytes)
         start_epoch, history = self._restore(ckpt, trainer, run) if ckpt is not None else (0, [])
         sink = MetricsSink(self.log_dir if self.log_dir is not None else self.checkpoint_dir) if info.is_main else None
         progress = None
@@ -485,7 +515,9 @@ class CodaPretrainer(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         return int(D.broadcast_object(seed, info))
 
-    def _decode(self, items: Any, organ_names: Any, info: D.DistInfo) -> tuple[DecodedCache, np.ndarray]:
+    def _decode(
+        self, items: Any, organ_names: Any, info: D.DistInfo, *, skipped_before: list[str]
+    ) -> tuple[DecodedCache, np.ndarray]:
         """The decoded-image cache (rank 0 builds a shared one first) and the organ labels."""
         t0 = time.perf_counter()
         if info.is_distributed and self.cache_dir is not None and not info.is_main:
@@ -497,7 +529,7 @@ class CodaPretrainer(BaseEstimator):
         if info.is_distributed and self.cache_dir is not None and info.is_main:
             D.barrier(info)
         organ_names = np.asarray(organ_names)[np.asarray(cache.kept, dtype=int)]
-        self.skipped_ = list(cache.skipped)
+        self.skipped_ = list(skipped_before) + list(cache.skipped)
         if self.skipped_:
             report_skipped(self.skipped_, context="CodaPretrainer.fit")
         _check_organs(organ_names, stage="readable images")
@@ -616,11 +648,15 @@ class CodaPretrainer(BaseEstimator):
 
     def _read_checkpoint(self) -> tuple[Path, dict, dict] | None:
         """``(path, tensors, meta)`` of the checkpoint to resume, checked against the settings."""
-        path = checkpoint_path(self.checkpoint_dir)
-        if not path.is_file():
-            logger.info("resume=True but no checkpoint at %s: starting from scratch", path)
+        found = latest_checkpoint(self.checkpoint_dir)
+        if found is None:
+            logger.info("resume=True but no checkpoint in %s: starting from scratch", self.checkpoint_dir)
             return None
-        tensors, meta = load_checkpoint(path)
+        path, tensors, meta = found
+        if meta["epochs_done"] > self.epochs:
+            raise ValueError(
+                f"{path}: the checkpoint has {meta['epochs_done']} epochs done, more than epochs={self.epochs}"
+            )
         theirs, ours = meta.get("params", {}), self._resume_signature()
         diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
         if diff:

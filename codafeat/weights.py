@@ -18,17 +18,15 @@ distribution; docs/publishing-weights.md walks through publishing).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from numbers import Integral, Real
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -37,6 +35,8 @@ from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from ._version import __version__
+
+from ._fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported: public since 0.1)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ def make_config(
     }
 
 
+#: Largest config values a weights file may declare (far above any real model; a file
+#: declaring more is corrupt or hostile, and would make the encoder allocate absurdly).
+CONFIG_MAXIMA = {"embed_dim": 2**16, "image_size": 8192, "in_chans": 16}
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
@@ -127,8 +132,10 @@ def _check_config(config: Any, source: str) -> dict[str, Any]:
     if not isinstance(cfg["backbone"], str) or not cfg["backbone"]:
         raise WeightsError(f"{source}: config 'backbone' must be a non-empty str, got {cfg['backbone']!r}")
     for key in ("embed_dim", "image_size", "in_chans"):
-        if not _is_int(cfg[key]) or cfg[key] < 1:
-            raise WeightsError(f"{source}: config {key!r} must be a positive int, got {cfg[key]!r}")
+        if not _is_int(cfg[key]) or not 1 <= cfg[key] <= CONFIG_MAXIMA[key]:
+            raise WeightsError(
+                f"{source}: config {key!r} must be an int in [1, {CONFIG_MAXIMA[key]}], got {cfg[key]!r}"
+            )
     for key in ("mean", "std"):
         values = cfg[key]
         if (
@@ -142,8 +149,10 @@ def _check_config(config: Any, source: str) -> dict[str, Any]:
             )
     if any(s <= 0 for s in cfg["std"]):
         raise WeightsError(f"{source}: config 'std' values must be positive, got {cfg['std']!r}")
-    if not isinstance(cfg["pooling"], str):
-        raise WeightsError(f"{source}: config 'pooling' must be str, got {cfg['pooling']!r}")
+    from .nn.backbone import POOLINGS
+
+    if cfg["pooling"] not in POOLINGS:
+        raise WeightsError(f"{source}: config 'pooling' must be one of {POOLINGS}, got {cfg['pooling']!r}")
     if not isinstance(cfg["training"], dict):
         raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
     return cfg
@@ -255,6 +264,12 @@ def _backbone_state(tensors: dict[str, torch.Tensor], source: str) -> dict[str, 
     state = {k[len(BACKBONE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BACKBONE_PREFIX)}
     if not state:
         raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[:3]}): the weights are "
+            "corrupt or come from a diverged run"
+        )
     return state
 
 
@@ -292,50 +307,6 @@ def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], con
     """
     data = weights_to_bytes(state, config)
     return atomic_write_bytes(path, data)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for binary writing; rename it onto ``path`` on success.
-
-    If the ``with`` block (or the final flush/rename) fails, the temporary file is
-    removed and ``path`` keeps its previous content. The new file gets the usual
-    permissions (``0o666`` less the umask), not those of a private temporary file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 48 random bits
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a crash never leaves a half-written file there."""
-    with atomic_open(path) as fh:
-        fh.write(data)
-    return Path(path)
 
 
 def load_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

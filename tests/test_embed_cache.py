@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 
@@ -121,8 +122,8 @@ def test_hits_and_misses(tmp_path):
     assert np.isnan(emb[[0, 2]]).all()
     emb, missing = cache.lookup(MK, keys[:1], n_features=3)
     assert emb.shape == (1, 3) and missing.tolist() == [0]
-    # layout: <root>/<model_key>/<2 chars>/<item_key>.npy
-    assert (tmp_path / "cache" / MK / keys[1][:2] / f"{keys[1]}.npy").is_file()
+    # layout: <root>/<model_key>/<2 chars>/<item_key>.emb
+    assert (tmp_path / "cache" / MK / keys[1][:2] / f"{keys[1]}.emb").is_file()
 
 
 def test_model_keys_do_not_collide(tmp_path):
@@ -174,16 +175,37 @@ def test_corrupt_or_mismatched_entries_are_misses(tmp_path, caplog):
     cache = EmbeddingCache(tmp_path)
     keys = [item_key(np.full(1, i)) for i in range(3)]
     cache.store(MK, keys, np.ones((3, 4)))
-    cache.path(MK, keys[0]).write_bytes(b"\x93NUMPY garbage")
-    np.save(cache.path(MK, keys[1]), np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    cache.path(MK, keys[0]).write_bytes(ec.entry_bytes(b"\x93NUMPY garbage"))
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    cache.path(MK, keys[1]).write_bytes(ec.entry_bytes(pickled.getvalue()))  # valid checksum, never unpickled
     with caplog.at_level("WARNING"):
         emb, missing = cache.lookup(MK, keys)
     assert missing.tolist() == [0, 1]
     assert emb[2].tolist() == [1.0] * 4
     assert "treated as a miss" in caplog.text
     # an entry of another width is a miss too
-    np.save(cache.path(MK, keys[1]), np.ones(7, np.float32))
+    cache.store(MK, keys[1:2], np.ones((1, 7), np.float32))
     assert cache.lookup(MK, keys, n_features=4)[1].tolist() == [0, 1]
+
+
+def test_a_flipped_byte_is_detected_and_the_entry_recomputed(tmp_path, caplog):
+    cache = EmbeddingCache(tmp_path)
+    key = item_key(np.zeros(3))
+    cache.store(MK, [key], np.arange(4, dtype=np.float32)[None])
+    path = cache.path(MK, key)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the float payload: still a valid .npy, wrong numbers
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        emb, missing = cache.lookup(MK, [key])
+    assert missing.tolist() == [0] and "checksum" in caplog.text
+    cache.store(MK, [key], np.arange(4, dtype=np.float32)[None])  # recomputed and rewritten
+    assert cache.lookup(MK, [key])[0].tolist() == [[0.0, 1.0, 2.0, 3.0]]
+    # an entry of codafeat 0.1 (a bare .npy) is not read
+    np.save(path.with_suffix(".npy"), np.ones(4, np.float32))
+    path.unlink()
+    assert cache.lookup(MK, [key])[1].tolist() == [0]
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):

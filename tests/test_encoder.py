@@ -21,7 +21,7 @@ from sklearn.utils import get_tags
 
 import codafeat.data.loader as loader_mod
 import codafeat.encoder as encoder_mod
-from codafeat import CodaEncoder, ImageReadError, Weights, save_weights
+from codafeat import CodaEncoder, ImageReadError, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
 
 SMALL = dict(backbone="test_convnext", image_size=32)

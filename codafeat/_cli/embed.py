@@ -125,9 +125,21 @@ def _check_out(out: str) -> str:
     return suffix
 
 
+def _path_bytes(path: str) -> bytes:
+    """A path as the bytes the file system uses (lossless for names that are not UTF-8)."""
+    return os.fsencode(path)
+
+
 def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray) -> list[Path]:
-    """Write embeddings in the format of ``out``'s suffix (atomically); returns the files written."""
-    from ..weights import atomic_write_bytes
+    """Write embeddings in the format of ``out``'s suffix; returns the files written.
+
+    File names are bytes on POSIX: the path list (``.paths.txt``) and the ``.csv`` keep
+    them byte for byte (names that are not UTF-8 are written as their raw bytes, through
+    ``os.fsencode``), so every row can be matched to its file. The files of one output
+    (``.npy`` and its ``.paths.txt``) are written as a set: either both are replaced or
+    neither.
+    """
+    from .._fileio import atomic_write_many
 
     out = Path(out)
     suffix = _check_out(str(out))
@@ -135,9 +147,8 @@ def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray
         buf = io.BytesIO()
         np.save(buf, np.asarray(emb, dtype=np.float32), allow_pickle=False)
         sidecar = out.with_name(out.stem + ".paths.txt")
-        atomic_write_bytes(out, buf.getvalue())
-        atomic_write_bytes(sidecar, "".join(f"{p}\n" for p in paths).encode("utf-8"))
-        return [out, sidecar]
+        names = b"".join(_path_bytes(p) + b"\n" for p in paths)
+        return atomic_write_many({out: buf.getvalue(), sidecar: names})
     cols = [f"f{i}" for i in range(emb.shape[1])]
     if suffix == ".csv":
         text = io.StringIO()
@@ -145,20 +156,28 @@ def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray
         writer.writerow(["path", *cols])
         for p, row in zip(paths, emb):
             writer.writerow([p, *(f"{x:.9g}" for x in row)])  # 9 digits: float32 round-trips
-        atomic_write_bytes(out, text.getvalue().encode("utf-8"))
-        return [out]
+        # surrogateescape turns the undecodable bytes of a file name back into those bytes
+        return atomic_write_many({out: text.getvalue().encode("utf-8", "surrogateescape")})
     import pandas as pd
 
     df = pd.DataFrame(np.asarray(emb, dtype=np.float32), columns=cols)
-    df.insert(0, "path", list(paths))
+    try:
+        for p in paths:
+            p.encode("utf-8")
+        df.insert(0, "path", list(paths))
+    except UnicodeEncodeError:
+        logger.warning("%s: some file names are not UTF-8; the path column holds their raw bytes", out)
+        df.insert(0, "path", [_path_bytes(p) for p in paths])
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    atomic_write_bytes(out, buf.getvalue())
-    return [out]
+    return atomic_write_many({out: buf.getvalue()})
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._fileio import check_writable
+
     _check_out(args.out)  # fail before the (long) embedding
+    check_writable(args.out, what="--out")
     paths = collect_images(args.inputs)
     enc = make_encoder(args)
     emb = enc.transform(paths)

@@ -49,22 +49,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(opt, type=type(default), default=default, help=f"default: {default}")
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
+def _rescue_paths(out: str, checkpoint_dir: str | None) -> list[str]:
+    """Where the trained model goes when ``--out`` cannot be written after training."""
+    import os
+    import tempfile
     from pathlib import Path
 
+    name = f"{Path(out).stem or 'coda'}.rescued-{os.getpid()}.safetensors"
+    places = [checkpoint_dir] if checkpoint_dir else []
+    places += [os.getcwd(), tempfile.gettempdir()]
+    return [str(Path(p) / name) for p in places]
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .._fileio import atomic_write_bytes, check_writable
     from .._train.dist import launched_by_torchrun
     from ..pretrain import CodaPretrainer
 
+    rank0 = not launched_by_torchrun() or int(os.environ.get("RANK", "0")) == 0
+    if rank0:  # fail now, not after the last epoch
+        check_writable(args.out, what="--out")
+        if args.history:
+            check_writable(args.history, what="--history")
     params = {k: getattr(args, k) for k in CodaPretrainer().get_params() if hasattr(args, k)}
     for k in ("global_scale", "local_scale"):
         params[k] = tuple(params[k])
     params["verbose"] = args.verbose
     est = CodaPretrainer(**params).fit(args.data)
-    rank0 = not launched_by_torchrun() or int(__import__("os").environ.get("RANK", "0")) == 0
-    if rank0:
+    if not rank0:
+        return 0
+    history = json.dumps(est.history_, indent=2).encode("utf-8")
+    try:
         path = est.save(args.out)
-        logger.info("wrote %s (%d images, %d organs, %d epochs)", path, est.n_images_, len(est.organs_), est.epochs)
-        if args.history:
-            Path(args.history).write_text(json.dumps(est.history_, indent=2))
+    except OSError as exc:
+        for rescue in _rescue_paths(args.out, params.get("checkpoint_dir")):
+            try:
+                est.save(rescue)
+            except OSError:
+                continue
+            logger.error("could not write %s (%s); the trained model was saved to %s instead", args.out, exc, rescue)
+            return 1
+        raise OSError(exc.errno, f"could not write {args.out} nor any fallback path ({exc})") from exc
+    logger.info("wrote %s (%d images, %d organs, %d epochs)", path, est.n_images_, len(est.organs_), est.epochs)
+    if args.history:
+        atomic_write_bytes(args.history, history)
     return 0

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(report)
     sys.stdout.write(f"{len(paths)} images, {len(classes)} classes\n\n{table}\n")
     if args.out:
-        from ..weights import atomic_write_bytes
+        from .._fileio import atomic_write_bytes
 
         atomic_write_bytes(args.out, (table + "\n").encode("utf-8"))
         logger.info("wrote %s", args.out)

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from . import io as _io
+from . import loader as _loader
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ class DecodedCache:
         jobs = ((i, items[i], size) for i in range(len(items)))
         with contextlib.ExitStack() as stack:
             if num_workers > 0 and len(items) > 1:
-                pool = stack.enter_context(multiprocessing.get_context().Pool(min(num_workers, len(items))))
+                pool = stack.enter_context((_loader.worker_context() or multiprocessing.get_context()).Pool(min(num_workers, len(items))))
                 chunk = max(1, min(64, len(items) // (4 * num_workers)))
                 results: Iterator = pool.imap(_decode_one, jobs, chunksize=chunk)
             else:
@@ -355,7 +356,7 @@ class DecodedCache:
         num_workers: int,
         verbose: int,
     ) -> DecodedCache:
-        from ..weights import atomic_write_bytes
+        from .._fileio import atomic_write_bytes
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         data_path, index_path = cls._paths(cache_dir, key)

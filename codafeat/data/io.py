@@ -24,11 +24,17 @@ what the streaming loaders pass between processes. The rules, in one place:
   ``WindowCenter``/``WindowWidth`` pair with its ``VOILUTFunction`` (``LINEAR``, the
   default, ``LINEAR_EXACT`` or ``SIGMOID``) mapped onto ``[0, 1]`` exactly as the
   standard maps it onto the output range, else the 8-bit / min-max rules above;
-  finally ``MONOCHROME1`` is inverted so that bone is bright. Multi-frame files use the
-  first frame.
-* JPEGs are decoded at a reduced scale when ``size`` allows (never below ``size``), and
-  8-bit greyscale PNGs are decoded by libpng (torchvision) when available, which is
-  faster than Pillow and gives identical pixels.
+  finally the image is inverted when it is ``MONOCHROME1`` or its
+  ``PresentationLUTShape`` is ``INVERSE`` (once, not twice: the DX IOD pairs MONOCHROME1
+  with INVERSE for the same meaning), after the VOI window, as MONAI and cornerstone do,
+  so that bone is bright. Multi-frame files: only the first frame is decoded, with a
+  warning.
+* JPEGs are decoded at a reduced scale when ``size`` allows (never below ``size``).
+  Every file is decoded by Pillow or pydicom, which turn any corrupt data into a Python
+  exception. (torchvision's libpng decoder, used before for 8-bit grey PNGs, aborts the
+  whole process on a corrupt file, so it is not used.)
+* **Pixel limit**: a file declaring more than :data:`MAX_IMAGE_PIXELS` pixels is refused
+  before decoding (:func:`set_max_image_pixels`).
 
 A missing, empty, corrupt or unsupported file raises :class:`ImageReadError` (a
 ``ValueError``) naming the file; a bad in-memory image names its index.
@@ -61,7 +67,6 @@ ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _255 = np.float32(255.0)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -86,7 +91,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def find_images(folder: str | os.PathLike) -> list[str]:
     """All image files under ``folder``, recursively, sorted by path; hidden entries are skipped.
 
-    Files without an image suffix are not images and are ignored, but counted and logged.
+    Symbolic links to directories are followed (``data/chest -> /archive/chest`` is the
+    organ ``chest``), and each real directory is visited once, so a link loop cannot
+    recurse forever and a directory linked twice is not read twice (the second link is
+    logged). Files without an image suffix are not images and are ignored, but counted
+    and logged.
 
     Raises
     ------
@@ -98,7 +107,18 @@ def find_images(folder: str | os.PathLike) -> list[str]:
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
     found: list[str] = []
     ignored = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already read
+            logger.info("%s: already read through another path (symbolic link), not read again", dirpath)
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -276,55 +296,62 @@ def _decode_pil(pil: Image.Image, name: str, size: int | None) -> np.ndarray:
     return _resize_u8(pil, size)
 
 
-# --------------------------------------------------------------------------- PNG fast path
-_DECODE_PNG: Any = None
+# --------------------------------------------------------------------------- pixel limit
+#: The largest image (height x width, in pixels) any decoder accepts: 2**26, about 67 MP
+#: (8192 x 8192; the largest radiographs, e.g. 4096 x 5120 mammograms, are a third of it).
+#: A file that declares more is refused before its pixels are decoded, which stops
+#: decompression bombs (a 431 KB PNG can declare 20000 x 20000). Change it with
+#: :func:`set_max_image_pixels` or the ``CODAFEAT_MAX_IMAGE_PIXELS`` environment variable
+#: (read at import, so DataLoader worker processes see it too). Pillow's own limit
+#: (``PIL.Image.MAX_IMAGE_PIXELS``, twice of which is refused) applies on top.
+DEFAULT_MAX_IMAGE_PIXELS = 2**26
 
 
-def _png_decoder() -> Any:
-    """torchvision's libpng decoder op, or ``False`` when it is unavailable.
-
-    libpng decodes 8-bit greyscale PNGs about a quarter faster than Pillow, with
-    identical pixels. torchvision's ``decode_png`` wrapper warns on every call that its
-    image IO is deprecated (in favour of torchcodec), so the op it wraps is called
-    directly; whenever the op is missing (a future torchvision), Pillow decodes.
-    """
-    global _DECODE_PNG
-    if _DECODE_PNG is None:
-        _DECODE_PNG = False
-        try:
-            import torch
-            import torchvision.io.image as tv_image  # registers torch.ops.image
-
-            if tv_image._has_image_ops() and hasattr(torch.ops.image, "decode_png"):
-                op = torch.ops.image.decode_png
-                unchanged = int(tv_image.ImageReadMode.UNCHANGED.value)
-
-                def _decode(data: bytes) -> np.ndarray:
-                    return op(torch.frombuffer(bytearray(data), dtype=torch.uint8), unchanged, False).numpy()
-
-                _DECODE_PNG = _decode
-        except Exception:  # pragma: no cover - torchvision is a dependency of timm
-            pass
-    return _DECODE_PNG
-
-
-def _is_gray8_png(data: bytes) -> bool:
-    # signature, then the IHDR chunk: length(4) type(4) width(4) height(4) depth(1) colour(1)
-    return len(data) > 33 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 0
-
-
-def _decode_gray8_png(data: bytes) -> np.ndarray | None:
-    """Decode an 8-bit greyscale PNG with libpng; ``None`` means 'use Pillow' (which also reports errors)."""
-    decode = _png_decoder()
-    if not decode:
-        return None
+def _env_limit() -> int:
+    raw = os.environ.get("CODAFEAT_MAX_IMAGE_PIXELS")
+    if raw is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
     try:
-        arr = decode(data)
-    except Exception:  # corrupt data: Pillow gives the error message
-        return None
-    if arr.ndim != 3 or arr.shape[0] != 1:
-        return None
-    return arr[0]
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"CODAFEAT_MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"CODAFEAT_MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}")
+    return value
+
+
+MAX_IMAGE_PIXELS = _env_limit()
+
+
+def set_max_image_pixels(limit: int) -> int:
+    """Set the pixel limit of every decoder (see :data:`MAX_IMAGE_PIXELS`); returns the old one.
+
+    The new limit holds in this process; for DataLoader workers started with ``spawn`` set
+    ``CODAFEAT_MAX_IMAGE_PIXELS`` in the environment instead.
+
+    Examples
+    --------
+    >>> from codafeat.data.io import set_max_image_pixels
+    >>> old = set_max_image_pixels(10_000)
+    >>> set_max_image_pixels(old)
+    10000
+    """
+    global MAX_IMAGE_PIXELS
+    if isinstance(limit, bool) or not isinstance(limit, Integral) or limit < 1:
+        raise ValueError(f"the pixel limit must be a positive integer, got {limit!r}")
+    old, MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS, int(limit)
+    return old
+
+
+def check_pixels(name: str, height: int, width: int) -> None:
+    """Raise :class:`ImageReadError` when ``height x width`` exceeds :data:`MAX_IMAGE_PIXELS`."""
+    if int(height) * int(width) > MAX_IMAGE_PIXELS:
+        raise ImageReadError(
+            name,
+            f"declares {width} x {height} = {int(height) * int(width):,} pixels, over the limit of "
+            f"{MAX_IMAGE_PIXELS:,} (a decompression bomb, or raise codafeat.data.io.set_max_image_pixels / "
+            "CODAFEAT_MAX_IMAGE_PIXELS)",
+        )
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -353,12 +380,16 @@ def _first_value(value: Any) -> float:
 def _dicom_to_unit(ds: Any, name: str) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    arr = np.asarray(ds.pixel_array)
+    from pydicom.pixels import pixel_array
+
+    check_pixels(name, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if frames > 1:
-        logger.info("%s: %d frames, using the first", name, frames)
-        arr = arr[0]
+        logger.warning("%s: %d frames, only the first is used", name, frames)
+        arr = np.asarray(pixel_array(ds, index=0))
+    else:
+        arr = np.asarray(ds.pixel_array)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # colour: pydicom gives RGB
         return to_unit_float(_to_gray(arr, name), name=name)
     if arr.ndim != 2:
@@ -381,7 +412,8 @@ def _dicom_to_unit(ds: Any, name: str) -> np.ndarray:
         out = _minmax(np.asarray(x, dtype=np.float32))
     if not np.all(np.isfinite(out)):
         raise ImageReadError(name, "DICOM pixel data gives NaN or infinite values")
-    if photometric == "MONOCHROME1":
+    inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
+    if photometric == "MONOCHROME1" or inverse:
         out = 1.0 - out
     return out
 
@@ -432,12 +464,9 @@ def _decode_file(path: str | os.PathLike, size: int | None) -> np.ndarray:
     data = _read_bytes(path)
     if Path(name).suffix.lower() in DICOM_SUFFIXES or _has_dicom_magic(data):
         return _resize_float(_decode_dicom(io.BytesIO(data), name), size)
-    if _is_gray8_png(data):
-        arr = _decode_gray8_png(data)
-        if arr is not None:
-            return _resize_u8(arr, size)
     try:
         with Image.open(io.BytesIO(data)) as pil:
+            check_pixels(name, pil.size[1], pil.size[0])
             if size and pil.format == "JPEG":
                 pil.draft("L", (size, size))  # DCT-domain downscale, never below size
             pil.load()

@@ -119,7 +119,30 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
     )
+
+
+def in_joblib_worker() -> bool:
+    """Whether this process is a joblib (loky) worker, e.g. of ``GridSearchCV(n_jobs=2)``."""
+    import multiprocessing
+
+    return type(multiprocessing.current_process()).__name__ == "LokyProcess"
+
+
+def worker_context() -> Any:
+    """The multiprocessing context for DataLoader workers and decoding pools.
+
+    ``None`` (torch's and Python's default) except inside a joblib (loky) worker, whose
+    default context cannot start ordinary child processes (``AttributeError: 'Process'
+    object has no attribute 'env'``): there the platform's standard method is used
+    explicitly (``fork`` where it exists, else ``spawn``).
+    """
+    import multiprocessing
+
+    if not in_joblib_worker():
+        return None
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 def available_cpus() -> int:
@@ -140,6 +163,8 @@ def auto_num_workers(n_items: int, batch_size: int, device: torch.device, *, in_
 
     * In-memory images (arrays, PIL) and inputs of at most one batch: ``0``. There is
       little to decode, and starting workers costs more than it saves.
+    * Inside a joblib worker (``cross_val_score(..., n_jobs=2)``, ``GridSearchCV``): ``0``;
+      joblib already runs one process per core.
     * One CPU core: ``0``; there is nothing to overlap with.
     * CUDA: the GPU outruns decoding, so decode on all cores but one (at most 8).
     * CPU: the model and the decoders share the cores, and whether workers pay depends on
@@ -148,7 +173,7 @@ def auto_num_workers(n_items: int, batch_size: int, device: torch.device, *, in_
       decodes and embeds the first batch in-process, timing both, and continues with
       :func:`workers_after_probe` workers.
     """
-    if in_memory or n_items <= batch_size:
+    if in_memory or n_items <= batch_size or in_joblib_worker():
         return 0
     cpus = available_cpus()
     if cpus < 2:

@@ -37,13 +37,16 @@ def dicom_body_part(path: str | os.PathLike) -> str:
     return value.lower()
 
 
-def collect_organ_images(X: Any, y: Any = None, *, organ_from: str = "folder") -> tuple[Sequence[Any], np.ndarray]:
-    """``(items, organ_names)`` for pretraining.
+def collect_organ_images(
+    X: Any, y: Any = None, *, organ_from: str = "folder", on_error: str = "raise"
+) -> tuple[Sequence[Any], np.ndarray, list[str]]:
+    """``(items, organ_names, skipped)`` for pretraining.
 
     ``X`` is a folder with one subfolder per organ, a ``.csv`` manifest with columns
     ``path`` and ``organ``, or a sequence of images with organ labels ``y``. With
     ``organ_from="dicom"`` the labels come from each file's BodyPartExamined tag (``X``
-    is then a folder or a list of paths).
+    is then a folder or a list of paths); a file whose tag cannot be read raises, or
+    with ``on_error="skip"`` is left out and listed in ``skipped`` (empty otherwise).
     """
     from ..datasets import read_manifest, scan_organ_folder
 
@@ -59,17 +62,29 @@ def collect_organ_images(X: Any, y: Any = None, *, organ_from: str = "folder") -
         bad = [i for i in items if not isinstance(i, (str, os.PathLike))]
         if bad:
             raise ValueError("organ_from='dicom' needs file paths, got in-memory images")
-        return items, np.asarray([dicom_body_part(p) for p in items])
+        kept, organs, skipped = [], [], []
+        for p in items:
+            try:
+                organs.append(dicom_body_part(p))
+            except ImageReadError as exc:
+                if on_error == "raise":
+                    raise
+                skipped.append(exc.path)
+                continue
+            kept.append(p)
+        if not kept:
+            raise ValueError(f"none of the {len(items)} DICOM file(s) in {X!r} has a readable BodyPartExamined tag")
+        return kept, np.asarray(organs), skipped
     if isinstance(X, (str, os.PathLike)):
         if str(X).lower().endswith(".csv") and Path(X).is_file():
             if y is not None:
                 raise ValueError("y must be None when X is a CSV manifest (labels come from its 'organ' column)")
             paths, labels = read_manifest(X)
-            return paths, np.asarray(labels).astype(str)
+            return paths, np.asarray(labels).astype(str), []
         if y is not None:
             raise ValueError("y must be None when X is a folder (organ = first-level subfolder)")
         paths, labels = scan_organ_folder(X)
-        return paths, np.asarray(labels).astype(str)
+        return paths, np.asarray(labels).astype(str), []
     items = as_image_list(X)
     if y is None:
         raise ValueError(
@@ -79,4 +94,4 @@ def collect_organ_images(X: Any, y: Any = None, *, organ_from: str = "folder") -
     labels = np.asarray(y)
     if labels.ndim != 1 or len(labels) != len(items):
         raise ValueError(f"y must be 1-d with one organ label per image: {len(items)} images, y of shape {labels.shape}")
-    return items, labels.astype(str)
+    return items, labels.astype(str), []
