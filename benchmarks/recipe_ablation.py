@@ -52,6 +52,10 @@ CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "sym_m99_dp": ("sym_m99", dict(drop_path_rate=0.1)),
     "sym_m98": ("sym_m99", dict(momentum_teacher=0.98)),
     "sym_m99_c99": ("sym_m99", dict(center_momentum=0.99)),
+    # the branches' interplay: does the inter-organ term erase what the intra-organ term needs?
+    "sym_m99_intra": ("sym_m99", dict(lambda_inter=0.0)),
+    "sym_m99_li03": ("sym_m99", dict(lambda_inter=0.3)),
+    "sym_m99_tau02": ("sym_m99", dict(temperature=0.2)),
 }
 
 

@@ -1,14 +1,16 @@
 """Reproduce the Coda paper's qualitative claims at CPU scale on real radiographs (issue 6).
 
-One command pretrains four encoders with identical settings and seeds on
-``<repo>/../shared/data/organs`` and evaluates them the paper's way:
+One command pretrains three encoders with identical settings (the ``small`` recipe of
+:mod:`codafeat.recipes`) and seeds on ``<repo>/../shared/data/organs7`` (seven organs, at
+most 600 images each) and evaluates them, with a random-init encoder and raw pixels as
+baselines, the paper's way:
 
 1. ``pretrain``: Coda (``lambda_inter=1, lambda_intra=1``), inter-organ only
    (``lambda_intra=0``), intra-organ only (``lambda_inter=0``) -- the paper's Table 2
    ablation -- plus the same backbone randomly initialised (the floor);
 2. ``embed``: every evaluation image embedded once per encoder (``.npy`` under the output
    folder, reused by all later stages and by ``--resume``);
-3. ``zeroshot`` (paper Fig. 2a): organ separation on ``organs_eval/`` (leave-one-out kNN
+3. ``zeroshot`` (paper Fig. 2a): organ separation on ``organs7_eval/`` (leave-one-out kNN
    accuracy, NMI, ARI, silhouette) and a t-SNE PNG per encoder;
 4. ``knee`` (paper Fig. 2b's claim of within-organ detail): few-shot KL-grade probes on
    ``knee_kl/`` (linear and kNN, several fractions and repeats);
@@ -59,9 +61,15 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 FRACTIONS = (0.01, 0.1, 0.2, 0.5)
-ENCODERS = ("coda", "inter_only", "intra_only", "random")
+ENCODERS = ("coda", "inter_only", "intra_only", "random", "raw_pixels")
 PRETRAINED = {"coda": (1.0, 1.0), "inter_only": (1.0, 0.0), "intra_only": (0.0, 1.0)}
-LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init"}
+LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
+         "raw_pixels": "raw pixels"}
+#: Baselines that need no pretraining (raw pixels: the image resized to the encoders' input and flattened).
+BASELINES = ("random", "raw_pixels")
+#: Pretraining parameters that the command line can override (default: the recipe's value).
+PRETRAIN_KEYS = ("backbone", "image_size", "local_size", "n_local_crops", "batch_size", "epochs", "lr", "warmup_epochs",
+                 "head_out_dim", "head_hidden_dim", "head_bottleneck_dim")
 SECTION_MAIN = "## Reproducing the paper at CPU scale (issue 6)"
 SECTION_PRE = "## Pretraining on real radiographs (issue 3)"
 SECTION_SEG = "## Segmentation with Coda weights (issue 4 benchmark)"
@@ -126,26 +134,18 @@ def rel(path: str | os.PathLike) -> str:
 
 
 def pretrain_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        backbone=args.backbone,
-        image_size=args.image_size,
-        local_size=args.local_size,
-        n_local_crops=args.n_local_crops,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        lr=args.lr,
-        warmup_epochs=args.warmup_epochs,
-        head_out_dim=args.head_out_dim,
-        head_hidden_dim=args.head_hidden_dim,
-        head_bottleneck_dim=args.head_bottleneck_dim,
-    )
+    """The recipe's settings, with the values given on the command line instead."""
+    from codafeat.recipes import get_recipe
+
+    given = {k: getattr(args, k) for k in PRETRAIN_KEYS if getattr(args, k, None) is not None}
+    return get_recipe(args.recipe, **given)
 
 
 def signature(args: argparse.Namespace) -> dict[str, Any]:
     """What every stage's result depends on (checked by ``--resume``)."""
     return dict(
-        pretrain_settings(args), max_images_per_organ=args.max_images_per_organ, seed=args.seed,
-        test_fraction=args.test_fraction,
+        pretrain_settings(args), recipe=args.recipe, organs=args.organs, max_images_per_organ=args.max_images_per_organ,
+        seed=args.seed, test_fraction=args.test_fraction,
     )
 
 
@@ -179,8 +179,8 @@ class Run:
 
 
 # ---------------------------------------------------------------------------- data
-def find_data(root: Path) -> Path:
-    need = ["organs", "organs_eval", "knee_kl", "jsrt"]
+def find_data(root: Path, organs: str = "organs7") -> Path:
+    need = [organs, f"{organs}_eval", "knee_kl", "jsrt"]
     missing = [n for n in need if not (root / n).is_dir()]
     if missing:
         sys.exit(
@@ -190,10 +190,10 @@ def find_data(root: Path) -> Path:
     return root
 
 
-def pretraining_images(data: Path, max_per_organ: int | None, seed: int) -> tuple[list[str], np.ndarray]:
+def pretraining_images(data: Path, max_per_organ: int | None, seed: int, folder: str = "organs7") -> tuple[list[str], np.ndarray]:
     from codafeat.datasets import scan_organ_folder
 
-    paths, organs = scan_organ_folder(data / "organs")
+    paths, organs = scan_organ_folder(data / folder)
     if max_per_organ:
         rng = np.random.RandomState(seed)
         keep: list[int] = []
@@ -205,11 +205,11 @@ def pretraining_images(data: Path, max_per_organ: int | None, seed: int) -> tupl
     return paths, organs
 
 
-def eval_sets(data: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+def eval_sets(data: Path, organs: str = "organs7") -> dict[str, tuple[list[str], np.ndarray]]:
     from codafeat.datasets import read_manifest
 
     return {
-        "organs_eval": read_manifest(data / "organs_eval" / "labels.csv", path_column="path", label_column="organ"),
+        "organs_eval": read_manifest(data / f"{organs}_eval" / "labels.csv", path_column="path", label_column="organ"),
         "knee_kl": read_manifest(data / "knee_kl" / "labels.csv", path_column="path", label_column="kl_grade"),
         "jsrt": read_manifest(data / "jsrt" / "labels.csv", path_column="image", label_column="nodule"),
     }
@@ -257,7 +257,7 @@ def jsrt_arrays(data: Path, paths: list[str], size: int, cache: Path) -> dict[st
 def available(run: Run) -> list[str]:
     """Encoders that can be evaluated now: the pretrained ones whose weights exist, and random init."""
     done = [n for n in PRETRAINED if run.path(f"pretrain_{n}").exists() and (run.out / f"{n}.safetensors").exists()]
-    return [n for n in ENCODERS if n in done or n == "random"]
+    return [n for n in ENCODERS if n in done or n in BASELINES]
 
 
 def stale(run: Run, name: str) -> bool:
@@ -271,10 +271,13 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
     from codafeat.pretrain import CodaPretrainer
 
     args = run.args
-    paths, organs = pretraining_images(data, args.max_images_per_organ, args.seed)
+    paths, organs = pretraining_images(data, args.max_images_per_organ, args.seed, args.organs)
     log(f"pretraining images: {len(paths)} ({ {str(k): int(v) for k, v in zip(*np.unique(organs, return_counts=True))} })")
+    settings = pretrain_settings(args)
+    # the recipe's branch weights for Coda; an ablation sets the other branch's weight to 0
+    w_inter, w_intra = settings.pop("lambda_inter", 1.0), settings.pop("lambda_intra", 1.0)
     for name in names:
-        l_inter, l_intra = PRETRAINED[name]
+        l_inter, l_intra = PRETRAINED[name][0] * w_inter, PRETRAINED[name][1] * w_intra
         stage = f"pretrain_{name}"
         weights = run.out / f"{name}.safetensors"
         if run.done(stage) and weights.exists():
@@ -282,7 +285,7 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
             continue
         t = time.perf_counter()
         pre = CodaPretrainer(
-            **pretrain_settings(args),
+            **settings,
             lambda_inter=l_inter,
             lambda_intra=l_intra,
             device=args.device,
@@ -313,9 +316,20 @@ def encoder_for(run: Run, name: str):
     # the embedding cache keys on the weights and on each image's bytes: a rerun (or a stage
     # rerun after more encoders are pretrained) embeds each image once per encoder
     common = dict(device=args.device, num_workers=0, batch_size=64, cache=run.out / "embed_cache")
+    settings = pretrain_settings(args)
+    if name == "raw_pixels":
+        return lambda items: raw_pixels(items, settings["image_size"])
     if name == "random":
-        return CodaEncoder(backbone=args.backbone, image_size=args.image_size, random_state=args.seed, **common).fit()
+        return CodaEncoder(backbone=settings["backbone"], image_size=settings["image_size"], random_state=args.seed, **common).fit()
     return CodaEncoder(weights=str(run.out / f"{name}.safetensors"), **common).fit()
+
+
+def raw_pixels(items: list[Any], size: int) -> np.ndarray:
+    """The raw-pixel baseline: each image as the encoders see it (one channel in [0, 1], resized
+    to ``size`` x ``size``), flattened."""
+    from codafeat.data.io import load_image
+
+    return np.stack([load_image(item, size=size).ravel() for item in items]).astype(np.float32)
 
 
 def stage_embed(run: Run, data: Path, sets: dict, jsrt: dict[str, np.ndarray]) -> None:
@@ -329,7 +343,7 @@ def stage_embed(run: Run, data: Path, sets: dict, jsrt: dict[str, np.ndarray]) -
         enc = encoder_for(run, name)
         for s in todo:
             t = time.perf_counter()
-            E = enc.transform(inputs[s])
+            E = enc(inputs[s]) if callable(enc) else enc.transform(inputs[s])
             np.save(run.out / "embeddings" / f"{name}_{s}.npy", np.asarray(E, dtype=np.float32))
             timing[f"{name}/{s}"] = time.perf_counter() - t
             log(f"embed {name} {s}: {E.shape} in {timing[f'{name}/{s}']:.1f}s")
@@ -500,7 +514,7 @@ def claims(r: dict[str, Any]) -> list[str]:
         if got:
             metrics[f"JSRT {task} IoU"] = got
     lines = []
-    for other in ("inter_only", "intra_only", "random"):
+    for other in ("inter_only", "intra_only", "random", "raw_pixels"):
         wins, total, diffs = 0, 0, []
         for m, d in metrics.items():
             if "coda" in d and other in d:
@@ -525,12 +539,15 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     L += [f"Command: `{meta.get('command', '')}` (commit {meta.get('commit', '?')}; figures from `{rel(a.out)}`).", ""]
     L += [f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other jobs may have shared the cores during the run, so wall times are upper bounds.", ""]
     s = pretrain_settings(a)
-    L += ["Settings, identical for all four encoders (nothing tuned per encoder): pretraining on `organs/` "
-          f"({meta.get('n_pretrain_images', '?')} images: chest, hand, knee) with "
+    cap = f"at most {a.max_images_per_organ} per organ, " if a.max_images_per_organ else ""
+    L += [f"Settings, identical for all encoders (nothing tuned per encoder): pretraining on `{a.organs}/` "
+          f"({cap}{meta.get('n_pretrain_images', '?')} images of 7 organs; the monitor holds out 5 % of each) with the "
+          f"`{a.recipe}` recipe of `codafeat.recipes`: "
           + ", ".join(f"`{k}={v}`" for k, v in s.items())
           + f", `random_state={a.seed}`, every other CodaPretrainer parameter at its default; "
-          "`lambda_inter, lambda_intra` = (1, 1) Coda, (1, 0) inter-organ only, (0, 1) intra-organ only; "
-          f"random init = `CodaEncoder(backbone={a.backbone!r}, random_state={a.seed})`. The paper: ConvNeXt-B, 224 px, "
+          "the ablations set the other branch's weight to 0 (inter-organ only, intra-organ only); "
+          f"random init = `CodaEncoder(backbone={s['backbone']!r}, random_state={a.seed})`; raw pixels = the image "
+          f"resized to {s['image_size']} px and flattened. The paper: ConvNeXt-B, 224 px, "
           "12 local crops of 96 px, 65,536-way heads, 800 epochs on 23 organs -- this is a check of trends, not levels.", ""]
     missing = [LABEL[n] for n in PRETRAINED if f"pretrain_{n}" not in r]
     if missing:
@@ -539,9 +556,11 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
               f"under `{rel(a.out)}`). Their rows are absent below.", ""]
     if "zeroshot" in r:
         z = r["zeroshot"]["metrics"]
-        L += ["### Zero-shot organ separation on `organs_eval/` (paper Fig. 2a)", "",
-              "900 held-out images (300 chest, 300 hand, 300 knee), never seen in pretraining. kNN: leave-one-out "
-              "cosine 5-NN accuracy; NMI / ARI: k-means (k=3) on L2-normalised embeddings; silhouette: cosine.", "",
+        n_eval = next(iter(z.values()))["n_samples"]
+        k_eval = next(iter(z.values()))["n_labels"]
+        L += [f"### Zero-shot organ separation on `{a.organs}_eval/` (paper Fig. 2a)", "",
+              f"{n_eval} held-out images of {k_eval} organs, never seen in pretraining. kNN: leave-one-out "
+              f"cosine 5-NN accuracy; NMI / ARI: k-means (k={k_eval}) on L2-normalised embeddings; silhouette: cosine.", "",
               "| encoder | kNN accuracy | NMI | ARI | silhouette | t-SNE |", "|---|---|---|---|---|---|"]
         for n in ENCODERS:
             if n in z:
@@ -588,17 +607,21 @@ def section_pretrain(run: Run, r: dict[str, Any]) -> str | None:
         return None
     a = run.args
     L = [SECTION_PRE, "",
-         f"`benchmarks/reproduce.py` (issue 6) pretrains on `../shared/data/organs` with `{a.backbone}` at "
-         + ", ".join(f"`{k}={v}`" for k, v in pretrain_settings(a).items() if k != "backbone")
+         f"`benchmarks/reproduce.py` pretrains on `../shared/data/{a.organs}` with the `{a.recipe}` recipe: "
+         + ", ".join(f"`{k}={v}`" for k, v in pretrain_settings(a).items())
          + f", `random_state={a.seed}`, on {r.get('meta', {}).get('machine', machine())} (shared with other agents).", ""]
     for n in runs:
         p = r[f"pretrain_{n}"]
         L += [f"{LABEL[n]} (`lambda_inter={p['lambda_inter']:g}, lambda_intra={p['lambda_intra']:g}`): {p['n_images']} images, "
               f"wall time {p['seconds']:.0f} s (sum over epochs).", "",
-              "| epoch | loss | inter-organ | intra-organ | lr | momentum | img/s | s |", "|---|---|---|---|---|---|---|---|"]
+              "| epoch | loss | inter-organ | intra-organ | monitor kNN | monitor NMI | H_t / ln K | MI | lr | momentum | img/s | s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for h in p["history"]:
             f = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"  # noqa: E731
-            L.append(f"| {h['epoch']} | {f(h['loss'])} | {f(h['loss_inter'])} | {f(h['loss_intra'])} | {h['lr']:.2e} | "
+            g = lambda key: f"{h[key]:.3f}" if key in h else "-"  # noqa: E731
+            ratio = f"{h['teacher_entropy'] / h['ln_k']:.3f}" if "teacher_entropy" in h else "-"
+            L.append(f"| {h['epoch']} | {f(h['loss'])} | {f(h['loss_inter'])} | {f(h['loss_intra'])} | {g('monitor_knn_accuracy')} "
+                     f"| {g('monitor_nmi')} | {ratio} | {g('teacher_mi')} | {h['lr']:.2e} | "
                      f"{h['momentum']:.4f} | {h['images_per_s']:.1f} | {h['seconds']:.0f} |")
         L.append("")
     L += ["The inter-organ loss uses the paper's Eq. 1 denominator (other organs only), so it is not bounded below "
@@ -677,19 +700,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("pretraining (same for all encoders)")
-    g.add_argument("--backbone", default="convnext_atto")
-    g.add_argument("--image-size", type=int, default=64)
-    g.add_argument("--local-size", type=int, default=32)
-    g.add_argument("--n-local-crops", type=int, default=4)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--epochs", type=int, default=6)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--warmup-epochs", type=int, default=1)
-    g.add_argument("--head-out-dim", type=int, default=4096)
-    g.add_argument("--head-hidden-dim", type=int, default=512)
-    g.add_argument("--head-bottleneck-dim", type=int, default=128)
-    g.add_argument("--max-images-per-organ", type=int, default=None, help="subsample organs/ (smoke tests)")
+    g = p.add_argument_group("pretraining (same for all encoders): the recipe, then any value given here")
+    g.add_argument("--recipe", default="small", help="codafeat.recipes name (default: small)")
+    g.add_argument("--organs", default="organs7", help="pretraining folder under --data; <name>_eval is the zero-shot set")
+    for key in ("backbone",):
+        g.add_argument("--" + key.replace("_", "-"), default=None)
+    for key in ("image_size", "local_size", "n_local_crops", "batch_size", "epochs", "warmup_epochs", "head_out_dim",
+                "head_hidden_dim", "head_bottleneck_dim"):
+        g.add_argument("--" + key.replace("_", "-"), type=int, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--max-images-per-organ", type=int, default=600, help="subsample each organ (0: all)")
     g.add_argument("--num-workers", type=int, default=0)
     g = p.add_argument_group("evaluation")
     g.add_argument("--probe-repeats", type=int, default=10)
@@ -703,7 +723,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seg-loss", default="dice", choices=["dice", "ce", "ce+dice"])
     g.add_argument("--seg-seeds", type=int, default=2)
     g.add_argument("--seg-tasks", default="heart,clavicle")
-    g.add_argument("--seg-encoders", default="coda,random,inter_only,intra_only")
+    g.add_argument("--seg-encoders", default="coda,random,inter_only,intra_only", help="raw pixels have no encoder to fine-tune")
     a = p.parse_args(argv)
     a.stages = [s for s in a.stages.split(",") if s]
     bad = [s for s in a.stages if s not in STAGES]
@@ -711,8 +731,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown stage(s) {bad}; choose from {STAGES}")
     a.seg_tasks = [t for t in a.seg_tasks.split(",") if t]
     a.seg_encoders = [e for e in a.seg_encoders.split(",") if e]
-    if set(a.seg_tasks) - {"heart", "clavicle"} or set(a.seg_encoders) - set(ENCODERS):
-        p.error("--seg-tasks: heart,clavicle; --seg-encoders: " + ",".join(ENCODERS))
+    if set(a.seg_tasks) - {"heart", "clavicle"} or set(a.seg_encoders) - set(ENCODERS) or "raw_pixels" in a.seg_encoders:
+        p.error("--seg-tasks: heart,clavicle; --seg-encoders: " + ",".join(n for n in ENCODERS if n != "raw_pixels"))
     return a
 
 
@@ -722,17 +742,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    data = find_data(Path(args.data))
+    data = find_data(Path(args.data), args.organs)
     run = Run(args)
     cmd = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    n_pre = len(pretraining_images(data, args.max_images_per_organ, args.seed)[0])
+    n_pre = len(pretraining_images(data, args.max_images_per_organ, args.seed, args.organs)[0])
     meta_path = run.path("meta")
     meta = load_json(meta_path) if meta_path.exists() else {}
     if "pretrain" in args.stages or "command" not in meta:  # a results-only rerun keeps the run's command
         meta.update(command=cmd.strip(), commit=git_commit(), machine=machine(), n_pretrain_images=n_pre,
                     started=meta.get("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     save_json(meta_path, meta)
-    sets = eval_sets(data)
+    sets = eval_sets(data, args.organs)
     need_jsrt = any(s in args.stages for s in ("embed", "seg"))
     jsrt: dict[str, np.ndarray] = {}
     walls: dict[str, float] = {}

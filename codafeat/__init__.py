@@ -30,6 +30,7 @@ from .encoder import CodaEncoder
 from .metrics import dice, iou
 from .pretrain import CodaPretrainer
 from .probes import FewShotSplit, few_shot_report, format_table, knn_probe, linear_probe
+from .recipes import RECIPES, get_recipe
 from .segment import CodaSegmenter
 from .weights import (
     Weights,
@@ -44,6 +45,8 @@ from .weights import (
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "RECIPES",
+    "get_recipe",
     "CodaEncoder",
     "CodaPretrainer",
     "CodaSegmenter",

@@ -53,7 +53,7 @@ def test_embed_with_cache_embeds_once(setup, tmp_path, caplog):
     cache = tmp_path / "cache"
     args = ["embed", setup["data"], "--cache", str(cache), "--num-workers", "auto", *common(setup)]
     assert main([*args, "--out", str(tmp_path / "a.npy")]) == 0
-    assert len(list(cache.rglob("*.npy"))) == 18
+    assert len(list(cache.rglob("*.emb"))) == 18
     with caplog.at_level(logging.INFO, logger="codafeat.encoder"):
         assert main([*args, "--out", str(tmp_path / "b.npy")]) == 0
     assert "18 hit(s), 0 image(s) to embed" in caplog.text

@@ -75,7 +75,7 @@ def test_cross_validation_embeds_each_image_once(tmp_path, monkeypatch):
     scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=0), n_jobs=1)
     assert scores.shape == (4,)
     assert sum(embedded) == len(X), "4 folds x (train + test) must embed each of the 24 images once"
-    files = list((tmp_path / "joblib").rglob("*.npy"))
+    files = list((tmp_path / "joblib").rglob("*.emb"))
     assert len(files) == len(X), "each distinct image must be stored exactly once"
     # a further run over the same images: no forward pass at all
     fitted = CodaEncoder(**TINY, cache=joblib.Memory(tmp_path / "joblib")).fit()
@@ -167,7 +167,7 @@ def test_unreadable_files_are_reported_and_never_cached(make_image_folder, tmp_p
         out = enc.transform(paths)
     assert np.isnan(out[2:]).all() and np.isfinite(out[:2]).all()
     assert sorted(enc.skipped_) == sorted(map(str, (bad, missing)))
-    assert len(list((tmp_path / "c").rglob("*.npy"))) == 2
+    assert len(list((tmp_path / "c").rglob("*.emb"))) == 2
     with pytest.warns(UserWarning, match="skipped 2"):
         enc.transform(paths)
     assert enc.cache_info_ == {"hits": 2, "misses": 2}
@@ -185,6 +185,6 @@ def test_disabled_and_explicit_cache_objects(tmp_path):
     assert count.images == 4
     explicit = CodaEncoder(**TINY, cache=EmbeddingCache(tmp_path / "e")).fit()
     explicit.transform(X)
-    assert len(list((tmp_path / "e").rglob("*.npy"))) == 2
+    assert len(list((tmp_path / "e").rglob("*.emb"))) == 2
     with pytest.raises(Exception, match="cache"):
         CodaEncoder(**TINY, cache=42).fit()

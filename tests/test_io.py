@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from codafeat.data import io
 from codafeat.data.io import (
     ImageReadError,
     as_image_list,
@@ -56,18 +55,6 @@ def test_png_8bit_is_divided_by_255(tmp_path):
     d = decode_image(p)
     assert d.dtype == np.uint8
     np.testing.assert_array_equal(d, a)
-
-
-def test_png_fast_path_matches_pillow(tmp_path, monkeypatch):
-    a = u8((64, 80), seed=3)
-    p = save(a, tmp_path / "a.png")
-    if not io._png_decoder():
-        pytest.skip("torchvision's PNG decoder is unavailable")
-    fast = decode_image(p, size=32)
-    monkeypatch.setattr(io, "_DECODE_PNG", False)  # force the Pillow decoder
-    slow = decode_image(p, size=32)
-    np.testing.assert_array_equal(fast, slow)
-    np.testing.assert_array_equal(decode_image(p), a)
 
 
 def test_png_16bit_is_minmax_scaled_per_image(tmp_path):

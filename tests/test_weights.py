@@ -670,6 +670,8 @@ def configs(draw) -> dict:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=st.dictionaries(st.text(max_size=12), tensors(), min_size=1, max_size=5), config=configs())
 def test_round_trip_property(state, config):
+    # NaN / inf are refused at load (test_bad_inputs); any finite bit pattern round-trips
+    state = {k: torch.nan_to_num(v) if v.is_floating_point() else v for k, v in state.items()}
     data = weights_to_bytes(state, config)
     out, cfg = weights_from_bytes(data)
     assert_same_state(out, state)
