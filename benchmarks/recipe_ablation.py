@@ -15,7 +15,7 @@ monitor's last figures (organ kNN accuracy and NMI of the teacher, teacher entro
 Usage::
 
     python benchmarks/recipe_ablation.py --configs base,sym,sym_m99 --out benchmarks/out/recipe
-    python benchmarks/recipe_ablation.py --table            # print the table of what is done
+    python benchmarks/recipe_ablation.py --table --references   # the table, and random init / raw pixels
 """
 
 from __future__ import annotations
@@ -94,6 +94,35 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "n_train": int(pre.n_train_images_), "n_monitor": int(len(pre.monitor_indices_))}
 
 
+def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Random init and raw pixels on the very monitor images the configurations are judged on."""
+    import torch
+    from sklearn.utils import check_random_state
+
+    from codafeat._train.monitor import TrainingMonitor, monitor_split
+    from codafeat.analysis import organ_separation
+    from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+    from codafeat.nn.backbone import DEFAULT_MEAN, DEFAULT_STD
+    from codafeat.nn.coda_model import CodaNetwork
+
+    torch.set_num_threads(args.threads)
+    s = settings_of("base")
+    paths, organs = subsample(args.per_organ, args.seed)
+    seed = int(check_random_state(args.seed).randint(0, 2**31 - 1))  # CodaPretrainer's seed_ for this random_state
+    cache = DecodedCache.build(paths, cache_size_for(s["image_size"]))
+    _, labels = np.unique(organs, return_inverse=True)
+    _, held, _ = monitor_split(labels, args.monitor_fraction, seed)
+    mon = TrainingMonitor.from_cache(cache, held, labels, s["image_size"], torch.device("cpu"))
+    raw = organ_separation(mon.images.float().flatten(1).numpy() / 255, mon.labels, n_neighbors=5)
+    torch.manual_seed(seed)
+    net = CodaNetwork(s["backbone"], mean=DEFAULT_MEAN, std=DEFAULT_STD, head_out_dim=s["head_out_dim"],
+                      head_hidden_dim=s["head_hidden_dim"], head_bottleneck_dim=s["head_bottleneck_dim"]).eval()
+    random = mon.measure(net, torch.zeros(1, s["head_out_dim"]), 0.04)
+    return {"raw pixels": {"knn": raw["knn_accuracy"], "nmi": raw["nmi"]},
+            "random init": {"knn": random["monitor_knn_accuracy"], "nmi": random["monitor_nmi"],
+                            "h_ratio": random["teacher_entropy"] / random["ln_k"], "mi": random["teacher_mi"]}}
+
+
 def summary(r: dict[str, Any]) -> dict[str, Any]:
     h = r["history"]
     intra = [e["loss_intra"] for e in h]
@@ -137,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", action="store_true", help="only print the table of finished configs")
+    p.add_argument("--references", action="store_true", help="also measure random init and raw pixels on the monitor images")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.strftime('%H:%M:%S')}] {name}: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}), flush=True)
     print(f"per organ {args.per_organ}, epochs {args.epochs}, seed {args.seed}, monitor_fraction {args.monitor_fraction}")
     print(table(out))
+    if args.references:
+        for name, figures in references(args).items():
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
     return 0
 
 

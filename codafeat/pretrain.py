@@ -475,7 +475,10 @@ class CodaPretrainer(BaseEstimator):
             n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
             check_writable(self.checkpoint_dir, what="checkpoint_dir", is_dir=True, need_bytes=3 * 4 * n_bytes)
         start_epoch, history = self._restore(ckpt, trainer, run) if ckpt is not None else (0, [])
-        sink = MetricsSink(self.log_dir if self.log_dir is not None else self.checkpoint_dir) if info.is_main else None
+        sink = None
+        if info.is_main:
+            log_dir = self.log_dir if self.log_dir is not None else self.checkpoint_dir
+            sink = MetricsSink(log_dir, keep_through_epoch=start_epoch)
         progress = None
         if self.verbose and info.is_main:
             from tqdm.auto import tqdm

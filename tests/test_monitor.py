@@ -98,3 +98,23 @@ def test_split_is_stratified_disjoint_and_complete(counts, fraction, seed):
         assert len(held) == 0
     again = monitor_split(labels, fraction, seed)
     assert np.array_equal(again[1], held)
+
+
+def test_metrics_file_keeps_the_epochs_a_resumed_run_continues(tmp_path):
+    import json
+
+    from codafeat._train.metrics_sink import MetricsSink
+
+    sink = MetricsSink(tmp_path)
+    for e in (1, 2, 3):
+        sink.write({"epoch": e, "loss": float(e), "nan": float("nan")})
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3] and lines[0]["nan"] is None
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 4, "lo')  # a line cut by a crash
+    MetricsSink(tmp_path, keep_through_epoch=2).close()  # resumed after epoch 2
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    MetricsSink(tmp_path).close()  # a fresh run
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+    assert MetricsSink(None).path is None

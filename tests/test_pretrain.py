@@ -399,3 +399,76 @@ def test_monitor_every_and_off_when_too_few_images(tmp_path, caplog):
     assert "training monitor off" in caplog.text and "per organ" in caplog.text
     pre = CodaPretrainer(**dict(TINY, epochs=1, monitor_fraction=0.1, monitor_every=0)).fit(folder)
     assert not any(MONITOR_KEYS & set(h) for h in pre.history_)
+
+
+def test_progress_bar_routes_logging_through_tqdm(tmp_path, monkeypatch):
+    """Log lines during training go through tqdm's logging redirection, so they do not break the bar."""
+    import contextlib
+
+    import tqdm.contrib.logging as tqdm_logging
+
+    used = []
+
+    @contextlib.contextmanager
+    def recording(*args, **kwargs):
+        used.append(kwargs.get("loggers"))
+        yield
+
+    monkeypatch.setattr(tqdm_logging, "logging_redirect_tqdm", recording)
+    folder = make_organ_folder(tmp_path / "data", {"chest": 20, "hand": 20}, seed=8)
+    CodaPretrainer(**dict(TINY, epochs=1, monitor_fraction=0.1, verbose=1)).fit(folder)
+    assert used and [lg.name for lg in used[0]] == ["codafeat"]
+    used.clear()
+    CodaPretrainer(**dict(TINY, epochs=1, verbose=0)).fit(folder)
+    assert not used  # no bar, no redirection
+
+
+def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    scalars = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    folder = make_organ_folder(tmp_path / "data", {"chest": 20, "hand": 20}, seed=9)
+    CodaPretrainer(**dict(TINY, epochs=2, monitor_fraction=0.1, log_dir=tmp_path / "logs")).fit(folder)
+    tags = {t for t, _, _ in scalars}
+    assert {"coda/loss_intra", "coda/monitor_knn_accuracy", "coda/teacher_entropy"} <= tags
+    assert sorted({s for _, _, s in scalars}) == [1, 2]
+    assert (tmp_path / "logs" / "metrics.jsonl").is_file()
+
+
+ORGANS7 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "organs7"
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not ORGANS7.is_dir(), reason="needs ../shared/data/organs7")
+def test_monitor_on_seven_real_organs():
+    """The monitor's own check on real data: 7 organs of organs7, a tiny backbone, 2 epochs."""
+    from codafeat.datasets import scan_organ_folder
+
+    paths, organs = scan_organ_folder(ORGANS7)
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.choice(np.flatnonzero(organs == o), 20, replace=False) for o in np.unique(organs)])
+    pre = CodaPretrainer(**dict(TINY, epochs=2, batch_size=16, monitor_fraction=0.15)).fit(
+        [paths[i] for i in keep], organs[keep]
+    )
+    assert len(pre.organs_) == 7 and len(pre.monitor_indices_) == 21
+    last = pre.history_[-1]
+    assert MONITOR_KEYS <= set(last)
+    assert last["monitor_knn_accuracy"] > 1 / 7  # above chance already

@@ -26,10 +26,12 @@ class MetricsSink:
     ``tensorboard`` package is installed. ``log_dir=None`` writes nothing.
 
     A line is written and flushed as soon as its epoch ends, so a crash keeps every
-    finished epoch's record; a resumed run appends to the same file.
+    finished epoch's record. ``keep_through_epoch``: the lines of epochs up to it are
+    kept (a resumed run continues the file), later ones (written after the checkpoint
+    the run resumes from) and, for a fresh run (0), every old line are dropped.
     """
 
-    def __init__(self, log_dir: str | os.PathLike | None) -> None:
+    def __init__(self, log_dir: str | os.PathLike | None, *, keep_through_epoch: int = 0) -> None:
         self.path: Path | None = None
         self._tb = None
         if log_dir is None:
@@ -37,12 +39,27 @@ class MetricsSink:
         root = Path(log_dir).expanduser()
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / METRICS_NAME
+        self._truncate(int(keep_through_epoch))
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra
             logger.debug("tensorboard is not installed: metrics go to %s only", self.path)
         else:
             self._tb = SummaryWriter(log_dir=str(root / "tensorboard"))
+
+    def _truncate(self, keep_through_epoch: int) -> None:
+        from .._fileio import atomic_write_bytes
+
+        if self.path is None or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line).get("epoch", 0)) <= keep_through_epoch:
+                    kept.append(line)
+            except (ValueError, AttributeError, TypeError):
+                continue  # a line cut by a crash
+        atomic_write_bytes(self.path, "".join(x + "\n" for x in kept).encode("utf-8"))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:
