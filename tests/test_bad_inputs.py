@@ -28,7 +28,7 @@ from codafeat.data import io
 from codafeat.data.io import ImageReadError, decode_image, find_images, load_image, set_max_image_pixels
 from codafeat.datasets import scan_organ_folder
 from codafeat.pretrain import CodaPretrainer
-from test_pretrain import TINY, make_organ_folder
+from test_pretrain import TINY, _interrupt_at, make_organ_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ENC = dict(backbone="test_convnext", image_size=32, batch_size=4, random_state=0)
@@ -330,19 +330,6 @@ def test_multi_frame_dicom_decodes_the_first_frame_with_a_warning(tmp_path, capl
 
 
 # --------------------------------------------------------------------------- 8. checkpoints
-def _stop_at(monkeypatch, epoch_to_stop: int) -> None:
-    from codafeat._train.loop import CodaTrainer
-
-    real = CodaTrainer.run_epoch
-
-    def run_epoch(self, loader, epoch, **kw):
-        if epoch == epoch_to_stop:
-            raise KeyboardInterrupt
-        return real(self, loader, epoch, **kw)
-
-    monkeypatch.setattr(CodaTrainer, "run_epoch", run_epoch)
-
-
 def test_checkpoints_keep_two_remove_our_stale_temps_and_fall_back(tmp_path, monkeypatch, caplog):
     from codafeat._train.checkpoint import load_checkpoint
 
@@ -356,7 +343,7 @@ def test_checkpoints_keep_two_remove_our_stale_temps_and_fall_back(tmp_path, mon
         p.write_text("keep me")
     params = dict(TINY, epochs=3, checkpoint_dir=ckpt)
     with monkeypatch.context() as m:
-        _stop_at(m, 2)
+        _interrupt_at(m, 2)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     assert not ours.exists() and all(p.exists() for p in theirs)

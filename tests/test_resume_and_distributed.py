@@ -87,6 +87,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_ranks(folder, out, params, world: int, record=None) -> None:
+    """Start ``world`` gloo processes of the worker (as torchrun would) and wait for them."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        extra = {"CODA_RECORD_INDICES": str(record).format(rank=rank)} if record else {}
+        env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=port, **extra)
+        procs.append(subprocess.Popen([sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(folder, tmp_path):
     # No stochastic depth: its masks are drawn per process and cannot match one process.
@@ -95,19 +110,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(folder,
     r = _run(folder, single, params)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    port = str(_free_port())
     out = tmp_path / "ddp.safetensors"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
-            env=_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for rank in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    _run_ranks(folder, out, params, 2)
     w0 = _weights(tmp_path / "ddp.rank0.safetensors")
     w1 = _weights(tmp_path / "ddp.rank1.safetensors")
     ref = _weights(single)
@@ -131,20 +135,8 @@ def test_two_gloo_processes_without_random_state_share_teacher_and_epoch(folder,
     """random_state=None (the README's torchrun command): every rank must draw rank 0's seed,
     distil from the same teacher, and one epoch must visit every image exactly once."""
     params = dict(TINY, epochs=2, batch_size=8, device="cpu", random_state=None)
-    port = str(_free_port())
     out = tmp_path / "ddp.safetensors"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
-            env=_env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                     CODA_RECORD_INDICES=str(tmp_path / f"index{rank}.jsonl")),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        for rank in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err.decode()[-3000:]
+    _run_ranks(folder, out, params, 2, record=tmp_path / "index{rank}.jsonl")
     t0 = _weights(tmp_path / "ddp.rank0.safetensors")
     t1 = _weights(tmp_path / "ddp.rank1.safetensors")
     for k in t0:

@@ -36,7 +36,6 @@ import json
 import logging
 import multiprocessing
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -356,35 +355,26 @@ class DecodedCache:
         num_workers: int,
         verbose: int,
     ) -> DecodedCache:
-        from .._fileio import atomic_write_bytes
+        from .._fileio import atomic_open, atomic_write_bytes
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         data_path, index_path = cls._paths(cache_dir, key)
-        tmp = cache_dir / f".{data_path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
         kept = 0
         skipped: list[str] = []
         reasons: list[str] = []
         skipped_at: list[int] = []
         logger.info("decoding %d images to %s (%d px)", len(items), data_path, size)
-        try:
-            with open(tmp, "xb") as fh:
-                for i, img, err in cls._decoded(items, size, on_error, num_workers, verbose):
-                    if err is not None:
-                        skipped.append(err[0])
-                        reasons.append(err[1])
-                        skipped_at.append(i)
-                        continue
-                    fh.write(img.tobytes())
-                    kept += 1
-                if not kept:
-                    raise ValueError(f"none of the {len(items)} images could be read")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, data_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(data_path) as fh:  # streamed: memory stays flat in the number of images
+            for i, img, err in cls._decoded(items, size, on_error, num_workers, verbose):
+                if err is not None:
+                    skipped.append(err[0])
+                    reasons.append(err[1])
+                    skipped_at.append(i)
+                    continue
+                fh.write(img.tobytes())
+                kept += 1
+            if not kept:
+                raise ValueError(f"none of the {len(items)} images could be read")
         index = {
             "format": _FORMAT,
             "version": FORMAT_VERSION,
