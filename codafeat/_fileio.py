@@ -148,12 +148,12 @@ def check_writable(path: str | os.PathLike, *, what: str, is_dir: bool = False, 
         with contextlib.suppress(OSError):
             os.unlink(probe)
     if need_bytes:
-        with contextlib.suppress(OSError):
+        try:
             free = shutil.disk_usage(folder).free
-            if free < need_bytes:
-                raise OSError(
-                    28, f"{what} {str(p)!r}: {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed"
-                )
+        except OSError:  # the file system does not say: nothing to check
+            free = None
+        if free is not None and free < need_bytes:
+            raise OSError(28, f"{what} {str(p)!r}: {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed")
     return p
 
 
