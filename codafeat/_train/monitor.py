@@ -6,8 +6,8 @@ stratified held-out part of the training images (excluded from training, organ l
 known) with the current **teacher** and measures
 
 * ``monitor_knn_accuracy``, ``monitor_nmi``: how well the teacher's pooled embeddings
-  separate the organs (leave-one-out cosine kNN; k-means NMI; see
-  :func:`codafeat.analysis.organ_separation`);
+  separate the organs (leave-one-out cosine kNN with k = min(5, the smallest organ's
+  held-out count - 1); k-means NMI; see :func:`codafeat.analysis.organ_separation`);
 * ``embed_std``: the mean per-dimension standard deviation of the l2-normalised
   embeddings times ``sqrt(d)`` (SimSiam's collapse indicator, rescaled so that 1 means
   isotropic and 0 means every image maps to the same vector);
@@ -124,7 +124,9 @@ class TrainingMonitor:
         out: dict[str, float] = {}
         U = F.normalize(E, dim=1)
         out["embed_std"] = float(U.std(dim=0).mean() * math.sqrt(U.shape[1]))
-        k = min(5, len(self) - 1)
+        # k below the smallest organ's held-out count, so that a full vote of same-organ
+        # neighbours is possible (3 held-out images per organ: k = 2)
+        k = max(1, min(5, int(np.bincount(self.labels).min()) - 1))
         if bool(torch.isfinite(E).all()) and float(E.norm(dim=1).min()) > 0:
             with warnings.catch_warnings():  # k-means on collapsed embeddings: fewer distinct points
                 warnings.simplefilter("ignore", ConvergenceWarning)
