@@ -3,10 +3,12 @@
 ``CodaPretrainer()`` with no arguments is the paper's recipe (ConvNeXt-B, 224 px, 12 crops
 of 96 px, 65,536-way heads, 800 epochs, EMA momentum 0.996 -> 1): it needs GPUs and days.
 On a laptop CPU or a few GPU hours those settings barely move the EMA teacher, and the
-intra-organ branch distils nearly uniform targets. The ``small`` recipe is the one the demo,
-the examples and ``benchmarks/reproduce.py`` use; each of its departures from the paper was
-chosen by an ablation on training images only (``benchmarks/recipe_ablation.py``, table in
-``benchmarks/RESULTS.md``, "Small-compute recipe").
+intra-organ branch distils nearly uniform targets. The ``small`` recipe is the one the demo
+and ``benchmarks/reproduce.py`` use. The sizes (backbone, views, crops, heads, batch, epochs)
+are budget choices carried over from the CPU runs before it. ``symmetric`` and
+``momentum_teacher`` were chosen by an ablation on training images only
+(``benchmarks/recipe_ablation.py``, table in ``benchmarks/RESULTS.md``, "Small-compute
+recipe"). ``drop_path_rate=0`` was not ablated.
 
 Examples
 --------
