@@ -20,7 +20,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TEMP_PATTERN", "atomic_open", "atomic_write_bytes", "atomic_write_many", "check_writable", "remove_stale_temps"]
+__all__ = [
+    "TEMP_PATTERN", "atomic_open", "atomic_write_bytes", "atomic_write_many", "check_free_space", "check_writable",
+    "remove_stale_temps",
+]
 
 #: Names of the temporary files :func:`atomic_open` writes: ``.<target>.<12 hex>.tmp``.
 TEMP_PATTERN = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{12}\.tmp$")
@@ -148,13 +151,21 @@ def check_writable(path: str | os.PathLike, *, what: str, is_dir: bool = False, 
         with contextlib.suppress(OSError):
             os.unlink(probe)
     if need_bytes:
-        try:
-            free = shutil.disk_usage(folder).free
-        except OSError:  # the file system does not say: nothing to check
-            free = None
-        if free is not None and free < need_bytes:
-            raise OSError(28, f"{what} {str(p)!r}: {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed")
+        check_free_space(folder, need_bytes, what=f"{what} {str(p)!r}")
     return p
+
+
+def check_free_space(folder: str | os.PathLike, need_bytes: int, *, what: str) -> None:
+    """Raise ``OSError`` (ENOSPC) naming ``what`` when ``folder`` has less than ``need_bytes`` free.
+
+    Nothing is checked where the file system does not report its free space.
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need_bytes:
+        raise OSError(28, f"{what}: {free / 2**20:.0f} MiB free, {need_bytes / 2**20:.0f} MiB needed")
 
 
 def remove_stale_temps(folder: str | os.PathLike, target_name: str) -> list[Path]:

@@ -7,6 +7,7 @@ networks and losses, runs the training loop (:mod:`codafeat._train.loop`), and e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ._device import denormals_flushed, resolve_device
 from ._train import dist as D
-from ._fileio import check_writable
+from ._fileio import check_free_space, check_writable
 from ._train.checkpoint import (
     checkpoint_path,
     latest_checkpoint,
@@ -436,7 +437,8 @@ class CodaPretrainer(BaseEstimator):
         ckpt = self._read_checkpoint() if self.resume else None
         self.seed_ = self._run_seed(ckpt, info)
         cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
-        data_key = _data_key(items, cache, labels)
+        # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
+        data_key = _data_key(items, cache, labels) if self.checkpoint_dir is not None else None
         train_idx, monitor_idx, why_off = monitor_split(labels, self.monitor_fraction, self.seed_)
         self.monitor_indices_ = monitor_idx
         monitor = None
@@ -473,7 +475,7 @@ class CodaPretrainer(BaseEstimator):
             # newest + previous + the one being written, each ~4 copies of the student
             # (student, teacher, AdamW's two moments)
             n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
-            check_writable(self.checkpoint_dir, what="checkpoint_dir", is_dir=True, need_bytes=3 * 4 * n_bytes)
+            check_free_space(self.checkpoint_dir, 3 * 4 * n_bytes, what="checkpoint_dir")
         start_epoch, history = self._restore(ckpt, trainer, run) if ckpt is not None else (0, [])
         sink = None
         if info.is_main:
@@ -759,18 +761,10 @@ def _data_key(items: Any, cache: DecodedCache, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 def _logging_beside(progress: Any):
     """Route logging through tqdm while a progress bar is shown, so lines do not break it."""
     if progress is None:
-        return _NullContext()
+        return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm(loggers=[logging.getLogger("codafeat")])
