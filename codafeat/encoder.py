@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -16,12 +14,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from numbers import Integral
 
-from ._device import resolve_device
-from .data.io import ImageReadError, as_image_list, report_skipped
-from .data.loader import PROBE, Failure, auto_num_workers, is_in_memory, make_loader, raise_failure, workers_after_probe
+from ._device import DevicePolicy, resolve_device
+from ._infer import progress_bar, stream_batches, warn_skipped
+from ._persist import TorchStateMixin
+from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
 from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
-from .weights import Weights, load_any, make_config, weights_from_bytes, weights_to_bytes
+from .weights import Weights, load_any, make_config, strip_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ DEFAULT_BACKBONE = "convnext_base"
 DEFAULT_IMAGE_SIZE = 224
 
 
-class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Embed radiographs with a Coda-pretrained (or randomly initialised) timm backbone.
 
     ``transform`` maps images to fixed-length feature vectors, so the encoder can sit in
@@ -206,15 +205,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _install(self, net: torch.nn.Module, config: dict, device: torch.device) -> None:
         model = FeatureExtractor(net, config["mean"], config["std"], config["in_chans"])
         model.eval().requires_grad_(False)
-        if device.type == "cuda":
-            # cuDNN's bf16 convolutions run fastest in NHWC; the preprocessing writes NHWC
-            # directly, so no layout copy happens per batch. (On CPU, convnext_atto ran at
-            # the same speed either way, so the CPU keeps the default layout.)
-            model.pre.channels_last = True
-            model = model.to(device, memory_format=torch.channels_last)
-        else:
-            model = model.to(device)
-        self.model_ = model
+        self.model_ = DevicePolicy(device).module(model)
         self.config_ = config
         self.device_ = device
         self.image_size_ = int(config["image_size"])
@@ -276,7 +267,7 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 "mean": list(cfg["mean"]),
                 "std": list(cfg["std"]),
                 # bf16 autocast on CUDA gives (slightly) different embeddings than fp32
-                "precision": "bf16" if self.device_.type == "cuda" else "fp32",
+                "precision": DevicePolicy(self.device_).precision,
             },
         )
 
@@ -313,102 +304,32 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 self._cache_store_failed = True
         return out
 
-    def _n_workers(self, items: Any) -> int:
-        """``num_workers``, with ``"auto"`` resolved for these items and this device (may be PROBE)."""
-        if self.num_workers != "auto":
-            return int(self.num_workers)
-        return auto_num_workers(len(items), self.batch_size, self.device_, in_memory=is_in_memory(items))
-
     def _embed(self, items: Any) -> np.ndarray:
-        n = len(items)
-        out = np.empty((n, self._n_features_out), dtype=np.float32)
-        self.skipped_ = []
-        if n == 0:
-            return out
-        failures: list[Failure] = []
-        progress = None
-        if self.verbose:
-            from tqdm.auto import tqdm
+        out = np.empty((len(items), self._n_features_out), dtype=np.float32)
+        policy = DevicePolicy(self.device_)
 
-            progress = tqdm(total=n, desc="embedding", unit="img")
+        def apply(x: torch.Tensor, batch: Any) -> None:
+            with policy.autocast():
+                feats = self.model_(x)
+            feats = feats.float()
+            if self.normalize:
+                feats = torch.nn.functional.normalize(feats, dim=1)
+            out[batch.index.numpy()] = feats.cpu().numpy()
+
+        progress = progress_bar(self.verbose, len(items), "embedding")
         try:
-            workers = self._n_workers(items)
-            start = 0
-            if workers == PROBE:
-                # decode and embed the first batch here, timing both, then choose the workers
-                start = min(self.batch_size, n)
-                decode_s, model_s = self._run(items, out, failures, progress, workers=0, stop=start)
-                workers = workers_after_probe(decode_s, model_s)
-                logger.debug("probe: decoding %.3fs, model %.3fs per batch -> %d worker(s)", decode_s, model_s, workers)
-            if start < n:
-                self._run(items, out, failures, progress, workers=workers, start=start)
+            failures = stream_batches(
+                items, self.image_size_, apply, policy=policy, batch_size=self.batch_size,
+                num_workers=self.num_workers, on_error=self.on_error, progress=progress,
+            )
         finally:
             if progress is not None:
                 progress.close()
-        if failures:
-            bad = [f.index for f in failures]
-            out[bad] = np.nan
-            self.skipped_ = [f.path for f in failures]
-            report_skipped(self.skipped_, context="CodaEncoder.transform")
-            warnings.warn(
-                f"CodaEncoder.transform skipped {len(bad)} unreadable image(s) (rows set to NaN, "
-                "names in skipped_): "
-                + "; ".join(f"{f.path}: {f.reason}" for f in failures[:5])
-                + (" ..." if len(bad) > 5 else ""),
-                UserWarning,
-                stacklevel=3,
-            )
-        return out
-
-    def _run(
-        self,
-        items: Any,
-        out: np.ndarray,
-        failures: list[Failure],
-        progress: Any,
-        *,
-        workers: int,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> tuple[float, float]:
-        """Embed ``items[start:stop]`` into ``out``; returns the seconds spent waiting for
-        batches and running the model."""
-        dev = self.device_
-        loader = make_loader(
-            items, self.image_size_, batch_size=self.batch_size, num_workers=workers,
-            pin_memory=dev.type == "cuda", start=start, stop=stop,
+        out[[f.index for f in failures]] = np.nan
+        self.skipped_ = warn_skipped(
+            failures, context="CodaEncoder.transform", consequence="rows set to NaN, names in skipped_"
         )
-        logger.debug("embedding images %d:%s with %d worker(s) on %s", start, stop, workers, dev)
-        wait_s = model_s = 0.0
-        error: Failure | None = None
-        with torch.inference_mode():
-            it = iter(loader)
-            while True:
-                t0 = time.perf_counter()
-                batch = next(it, None)
-                t1 = time.perf_counter()
-                wait_s += t1 - t0
-                if batch is None:
-                    break
-                if batch.failures:
-                    if self.on_error == "raise":
-                        error = batch.failures[0]
-                        break
-                    failures.extend(batch.failures)
-                x = batch.images.to(dev, non_blocking=True)
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    feats = self.model_(x)
-                feats = feats.float()
-                if self.normalize:
-                    feats = torch.nn.functional.normalize(feats, dim=1)
-                out[batch.index.numpy()] = feats.cpu().numpy()
-                model_s += time.perf_counter() - t1
-                if progress is not None:
-                    progress.update(len(batch.index))
-            del it  # shuts the workers down before an error propagates
-        if error is not None:
-            raise_failure(error)
-        return wait_s, model_s
+        return out
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:
@@ -420,27 +341,13 @@ class CodaEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         """Write the fitted backbone to a codafeat safetensors file (atomically)."""
         return self.get_weights().save(path)
 
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        model = state.pop("model_", None)
-        if model is not None:
-            state["_model_bytes"] = weights_to_bytes(model.backbone.state_dict(), self.config_)
-            state.pop("device_", None)
-        return state
+    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    def _module_config(self, name: str) -> dict[str, Any]:
+        return self.config_
 
-    def __setstate__(self, state: dict) -> None:
-        data = state.pop("_model_bytes", None)
-        self.__dict__.update(state)
-        if data is not None:
-            tensors, config = weights_from_bytes(data, source="pickled CodaEncoder")
-            net = create_backbone(config["backbone"], pooling=config.get("pooling", "avg"), in_chans=config["in_chans"])
-            net.load_state_dict(tensors)
-            try:
-                device = resolve_device(self.device)
-            except ValueError:
-                logger.warning("device %r is not available after unpickling; using the CPU", self.device)
-                device = torch.device("cpu")
-            skipped = self.__dict__.get("skipped_", [])
-            self._install(net, config, device)
-            self.skipped_ = skipped
+    def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
+        net = create_backbone(config["backbone"], pooling=config.get("pooling", "avg"), in_chans=config["in_chans"])
+        load_backbone_state(net, strip_prefix(tensors, "backbone."), source=f"pickled {type(self).__name__}")
+        skipped = self.__dict__.get("skipped_", [])
+        self._install(net, config, device)
+        self.skipped_ = skipped

@@ -18,30 +18,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch.utils.data import DataLoader
 
-from ._device import denormals_flushed, resolve_device
-from ._train import dist as D
+from ._defaults import MEAN, PRETRAIN, PRETRAIN_RUN_ONLY, STD
+from ._device import DevicePolicy, denormals_flushed, resolve_device
 from ._fileio import check_free_space, check_writable
-from ._train.checkpoint import (
-    checkpoint_path,
-    latest_checkpoint,
-    remove_stale,
-    restore_module,
-    restore_optimizer,
-    save_checkpoint,
-)
+from ._params import DEVICE, IMAGE_SIDE, ON_ERROR
+from ._persist import TorchStateMixin
+from ._train import dist as D
+from ._train import resume
+from ._train.checkpoint import remove_stale
 from ._train.loop import CodaTrainer, Schedules
 from ._train.metrics_sink import MetricsSink
 from ._train.monitor import TrainingMonitor, collapse_warnings, monitor_split
 from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
 from .data.decoded_cache import DecodedCache, cache_size_for
-from .data.io import check_on_error, report_skipped
+from .data.io import report_skipped
 from .data.loader import worker_context
 from .data.organs import collect_organ_images
 from .data.pretrain_dataset import MultiCropDataset, collate_views
@@ -49,7 +46,7 @@ from .data.views import MultiCropViews
 from .encoder import CodaEncoder
 from .losses.inter_organ import InterOrganLoss
 from .losses.intra_organ import IntraOrganLoss
-from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, embed_dim
+from .nn.backbone import check_input_size, embed_dim
 from .nn.coda_model import CodaNetwork
 from .nn.ema import make_teacher
 from .weights import Weights, make_config
@@ -60,18 +57,15 @@ logger = logging.getLogger(__name__)
 #: targets are uniform by construction).
 _WARN_FROM_EPOCH = 2
 
-#: Parameters that must agree between a checkpoint and the run that resumes it.
-_RESUME_KEYS = (
-    "backbone", "image_size", "local_size", "n_local_crops", "global_scale", "local_scale", "rotation",
-    "hflip", "symmetric", "drop_path_rate", "monitor_fraction", "batch_size", "epochs", "lr", "min_lr",
-    "warmup_epochs", "weight_decay", "weight_decay_end", "momentum_teacher", "head_out_dim",
-    "head_hidden_dim", "head_bottleneck_dim", "lambda_inter", "lambda_intra", "temperature",
-    "denominator", "student_temp", "teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_epochs",
-    "center_momentum", "freeze_last_layer", "clip_grad",
-)
+#: Parameters that must agree between a checkpoint and the run that resumes it: all but
+#: those that only say where and how the run executes.
+RESUME_KEYS = tuple(k for k in PRETRAIN if k not in PRETRAIN_RUN_ONLY)
+
+#: The defaults of every parameter (codafeat._defaults).
+P = PRETRAIN
 
 
-class CodaPretrainer(BaseEstimator):
+class CodaPretrainer(TorchStateMixin, BaseEstimator):
     """Pretrain a Coda foundation model on radiographs of several organs.
 
     Coda (Hosseinzadeh Taher et al., MICCAI 2025) trains a student and an EMA teacher
@@ -225,11 +219,14 @@ class CodaPretrainer(BaseEstimator):
 
     # Bounds are generous (far beyond any sensible run) but finite: an absurd value
     # (lr=1e39, image_size=10**9) is refused here, naming the parameter, instead of
-    # failing deep inside torch.
+    # failing deep inside torch. Shared entries come from codafeat._params; the input
+    # sides are checked against the backbone's stride when it is built.
+    _torch_modules = ("student_", "teacher_")
+
     _parameter_constraints: dict = {
         "backbone": [str],
-        "image_size": [Interval(Integral, 16, 4096, closed="both")],
-        "local_size": [Interval(Integral, 8, 4096, closed="both")],
+        "image_size": [IMAGE_SIDE],
+        "local_size": [IMAGE_SIDE],
         "n_local_crops": [Interval(Integral, 1, 64, closed="both")],
         "global_scale": [tuple, list],
         "local_scale": [tuple, list],
@@ -259,14 +256,14 @@ class CodaPretrainer(BaseEstimator):
         "lambda_intra": [Interval(Real, 0, 1000, closed="both")],
         "clip_grad": [Interval(Real, 0, 1e6, closed="both")],
         "freeze_last_layer": [Interval(Integral, 0, 1_000_000, closed="both")],
-        "device": [str, torch.device],
+        "device": DEVICE,
         "num_workers": [Interval(Integral, 0, 1024, closed="both")],
         "cache_dir": [None, str, os.PathLike],
         "checkpoint_dir": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, 1_000_000, closed="both")],
         "resume": ["boolean"],
         "organ_from": [StrOptions({"folder", "dicom"})],
-        "on_error": [StrOptions({"raise", "skip"})],
+        "on_error": ON_ERROR,
         "monitor_every": [Interval(Integral, 0, 1_000_000, closed="both")],
         "monitor_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "log_dir": [None, str, os.PathLike],
@@ -277,51 +274,51 @@ class CodaPretrainer(BaseEstimator):
     def __init__(
         self,
         *,
-        backbone: str = "convnext_base",
-        image_size: int = 224,
-        local_size: int = 96,
-        n_local_crops: int = 12,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.4, 0.7),
-        rotation: float = 10.0,
-        hflip: bool = False,
-        symmetric: bool = True,
-        drop_path_rate: float = 0.1,
-        epochs: int = 800,
-        batch_size: int = 64,
-        lr: float = 1.25e-4,
-        min_lr: float = 1e-6,
-        warmup_epochs: int = 10,
-        weight_decay: float = 0.04,
-        weight_decay_end: float = 0.4,
-        momentum_teacher: float = 0.996,
-        head_out_dim: int = 65536,
-        head_hidden_dim: int = 2048,
-        head_bottleneck_dim: int = 256,
-        temperature: float = 0.1,
-        denominator: str = "negatives",
-        student_temp: float = 0.1,
-        teacher_temp: float = 0.04,
-        warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: int = 0,
-        center_momentum: float = 0.9,
-        lambda_inter: float = 1.0,
-        lambda_intra: float = 1.0,
-        clip_grad: float = 3.0,
-        freeze_last_layer: int = 1,
-        device: str = "auto",
-        num_workers: int = 0,
-        cache_dir: str | os.PathLike | None = None,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 1,
-        resume: bool = False,
-        organ_from: str = "folder",
-        on_error: str = "raise",
-        monitor_every: int = 1,
-        monitor_fraction: float = 0.05,
-        log_dir: str | os.PathLike | None = None,
-        random_state: Any = None,
-        verbose: int = 0,
+        backbone: str = P["backbone"],
+        image_size: int = P["image_size"],
+        local_size: int = P["local_size"],
+        n_local_crops: int = P["n_local_crops"],
+        global_scale: tuple[float, float] = P["global_scale"],
+        local_scale: tuple[float, float] = P["local_scale"],
+        rotation: float = P["rotation"],
+        hflip: bool = P["hflip"],
+        symmetric: bool = P["symmetric"],
+        drop_path_rate: float = P["drop_path_rate"],
+        epochs: int = P["epochs"],
+        batch_size: int = P["batch_size"],
+        lr: float = P["lr"],
+        min_lr: float = P["min_lr"],
+        warmup_epochs: int = P["warmup_epochs"],
+        weight_decay: float = P["weight_decay"],
+        weight_decay_end: float = P["weight_decay_end"],
+        momentum_teacher: float = P["momentum_teacher"],
+        head_out_dim: int = P["head_out_dim"],
+        head_hidden_dim: int = P["head_hidden_dim"],
+        head_bottleneck_dim: int = P["head_bottleneck_dim"],
+        temperature: float = P["temperature"],
+        denominator: str = P["denominator"],
+        student_temp: float = P["student_temp"],
+        teacher_temp: float = P["teacher_temp"],
+        warmup_teacher_temp: float = P["warmup_teacher_temp"],
+        warmup_teacher_temp_epochs: int = P["warmup_teacher_temp_epochs"],
+        center_momentum: float = P["center_momentum"],
+        lambda_inter: float = P["lambda_inter"],
+        lambda_intra: float = P["lambda_intra"],
+        clip_grad: float = P["clip_grad"],
+        freeze_last_layer: int = P["freeze_last_layer"],
+        device: str = P["device"],
+        num_workers: int = P["num_workers"],
+        cache_dir: str | os.PathLike | None = P["cache_dir"],
+        checkpoint_dir: str | os.PathLike | None = P["checkpoint_dir"],
+        checkpoint_every: int = P["checkpoint_every"],
+        resume: bool = P["resume"],
+        organ_from: str = P["organ_from"],
+        on_error: str = P["on_error"],
+        monitor_every: int = P["monitor_every"],
+        monitor_fraction: float = P["monitor_fraction"],
+        log_dir: str | os.PathLike | None = P["log_dir"],
+        random_state: Any = P["random_state"],
+        verbose: int = P["verbose"],
     ) -> None:
         self.backbone = backbone
         self.image_size = image_size
@@ -378,7 +375,7 @@ class CodaPretrainer(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_settings(self) -> None:
-        self._validate_params()
+        """The checks that involve several parameters (each one alone is in the constraints)."""
         for name in ("global_scale", "local_scale"):
             v = getattr(self, name)
             if len(v) != 2 or not (0 < v[0] <= v[1] <= 1):
@@ -400,6 +397,7 @@ class CodaPretrainer(BaseEstimator):
             check_writable(self.log_dir, what="log_dir", is_dir=True)
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> "CodaPretrainer":
         """Pretrain on ``X`` and build ``encoder_`` from the teacher.
 
@@ -418,12 +416,9 @@ class CodaPretrainer(BaseEstimator):
         self : CodaPretrainer
         """
         self._check_settings()
-        check_on_error(self.on_error)
         self._check_output_dirs()
-        device = resolve_device(self.device)
+        device = resolve_device(self.device)  # under torchrun with CUDA: cuda:LOCAL_RANK
         info = D.setup(device.type)
-        if info.is_distributed and device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
         try:
             with denormals_flushed(device):
                 self._fit(X, y, device, info)
@@ -432,13 +427,7 @@ class CodaPretrainer(BaseEstimator):
         return self
 
     def _fit(self, X: Any, y: Any, device: torch.device, info: D.DistInfo) -> None:
-        items, organ_names, unlabelled = collect_organ_images(X, y, organ_from=self.organ_from, on_error=self.on_error)
-        _check_organs(organ_names, stage="input")
-        ckpt = self._read_checkpoint() if self.resume else None
-        self.seed_ = self._run_seed(ckpt, info)
-        cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
-        # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
-        data_key = _data_key(items, cache, labels) if self.checkpoint_dir is not None else None
+        ckpt, cache, labels, data_key = self._prepare(X, y, info)
         train_idx, monitor_idx, why_off = monitor_split(labels, self.monitor_fraction, self.seed_)
         self.monitor_indices_ = monitor_idx
         monitor = None
@@ -447,7 +436,41 @@ class CodaPretrainer(BaseEstimator):
             logger.info("training monitor: %d held-out images, every %d epoch(s)", len(monitor), self.monitor_every)
         elif self.monitor_every and info.is_main:
             logger.info("training monitor off: %s", why_off)
+        dataset, sampler, loader = self._loader(cache, labels, train_idx, device, info)
+        steps = len(sampler)
+        self.n_train_images_ = len(dataset)
+        run = {"seed": self.seed_, "n_images": self.n_images_, "n_train_images": len(dataset),
+               "steps_per_epoch": steps, "data_key": data_key}
+        trainer = self._build_trainer(self.seed_, steps, device, info)
+        if self.checkpoint_dir is not None and info.is_main:
+            # newest + previous + the one being written, each ~4 copies of the student
+            # (student, teacher, AdamW's two moments)
+            n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
+            check_free_space(self.checkpoint_dir, 3 * 4 * n_bytes, what="checkpoint_dir")
+        start_epoch, history = (
+            resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run) if ckpt is not None else (0, [])
+        )
+        self.history_ = self._train(trainer, dataset, sampler, loader, monitor, info, start_epoch, history, run)
+        self.student_ = trainer.student_module.to("cpu").eval()
+        self.teacher_ = trainer.teacher.to("cpu").eval()
+        self.encoder_ = self._make_encoder(self.teacher_, device)
 
+    def _prepare(self, X: Any, y: Any, info: D.DistInfo) -> tuple[Any, DecodedCache, np.ndarray, str | None]:
+        """Find the images, read the checkpoint to resume, fix the seed, decode: ``(ckpt, cache, labels, data key)``."""
+        items, organ_names, unlabelled = collect_organ_images(X, y, organ_from=self.organ_from, on_error=self.on_error)
+        _check_organs(organ_names, stage="input")
+        ckpt = (
+            resume.read_for_resume(self.checkpoint_dir, epochs=self.epochs, params=self._resume_signature())
+            if self.resume else None
+        )
+        self.seed_ = self._run_seed(ckpt, info)
+        cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
+        # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
+        data_key = resume.data_key(items, cache.kept, labels) if self.checkpoint_dir is not None else None
+        return ckpt, cache, labels, data_key
+
+    def _loader(self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device,
+                info: D.DistInfo) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
         views = MultiCropViews(
             image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
             global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
@@ -455,32 +478,25 @@ class CodaPretrainer(BaseEstimator):
         )
         dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=self.seed_, indices=train_idx)
         if self.batch_size % info.world_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes"
-            )
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes")
         per_rank = self.batch_size // info.world_size
         sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_)
         loader = DataLoader(
             dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=self.num_workers > 0,
+            pin_memory=DevicePolicy(device).pin_memory, persistent_workers=self.num_workers > 0,
             multiprocessing_context=worker_context() if self.num_workers > 0 else None,
         )
-        steps = len(sampler)
-        self.n_train_images_ = len(dataset)
-        run = {"seed": self.seed_, "n_images": self.n_images_, "n_train_images": len(dataset),
-               "steps_per_epoch": steps, "data_key": data_key}
+        return dataset, sampler, loader
 
-        trainer = self._build_trainer(self.seed_, steps, device, info)
-        if self.checkpoint_dir is not None and info.is_main:
-            # newest + previous + the one being written, each ~4 copies of the student
-            # (student, teacher, AdamW's two moments)
-            n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
-            check_free_space(self.checkpoint_dir, 3 * 4 * n_bytes, what="checkpoint_dir")
-        start_epoch, history = self._restore(ckpt, trainer, run) if ckpt is not None else (0, [])
+    def _train(self, trainer: CodaTrainer, dataset: MultiCropDataset, sampler: GlobalBatchSampler, loader: DataLoader,
+               monitor: TrainingMonitor | None, info: D.DistInfo, start_epoch: int, history: list,
+               run: dict[str, Any]) -> list[dict[str, Any]]:
+        """The epochs from ``start_epoch``: train, monitor, report, checkpoint."""
         sink = None
         if info.is_main:
             log_dir = self.log_dir if self.log_dir is not None else self.checkpoint_dir
             sink = MetricsSink(log_dir, keep_through_epoch=start_epoch)
+        steps = len(sampler)
         progress = None
         if self.verbose and info.is_main:
             from tqdm.auto import tqdm
@@ -500,18 +516,15 @@ class CodaPretrainer(BaseEstimator):
                     self._report_epoch(record, trainer, sink, info)
                     if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
                         if info.is_main:
-                            self._save_checkpoint(trainer, done, history, run)
+                            resume.save(self.checkpoint_dir, trainer, epochs_done=done, history=history,
+                                        params=self._resume_signature(), organs=[str(o) for o in self.organs_], run=run)
                         D.barrier(info)
         finally:
             if progress is not None:
                 progress.close()
             if sink is not None:
                 sink.close()
-
-        self.history_ = history
-        self.student_ = trainer.student_module.to("cpu").eval()
-        self.teacher_ = trainer.teacher.to("cpu").eval()
-        self.encoder_ = self._make_encoder(self.teacher_)
+        return history
 
     def _run_seed(self, ckpt: tuple[Path, dict, dict] | None, info: D.DistInfo) -> int:
         """The run's seed: rank 0's draw on every rank; a resumed run's stored seed."""
@@ -582,36 +595,22 @@ class CodaPretrainer(BaseEstimator):
         if sink is not None:
             sink.write(record)
 
-    def _build_trainer(self, seed: int, steps: int, device: torch.device, info: D.DistInfo) -> CodaTrainer:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            student = CodaNetwork(
-                self.backbone, mean=DEFAULT_MEAN, std=DEFAULT_STD,
-                with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
-                head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
-                head_bottleneck_dim=self.head_bottleneck_dim, drop_path_rate=self.drop_path_rate,
-            )
-        info_ = getattr(student.backbone, "feature_info", None)
-        stride = int(info_[-1]["reduction"]) if info_ else 1
-        if self.local_size < stride or self.image_size < stride:
-            raise ValueError(
-                f"local_size={self.local_size} / image_size={self.image_size} must be at least the "
-                f"total stride ({stride}) of backbone {self.backbone!r}"
-            )
-        if device.type == "cuda":
-            student = student.to(device, memory_format=torch.channels_last)
-        else:
-            student = student.to(device)
-        # Every rank copies its teacher from rank 0's student (DDP would only broadcast
-        # the student, after the teacher was already copied from each rank's own init).
-        D.broadcast_module_(student, info)
-        teacher = make_teacher(student)
+    def _new_network(self) -> CodaNetwork:
+        """A freshly initialised student (backbone and the heads of the active branches)."""
+        return CodaNetwork(
+            self.backbone, mean=MEAN, std=STD,
+            with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
+            head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
+            head_bottleneck_dim=self.head_bottleneck_dim, drop_path_rate=self.drop_path_rate,
+        )
+
+    def _schedules(self, steps: int) -> Schedules:
         total = self.epochs * steps
         warmup = self.warmup_epochs
         if warmup >= self.epochs:
             logger.warning("warmup_epochs=%d >= epochs=%d: warm-up shortened to %d epoch(s)", warmup, self.epochs, self.epochs - 1)
             warmup = self.epochs - 1
-        schedules = Schedules(
+        return Schedules(
             lr=cosine_schedule(self.lr, self.min_lr, total, warmup_steps=warmup * steps),
             weight_decay=cosine_schedule(self.weight_decay, self.weight_decay_end, total),
             momentum=cosine_schedule(self.momentum_teacher, 1.0, total),
@@ -619,6 +618,17 @@ class CodaPretrainer(BaseEstimator):
                 self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_temp_epochs, self.epochs
             ),
         )
+
+    def _build_trainer(self, seed: int, steps: int, device: torch.device, info: D.DistInfo) -> CodaTrainer:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            student = self._new_network()
+        check_input_size(student.backbone, self.backbone, local_size=self.local_size, image_size=self.image_size)
+        student = DevicePolicy(device).module(student)
+        # Every rank copies its teacher from rank 0's student (DDP would only broadcast
+        # the student, after the teacher was already copied from each rank's own init).
+        D.broadcast_module_(student, info)
+        teacher = make_teacher(student)
         inter = InterOrganLoss(temperature=self.temperature, denominator=self.denominator) if self.lambda_inter > 0 else None
         intra = (
             IntraOrganLoss(out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum).to(device)
@@ -627,71 +637,15 @@ class CodaPretrainer(BaseEstimator):
         )
         return CodaTrainer(
             student=student, teacher=teacher, inter_loss=inter, intra_loss=intra,
-            lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=schedules,
+            lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=self._schedules(steps),
             steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
             device=device, dist_info=info, n_local_crops=self.n_local_crops, symmetric=self.symmetric,
         )
 
     # ------------------------------------------------------------------ checkpoints
     def _resume_signature(self) -> dict[str, Any]:
-        return {k: _jsonable(getattr(self, k)) for k in _RESUME_KEYS}
-
-    def _save_checkpoint(self, trainer: CodaTrainer, epochs_done: int, history: list, run: dict[str, Any]) -> None:
-        modules: dict[str, Any] = {"student": trainer.student_module, "teacher": trainer.teacher}
-        if trainer.intra_loss is not None:
-            modules["intra_center"] = trainer.intra_loss.center
-        meta = {
-            "format": "codafeat-checkpoint",
-            "epochs_done": epochs_done,
-            "history": history,
-            "params": self._resume_signature(),
-            "organs": [str(o) for o in self.organs_],
-            **run,
-        }
-        path = save_checkpoint(checkpoint_path(self.checkpoint_dir), modules=modules, optimizer=trainer.optimizer, meta=meta)
-        logger.info("checkpoint written: %s (epoch %d)", path, epochs_done)
-
-    def _read_checkpoint(self) -> tuple[Path, dict, dict] | None:
-        """``(path, tensors, meta)`` of the checkpoint to resume, checked against the settings."""
-        found = latest_checkpoint(self.checkpoint_dir)
-        if found is None:
-            logger.info("resume=True but no checkpoint in %s: starting from scratch", self.checkpoint_dir)
-            return None
-        path, tensors, meta = found
-        if meta["epochs_done"] > self.epochs:
-            raise ValueError(
-                f"{path}: the checkpoint has {meta['epochs_done']} epochs done, more than epochs={self.epochs}"
-            )
-        theirs, ours = meta.get("params", {}), self._resume_signature()
-        diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
-        if diff:
-            raise ValueError(
-                f"{path}: the checkpoint was written with other settings, cannot resume: "
-                + ", ".join(f"{k}={a!r} (checkpoint) vs {b!r} (now)" for k, (a, b) in diff.items())
-            )
-        return path, tensors, meta
-
-    def _restore(self, ckpt: tuple[Path, dict, dict], trainer: CodaTrainer, run: dict[str, Any]) -> tuple[int, list]:
-        """Load a checkpoint into ``trainer``; the data and seed must be the run's own."""
-        path, tensors, meta = ckpt
-        if meta.get("organs") != [str(o) for o in self.organs_]:
-            raise ValueError(f"{path}: the checkpoint's organs {meta.get('organs')} differ from the data's {list(self.organs_)}")
-        diff = {k: (meta.get(k), v) for k, v in run.items() if k in meta and meta[k] != v}
-        if diff:
-            raise ValueError(
-                f"{path}: cannot resume on other data or with another seed ("
-                + ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items())
-                + "); every schedule and the epoch order depend on them. Start a new run "
-                "(another checkpoint_dir, or resume=False)."
-            )
-        restore_module(trainer.student_module, tensors, "student", source=str(path))
-        restore_module(trainer.teacher, tensors, "teacher", source=str(path))
-        if trainer.intra_loss is not None:
-            trainer.intra_loss.center.copy_(tensors["intra_center"].to(trainer.intra_loss.center.device))
-        restore_optimizer(trainer.optimizer, tensors)
-        done = int(meta["epochs_done"])
-        logger.info("resumed from %s after epoch %d", path, done)
-        return done, list(meta.get("history", []))
+        """The settings a checkpoint records and a resumed run must repeat."""
+        return {k: resume.jsonable(getattr(self, k)) for k in RESUME_KEYS}
 
     # ------------------------------------------------------------------ results
     def _training_summary(self) -> dict[str, Any]:
@@ -711,14 +665,16 @@ class CodaPretrainer(BaseEstimator):
             "n_local_crops": int(self.n_local_crops),
         }
 
-    def _make_encoder(self, teacher: CodaNetwork) -> CodaEncoder:
-        net = teacher.backbone
-        config = make_config(
-            backbone=self.backbone, embed_dim=embed_dim(net), image_size=self.image_size,
-            mean=DEFAULT_MEAN, std=DEFAULT_STD, training=self._training_summary(),
+    def _config(self, teacher: CodaNetwork) -> dict[str, Any]:
+        return make_config(
+            backbone=self.backbone, embed_dim=embed_dim(teacher.backbone), image_size=self.image_size,
+            mean=MEAN, std=STD, training=self._training_summary(),
         )
-        weights = Weights.from_state(net.state_dict(), config, source="CodaPretrainer teacher")
-        return CodaEncoder(weights=weights, device=self.device).fit()
+
+    def _make_encoder(self, teacher: CodaNetwork, device: torch.device) -> CodaEncoder:
+        """The encoder on the teacher's backbone, on this process's device (its rank's GPU under torchrun)."""
+        weights = Weights.from_state(teacher.backbone.state_dict(), self._config(teacher), source="CodaPretrainer teacher")
+        return CodaEncoder(weights=weights, device=device).fit()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the teacher backbone as a codafeat weights file (loadable by ``CodaEncoder``)."""
@@ -729,6 +685,15 @@ class CodaPretrainer(BaseEstimator):
         """Embed ``X`` with the fitted encoder (``self.encoder_.transform(X)``)."""
         check_is_fitted(self, "encoder_")
         return self.encoder_.transform(X)
+
+    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    def _module_config(self, name: str) -> dict[str, Any]:
+        return self._config(self.teacher_)
+
+    def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
+        net = self._new_network()
+        net.load_state_dict(tensors, strict=True)
+        setattr(self, name, net.eval())  # student_ and teacher_ live on the CPU
 
 
 def _check_organs(organ_names: Any, *, stage: str) -> None:
@@ -745,22 +710,6 @@ def _check_organs(organ_names: Any, *, stage: str) -> None:
         )
 
 
-def _data_key(items: Any, cache: DecodedCache, labels: np.ndarray) -> str:
-    """SHA-256 of the readable inputs' identities (paths or contents) and their organ labels."""
-    import hashlib
-
-    h = hashlib.sha256()
-    kept = np.asarray(cache.kept, dtype=int)
-    for pos, i in enumerate(kept):
-        item = items[int(i)]
-        if isinstance(item, (str, os.PathLike)):
-            h.update(os.path.abspath(os.fspath(item)).encode("utf-8", "surrogateescape"))
-        else:
-            h.update(np.ascontiguousarray(np.asarray(item)).tobytes())
-        h.update(f"\0{int(labels[pos])}\n".encode())
-    return h.hexdigest()
-
-
 def _logging_beside(progress: Any):
     """Route logging through tqdm while a progress bar is shown, so lines do not break it."""
     if progress is None:
@@ -768,11 +717,3 @@ def _logging_beside(progress: Any):
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     return logging_redirect_tqdm(loggers=[logging.getLogger("codafeat")])
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    return v

@@ -1,14 +1,16 @@
-"""CodaSegmenter: fine-tune a U-Net whose encoder is the (Coda-pretrained) backbone."""
+"""CodaSegmenter: fine-tune a U-Net whose encoder is the (Coda-pretrained) backbone.
+
+The estimator validates its parameters, reads the image/mask pairs
+(:mod:`codafeat.data.seg_pairs`), builds the U-Net (:mod:`codafeat.nn.unet`), and hands
+training to :class:`~codafeat._train.seg_trainer.SegTrainer` and inference to the shared
+streaming loop (:func:`codafeat._infer.stream_batches`).
+"""
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import math
 import os
-import time
-import warnings
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -16,30 +18,31 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import resolve_device
-from ._train.schedules import cosine_schedule
-from .data.io import ImageReadError, as_image_list, check_on_error, decode_image, describe, report_skipped
-from .data.seg_augment import SegAugment, encode_mask, load_mask, resize_image, resize_mask
-from .encoder import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, CodaEncoder
+from ._defaults import BACKBONE, DECODER_CHANNELS, IMAGE_SIZE, MEAN, STD
+from ._device import DevicePolicy
+from ._infer import stream_batches, warn_skipped
+from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
+from ._persist import TorchStateMixin
+from ._train.seg_trainer import EarlyStopping, SegTrainer, fit_segmentation
+from .data.io import as_image_list, describe
+from .data.seg_augment import SegAugment, encode_mask, load_mask
+from .data.seg_pairs import as_mask_items, check_counts, hw, load_training_pairs, warn_label_content
+from .encoder import CodaEncoder
+from .losses.segmentation import LOSSES, dice_loss, segmentation_loss  # noqa: F401  (re-exported since 0.1)
 from .metrics import iou
-from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD
-from .nn.unet import DEFAULT_DECODER_CHANNELS, UNet, build_unet
-from .weights import Weights, load_any
+from .nn.backbone import check_input_size
+from .nn.unet import UNet, build_unet, encoder_channels
+from .weights import Weights, load_any, make_config
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("ce", "dice", "ce+dice")
-_STATE_KEY = "codafeat_segmenter"
 
-
-class CodaSegmenter(BaseEstimator):
+class CodaSegmenter(TorchStateMixin, BaseEstimator):
     """Segment radiographs with a U-Net whose encoder starts from Coda (or random) weights.
 
     The paper's transfer protocol: the encoder is the pretrained backbone as a feature
@@ -64,7 +67,8 @@ class CodaSegmenter(BaseEstimator):
         timm model name. ``None`` takes it from ``weights`` (``"convnext_base"`` without
         weights); a name that contradicts ``weights`` is an error.
     image_size : int or None, default=None
-        Training/inference side (>= 32); ``None`` takes it from ``weights`` (or 224).
+        Training/inference side (at least the backbone's total stride, 32 for ConvNeXt);
+        ``None`` takes it from ``weights`` (or 224).
     n_classes : int, default=2
         Number of classes including the background (class 0).
     epochs : int, default=50
@@ -99,7 +103,10 @@ class CodaSegmenter(BaseEstimator):
         Decoder widths at strides 16, 8, 4, 2, 1.
     device : str, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``. CUDA runs
-        in bfloat16 autocast; the CPU in float32.
+        in bfloat16 autocast; the CPU in float32 (see :mod:`codafeat._device`).
+    num_workers : int or "auto", default="auto"
+        DataLoader workers decoding images for :meth:`predict` (as
+        :class:`~codafeat.CodaEncoder`'s ``num_workers``).
     on_error : {"raise", "skip"}, default="raise"
         Unreadable image or mask files: raise, or skip them (counted, warned, listed in
         ``skipped_``; :meth:`predict` gives ``None`` for a skipped image).
@@ -148,22 +155,23 @@ class CodaSegmenter(BaseEstimator):
     _parameter_constraints: dict = {
         "weights": [None, str, os.PathLike, Weights, CodaEncoder],
         "backbone": [None, str],
-        "image_size": [None, Interval(Integral, 32, None, closed="left")],
+        "image_size": [None, IMAGE_SIDE],
         "n_classes": [Interval(Integral, 2, 256, closed="both")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "encoder_lr": [None, Interval(Real, 0, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "epochs": [Interval(Integral, 1, 1_000_000, closed="both")],
+        "batch_size": BATCH_SIZE,
+        "lr": [Interval(Real, 0, 1, closed="right")],
+        "encoder_lr": [None, Interval(Real, 0, 1, closed="both")],
+        "weight_decay": [Interval(Real, 0, 10, closed="both")],
         "freeze_encoder": ["boolean"],
         "loss": [StrOptions(set(LOSSES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, 1_000_000, closed="both")],
         "augment": ["boolean", None, dict, SegAugment],
         "decoder_channels": [tuple, list],
-        "device": [str, torch.device],
-        "on_error": [StrOptions({"raise", "skip"})],
+        "device": DEVICE,
+        "num_workers": NUM_WORKERS,
+        "on_error": ON_ERROR,
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -186,8 +194,9 @@ class CodaSegmenter(BaseEstimator):
         early_stopping: bool = False,
         n_iter_no_change: int = 10,
         augment: bool | dict | SegAugment | None = True,
-        decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+        decoder_channels: Sequence[int] = DECODER_CHANNELS,
         device: str = "auto",
+        num_workers: int | str = "auto",
         on_error: str = "raise",
         random_state: Any = None,
         verbose: int = 0,
@@ -209,6 +218,7 @@ class CodaSegmenter(BaseEstimator):
         self.augment = augment
         self.decoder_channels = decoder_channels
         self.device = device
+        self.num_workers = num_workers
         self.on_error = on_error
         self.random_state = random_state
         self.verbose = verbose
@@ -223,6 +233,7 @@ class CodaSegmenter(BaseEstimator):
         tags.non_deterministic = True  # CUDA kernels; CPU fits with a fixed random_state repeat
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, Y: Any) -> "CodaSegmenter":
         """Build the U-Net from ``weights`` and fine-tune it on images ``X`` and masks ``Y``.
 
@@ -243,28 +254,62 @@ class CodaSegmenter(BaseEstimator):
             Different numbers of images and masks, an image and mask of different sizes,
             label values outside ``[0, n_classes)``, or invalid parameters.
         """
-        self._validate_params()
         if Y is None:
             raise ValueError("CodaSegmenter.fit needs masks Y (one integer mask per image)")
         augment = SegAugment.from_param(self.augment)
         channels = tuple(int(c) for c in self.decoder_channels)
         if len(channels) != 5 or min(channels) < 1:
             raise ValueError(f"decoder_channels must be 5 positive integers, got {self.decoder_channels!r}")
-        device = resolve_device(self.device)
+        policy = DevicePolicy.for_device(self.device)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
-
         state, config, source = self._resolve_weights()
         size = int(self.image_size or config["image_size"])
-        config = dict(config, image_size=size, n_classes=int(self.n_classes), decoder_channels=list(channels))
+        model = self._build_model(config, state, source, channels, seed, size)
 
-        images, masks, names, skipped = _load_training_pairs(X, Y, size, int(self.n_classes), self.on_error)
-        self.skipped_ = skipped
-        n = len(images)
-        if n == 0:
-            raise ValueError("no training images" + (f" ({len(skipped)} unreadable, skipped)" if skipped else ""))
-        _warn_label_content(masks, names, int(self.n_classes))
+        images, masks, names, self.skipped_ = load_training_pairs(X, Y, size, int(self.n_classes), self.on_error)
+        if len(images) == 0:
+            raise ValueError("no training images" + (f" ({len(self.skipped_)} unreadable, skipped)" if self.skipped_ else ""))
+        warn_label_content(masks, names, int(self.n_classes))
+        train_idx, val_idx = self._split(len(images), rng)
 
+        model = policy.module(model)
+        bs = min(int(self.batch_size), len(train_idx))
+        trainer = SegTrainer(
+            model, n_classes=int(self.n_classes), loss=self.loss, lr=float(self.lr),
+            encoder_lr=float(self.lr) / 10 if self.encoder_lr is None else float(self.encoder_lr),
+            weight_decay=float(self.weight_decay), freeze_encoder=bool(self.freeze_encoder),
+            total_steps=math.ceil(len(train_idx) / bs) * int(self.epochs), policy=policy, augment=augment,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        progress = tqdm_epochs(self.verbose, int(self.epochs))
+        try:
+            self.history_, best_epoch = fit_segmentation(
+                trainer, (images[train_idx], masks[train_idx]),
+                (images[val_idx], masks[val_idx]) if len(val_idx) else None,
+                epochs=int(self.epochs), batch_size=bs, progress=progress,
+                early_stopping=EarlyStopping(int(self.n_iter_no_change)) if self.early_stopping else None,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+        self.model_ = model.eval()
+        self.config_ = make_config(
+            backbone=config["backbone"], embed_dim=encoder_channels(model.encoder)[-1], image_size=size,
+            mean=config["mean"], std=config["std"], in_chans=int(config.get("in_chans", 3)),
+            pooling=config.get("pooling", "avg"), training=config.get("training", {}),
+            extra={"n_classes": int(self.n_classes), "decoder_channels": list(channels)},
+        )
+        self.device_ = policy.device
+        self.image_size_ = size
+        self.classes_ = np.arange(int(self.n_classes))
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = best_epoch
+        self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
+        return self
+
+    def _split(self, n: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        """``(train, validation)`` positions: ``floor(n * validation_fraction)`` held out."""
         n_val = int(math.floor(n * float(self.validation_fraction)))
         if n_val >= n:
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training image out of {n}")
@@ -274,57 +319,26 @@ class CodaSegmenter(BaseEstimator):
                 f"of {n} image(s) holds out none; raise validation_fraction or set early_stopping=False"
             )
         order = rng.permutation(n)
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
 
+    def _build_model(
+        self, config: dict[str, Any], state: dict | None, source: str, channels: tuple[int, ...], seed: int, size: int
+    ) -> UNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_unet(
-                config["backbone"],
-                int(self.n_classes),
-                mean=config["mean"],
-                std=config["std"],
-                in_chans=int(config.get("in_chans", 3)),
-                state=state,
-                source=source,
-                decoder_channels=channels,
+                config["backbone"], int(self.n_classes), mean=config["mean"], std=config["std"],
+                in_chans=int(config.get("in_chans", 3)), state=state, source=source, decoder_channels=channels,
             )
-        model = _to_device(model, device)
-        gen = torch.Generator().manual_seed(seed)
-        result = _train(
-            model,
-            images[train_idx],
-            masks[train_idx],
-            images[val_idx] if n_val else None,
-            masks[val_idx] if n_val else None,
-            params=self,
-            augment=augment,
-            device=device,
-            generator=gen,
-        )
-        model.eval()
-        self.model_ = model
-        self.config_ = config
-        self.device_ = device
-        self.image_size_ = size
-        self.classes_ = np.arange(int(self.n_classes))
-        self.history_ = result["history"]
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = result["best_epoch"]
-        self.n_train_ = int(len(train_idx))
-        self.n_val_ = int(n_val)
-        return self
+        check_input_size(model.encoder, config["backbone"], image_size=size)
+        return model
 
     def _resolve_weights(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str]:
         spec = self.weights
         if spec is None:
-            name = self.backbone or DEFAULT_BACKBONE
             config = {
-                "backbone": name,
-                "image_size": DEFAULT_IMAGE_SIZE,
-                "in_chans": 3,
-                "mean": list(DEFAULT_MEAN),
-                "std": list(DEFAULT_STD),
-                "training": {"init": "random"},
+                "backbone": self.backbone or BACKBONE, "image_size": IMAGE_SIZE, "in_chans": 3,
+                "mean": list(MEAN), "std": list(STD), "training": {"init": "random"},
             }
             return None, config, "random initialisation"
         if isinstance(spec, CodaEncoder):
@@ -339,62 +353,34 @@ class CodaSegmenter(BaseEstimator):
         return state, dict(config), source
 
     # ------------------------------------------------------------------ inference
-    def _logits(self, X: Any):
-        """Yield ``(index, logits (n_classes, h, w) float32 at the original size)``; ``None`` for skipped."""
+    def _collect(self, X: Any, convert: Any) -> np.ndarray | list:
+        """``convert(logits (n_classes, h, w))`` of every image at its original size, in input order."""
         check_is_fitted(self, "model_")
         items = as_image_list(X)
-        check_on_error(self.on_error)
-        self.skipped_ = []
-        dev = self.device_
-        size = self.image_size_
-        use_amp = dev.type == "cuda"
-        for start in range(0, len(items), self.batch_size):
-            batch, shapes, idx = [], [], []
-            for i in range(start, min(start + self.batch_size, len(items))):
-                try:
-                    img = decode_image(items[i], index=i)
-                except ImageReadError:
-                    if self.on_error == "raise":
-                        raise
-                    self.skipped_.append(describe(items[i], i))
-                    yield i, None
-                    continue
-                shapes.append(img.shape)
-                batch.append(resize_image(img, size))
-                idx.append(i)
-            if not batch:
-                continue
-            x = torch.from_numpy(np.stack(batch)).unsqueeze(1).to(dev)
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = self.model_(x)
-            with torch.inference_mode():
-                logits = logits.float()
-                for j, (i, shape) in enumerate(zip(idx, shapes)):
-                    out = logits[j : j + 1]
-                    if tuple(shape) != tuple(out.shape[-2:]):
-                        out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
-                    yield i, out[0]
+        policy = DevicePolicy(self.device_)
+        results: list[Any] = [None] * len(items)
 
-    def _collect(self, X: Any, convert) -> np.ndarray | list:
-        results: dict[int, Any] = {}
-        for i, logits in self._logits(X):
-            results[i] = None if logits is None else convert(logits)
-        out = [results[i] for i in range(len(results))]
-        if self.skipped_:
-            report_skipped(self.skipped_, context="CodaSegmenter")
-            warnings.warn(
-                f"CodaSegmenter skipped {len(self.skipped_)} unreadable image(s) (None in the result): "
-                + ", ".join(self.skipped_[:5])
-                + (" ..." if len(self.skipped_) > 5 else ""),
-                UserWarning,
-                stacklevel=3,
-            )
-            return out
-        if out and all(o.shape == out[0].shape for o in out):
-            return np.stack(out)
-        return out
+        def apply(x: torch.Tensor, batch: Any) -> None:
+            with policy.autocast():
+                logits = self.model_(x)
+            logits = logits.float()
+            failed = {f.index for f in batch.failures}
+            for j, (i, shape) in enumerate(zip(batch.index.tolist(), batch.shapes.tolist())):
+                if i in failed:
+                    continue
+                out = logits[j : j + 1]
+                if tuple(shape) != tuple(out.shape[-2:]):
+                    out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
+                results[i] = convert(out[0])
+
+        failures = stream_batches(
+            items, self.image_size_, apply, policy=policy, batch_size=int(self.batch_size),
+            num_workers=self.num_workers, on_error=self.on_error, with_shapes=True,
+        )
+        self.skipped_ = warn_skipped(failures, context="CodaSegmenter", consequence="None in the result")
+        if self.skipped_ or not results or any(r.shape != results[0].shape for r in results):
+            return results
+        return np.stack(results)
 
     def predict(self, X: Any) -> np.ndarray | list[np.ndarray]:
         """Label masks at each image's original size.
@@ -426,8 +412,8 @@ class CodaSegmenter(BaseEstimator):
             raise ValueError("CodaSegmenter.score does not support sample_weight")
         check_is_fitted(self, "model_")
         items = as_image_list(X)
-        mask_items = _as_mask_items(Y)
-        _check_counts(items, mask_items)
+        mask_items = as_mask_items(Y)
+        check_counts(items, mask_items)
         pred = self.predict(items)
         if self.skipped_:
             raise ValueError(f"cannot score: {len(self.skipped_)} image(s) could not be read: {self.skipped_[:5]}")
@@ -437,279 +423,29 @@ class CodaSegmenter(BaseEstimator):
             true.append(encode_mask(raw, int(self.n_classes), name=describe(mask_items[i], i)))
             if true[-1].shape != pred[i].shape:
                 raise ValueError(
-                    f"image {describe(items[i], i)} is {_hw(pred[i].shape)} but its mask "
-                    f"{describe(mask_items[i], i)} is {_hw(true[-1].shape)}"
+                    f"image {describe(items[i], i)} is {hw(pred[i].shape)} but its mask "
+                    f"{describe(mask_items[i], i)} is {hw(true[-1].shape)}"
                 )
         return float(iou(true, list(pred), labels=range(1, int(self.n_classes))))
 
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        model = state.pop("model_", None)
-        if model is not None:
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-            state["_model_bytes"] = st_save(tensors, metadata={_STATE_KEY: json.dumps(self.config_, sort_keys=True)})
-            state.pop("device_", None)
-        return state
+    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    def _module_config(self, name: str) -> dict[str, Any]:
+        return self.config_
 
-    def __setstate__(self, state: dict) -> None:
-        data = state.pop("_model_bytes", None)
-        self.__dict__.update(state)
-        if data is None:
-            return
-        tensors = st_load(data)
-        config = self.__dict__.get("config_") or {}
+    def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
         model = build_unet(
-            config["backbone"],
-            int(config["n_classes"]),
-            mean=config["mean"],
-            std=config["std"],
-            in_chans=int(config.get("in_chans", 3)),
-            decoder_channels=config["decoder_channels"],
+            config["backbone"], int(config["n_classes"]), mean=config["mean"], std=config["std"],
+            in_chans=int(config.get("in_chans", 3)), decoder_channels=config["decoder_channels"],
         )
         model.load_state_dict(tensors, strict=True)
-        try:
-            device = resolve_device(self.device)
-        except ValueError:
-            logger.warning("device %r is not available after unpickling; using the CPU", self.device)
-            device = torch.device("cpu")
-        self.model_ = _to_device(model, device).eval()
+        self.model_ = DevicePolicy(device).module(model).eval()
         self.device_ = device
 
 
-# --------------------------------------------------------------------------- data
-def _hw(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}"
+def tqdm_epochs(verbose: int, epochs: int) -> Any:
+    """A progress bar over epochs when ``verbose``, else ``None``."""
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
 
-
-def _as_mask_items(Y: Any) -> Sequence[Any]:
-    if isinstance(Y, np.ndarray) and Y.ndim == 2:
-        raise ValueError(f"Y must hold one mask per image: an array (n, h, w) or a list of masks; got shape {Y.shape}")
-    if isinstance(Y, torch.Tensor):
-        Y = Y.detach().cpu().numpy()
-    return as_image_list(Y)
-
-
-def _check_counts(items: Sequence[Any], mask_items: Sequence[Any]) -> None:
-    if len(items) != len(mask_items):
-        raise ValueError(f"X has {len(items)} image(s) but Y has {len(mask_items)} mask(s); give one mask per image")
-
-
-def _load_training_pairs(
-    X: Any, Y: Any, size: int, n_classes: int, on_error: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-    """Images ``(n, 1, size, size)`` float32 and masks ``(n, size, size)`` uint8, resized together."""
-    items = as_image_list(X)
-    mask_items = _as_mask_items(Y)
-    _check_counts(items, mask_items)
-    imgs: list[np.ndarray] = []
-    msks: list[np.ndarray] = []
-    names: list[str] = []
-    skipped: list[str] = []
-    for i in range(len(items)):
-        name, mname = describe(items[i], i), describe(mask_items[i], i)
-        try:
-            img = decode_image(items[i], index=i)
-            raw = load_mask(mask_items[i], index=i)
-        except ImageReadError as exc:
-            if on_error == "raise":
-                raise
-            skipped.append(exc.path)
-            continue
-        if img.shape != raw.shape:
-            raise ValueError(
-                f"image {name} is {_hw(img.shape)} but its mask {mname} is {_hw(raw.shape)} (pair {i}); "
-                "an image and its mask must have the same size"
-            )
-        mask = encode_mask(raw, n_classes, name=mname)
-        imgs.append(resize_image(img, size))
-        msks.append(resize_mask(mask, size))
-        names.append(mname)
-    report_skipped(skipped, context="CodaSegmenter.fit")
-    if skipped:
-        warnings.warn(
-            f"CodaSegmenter.fit skipped {len(skipped)} unreadable image/mask pair(s): " + ", ".join(skipped[:5]),
-            UserWarning,
-            stacklevel=3,
-        )
-    if not imgs:
-        return torch.empty(0, 1, size, size), torch.empty(0, size, size, dtype=torch.uint8), names, skipped
-    images = torch.from_numpy(np.stack(imgs)).unsqueeze(1)
-    masks = torch.from_numpy(np.stack(msks))
-    return images, masks, names, skipped
-
-
-def _warn_label_content(masks: torch.Tensor, names: list[str], n_classes: int) -> None:
-    fg = (masks > 0).flatten(1).any(dim=1).numpy()
-    empty = [names[i] for i in np.flatnonzero(~fg)]
-    if empty:
-        what = "all" if len(empty) == len(names) else f"{len(empty)} of {len(names)}"
-        warnings.warn(
-            f"{what} training masks are all background (no pixel of class >= 1) at the training size, "
-            f"e.g. {empty[:3]}; check the masks (binary masks must be 0/1, or 0/255 with n_classes=2)",
-            UserWarning,
-            stacklevel=3,
-        )
-    present = set(torch.unique(masks).tolist())
-    absent = [c for c in range(1, n_classes) if c not in present]
-    if absent and len(empty) < len(names):
-        warnings.warn(
-            f"class(es) {absent} never appear in the training masks (n_classes={n_classes})",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-# --------------------------------------------------------------------------- training
-def _to_device(model: UNet, device: torch.device) -> UNet:
-    if device.type == "cuda":
-        return model.to(device, memory_format=torch.channels_last)
-    return model.to(device)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss over the foreground classes, pooled over the batch.
-
-    ``1 - mean_c (2 sum(p_c y_c) + eps) / (sum p_c + sum y_c + eps)`` for ``c >= 1``, with
-    ``p`` the softmax of ``logits`` ``(B, C, H, W)`` and ``y`` the one-hot ``target``
-    ``(B, H, W)``. Pooling over the batch keeps it defined for images without foreground.
-    """
-    probs = torch.softmax(logits.float(), dim=1)[:, 1:]
-    onehot = F.one_hot(target.long(), logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    return 1 - ((2 * inter + eps) / (denom + eps)).mean()
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """``"ce"``, ``"dice"`` (:func:`dice_loss`) or ``"ce+dice"`` (their sum)."""
-    if kind not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
-    total = logits.new_zeros((), dtype=torch.float32)
-    if "ce" in kind.split("+"):
-        total = total + F.cross_entropy(logits.float(), target.long())
-    if "dice" in kind.split("+"):
-        total = total + dice_loss(logits, target)
-    return total
-
-
-def _evaluate(model: UNet, images: torch.Tensor, masks: torch.Tensor, *, kind: str, n_classes: int, batch_size: int, device: torch.device) -> tuple[float, float]:
-    model.eval()
-    use_amp = device.type == "cuda"
-    losses, preds = [], []
-    with torch.inference_mode():
-        for s in range(0, len(images), batch_size):
-            x = images[s : s + batch_size].to(device)
-            y = masks[s : s + batch_size].to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-            losses.append(float(segmentation_loss(logits, y, kind)) * len(x))
-            preds.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
-    pred = np.concatenate(preds)
-    score = iou(masks.numpy(), pred, labels=range(1, n_classes))
-    return sum(losses) / len(images), float(score)
-
-
-def _train(
-    model: UNet,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    val_images: torch.Tensor | None,
-    val_masks: torch.Tensor | None,
-    *,
-    params: CodaSegmenter,
-    augment: SegAugment | None,
-    device: torch.device,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    n = len(images)
-    bs = min(int(params.batch_size), n)
-    steps_per_epoch = math.ceil(n / bs)
-    total = steps_per_epoch * int(params.epochs)
-    enc_lr = float(params.lr) / 10 if params.encoder_lr is None else float(params.encoder_lr)
-    warmup = total // 20
-    lr_sched = cosine_schedule(1.0, 0.01, total, warmup_steps=warmup, warmup_start=1.0 / (warmup + 1))
-
-    if params.freeze_encoder:
-        model.encoder.requires_grad_(False)
-    groups = [{"params": [p for p in model.decoder.parameters()], "lr": float(params.lr), "base_lr": float(params.lr)}]
-    if not params.freeze_encoder:
-        groups.append({"params": [p for p in model.encoder.parameters()], "lr": enc_lr, "base_lr": enc_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=float(params.weight_decay))
-    trainable = [p for g in groups for p in g["params"]]
-    use_amp = device.type == "cuda"
-    n_classes = int(params.n_classes)
-    history: list[dict[str, Any]] = []
-    best = (-math.inf, None, None)  # (val iou, epoch, state)
-    stale = 0
-    step = 0
-    epochs = range(1, int(params.epochs) + 1)
-    bar = None
-    if params.verbose:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(epochs, desc="fine-tuning", unit="epoch")
-        epochs = bar
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        model.train()
-        if params.freeze_encoder:
-            model.encoder.eval()
-        perm = torch.randperm(n, generator=generator)
-        loss_sum = 0.0
-        for s in range(0, n, bs):
-            idx = perm[s : s + bs]
-            x = images[idx].to(device, non_blocking=True)
-            y = masks[idx].to(device, non_blocking=True)
-            if augment is not None:
-                x, y = augment(x, y, generator=generator)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * float(lr_sched[step])
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-            loss = segmentation_loss(logits, y, params.loss)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss at epoch {epoch}, step {step}; lower lr / encoder_lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, max_norm=1.0)
-            opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            step += 1
-        rec: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": loss_sum / n,
-            "val_loss": float("nan"),
-            "val_iou": float("nan"),
-            "lr": opt.param_groups[0]["lr"],
-            "encoder_lr": 0.0 if params.freeze_encoder else opt.param_groups[1]["lr"],
-        }
-        if val_images is not None:
-            rec["val_loss"], rec["val_iou"] = _evaluate(
-                model, val_images, val_masks, kind=params.loss, n_classes=n_classes, batch_size=bs, device=device
-            )
-        rec["time_s"] = time.perf_counter() - t0
-        history.append(rec)
-        logger.debug("epoch %d: %s", epoch, rec)
-        if bar is not None:
-            postfix = {"loss": f"{rec['train_loss']:.4f}"}
-            if not math.isnan(rec["val_iou"]):
-                postfix["val_iou"] = f"{rec['val_iou']:.3f}"
-            bar.set_postfix(postfix)
-        if params.early_stopping:
-            if rec["val_iou"] > best[0] + 1e-4:
-                best = (rec["val_iou"], epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-                stale = 0
-            else:
-                stale += 1
-                if stale >= int(params.n_iter_no_change):
-                    logger.info("early stopping at epoch %d (best epoch %d)", epoch, best[1])
-                    break
-    if params.early_stopping and best[2] is not None:
-        model.load_state_dict(best[2])
-    return {"history": history, "best_epoch": best[1] if params.early_stopping else None}
+    return tqdm(total=epochs, desc="fine-tuning", unit="epoch")

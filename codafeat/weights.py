@@ -62,6 +62,7 @@ def make_config(
     in_chans: int = 3,
     pooling: str = "avg",
     training: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The config dictionary stored in a weights file's metadata.
 
@@ -81,13 +82,28 @@ def make_config(
         Global pooling of the last feature map.
     training : mapping or None
         A JSON-serialisable summary of how the weights were obtained.
+    extra : mapping or None
+        Further JSON-serialisable top-level entries of a model built on the backbone
+        (e.g. the segmenter's ``n_classes``); they may not replace the keys above.
 
     Returns
     -------
     dict
         The config, including ``format_version`` and ``codafeat_version``.
+
+    Raises
+    ------
+    ValueError
+        If ``extra`` names one of the standard keys.
+
+    Examples
+    --------
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32,
+    ...                   mean=[0.5] * 3, std=[0.5] * 3, extra={"n_classes": 2})
+    >>> cfg["backbone"], cfg["in_chans"], cfg["n_classes"]
+    ('test_convnext', 3, 2)
     """
-    return {
+    config = {
         "format_version": FORMAT_VERSION,
         "backbone": str(backbone),
         "embed_dim": int(embed_dim),
@@ -99,6 +115,11 @@ def make_config(
         "codafeat_version": __version__,
         "training": dict(training or {}),
     }
+    clash = sorted(set(extra or {}) & set(config))
+    if clash:
+        raise ValueError(f"extra config entries may not replace standard keys: {clash}")
+    config.update(extra or {})
+    return config
 
 
 #: Largest config values a weights file may declare (far above any real model; a file
@@ -260,8 +281,19 @@ def _header_length(prefix: bytes, available: int, source: str) -> int:
     return n
 
 
+def strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose key starts with ``prefix``, with it removed.
+
+    Examples
+    --------
+    >>> strip_prefix({"backbone.a": 1, "head.b": 2}, "backbone.")
+    {'a': 1}
+    """
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def _backbone_state(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    state = {k[len(BACKBONE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BACKBONE_PREFIX)}
+    state = strip_prefix(tensors, BACKBONE_PREFIX)
     if not state:
         raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -273,6 +305,32 @@ def _backbone_state(tensors: dict[str, torch.Tensor], source: str) -> dict[str, 
     return state
 
 
+def module_state_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Parse safetensors bytes into ``(all tensors, config)``, keys as stored; never unpickles.
+
+    Raises
+    ------
+    WeightsError
+        If ``data`` is not a safetensors file or has no valid codafeat config. The message
+        starts with ``source``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> tensors, config = module_state_from_bytes(weights_to_bytes({"w": torch.ones(2)}, cfg, prefix="unet."))
+    >>> list(tensors), config["backbone"]
+    (['unet.w'], 'test_convnext')
+    """
+    n = _header_length(data, len(data), source)
+    config = _parse_header(data[8 : 8 + n], source)
+    try:
+        tensors = st_load(bytes(data))
+    except (SafetensorError, ValueError) as exc:
+        raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
+    return tensors, config
+
+
 def weights_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Parse safetensors bytes into ``(backbone_state, config)``; never unpickles.
 
@@ -281,13 +339,16 @@ def weights_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[st
     WeightsError
         If ``data`` is not a safetensors file, has no valid codafeat config, or has no
         backbone tensors. The message starts with ``source``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> state, config = weights_from_bytes(weights_to_bytes({"stem.weight": torch.ones(2)}, cfg))
+    >>> list(state), config["image_size"]
+    (['stem.weight'], 32)
     """
-    n = _header_length(data, len(data), source)
-    config = _parse_header(data[8 : 8 + n], source)
-    try:
-        tensors = st_load(bytes(data))
-    except (SafetensorError, ValueError) as exc:
-        raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
+    tensors, config = module_state_from_bytes(data, source=source)
     return _backbone_state(tensors, source), config
 
 

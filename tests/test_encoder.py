@@ -20,7 +20,7 @@ from sklearn.utils import estimator_checks as ec
 from sklearn.utils import get_tags
 
 import codafeat.data.loader as loader_mod
-import codafeat.encoder as encoder_mod
+import codafeat._infer as infer_mod
 from codafeat import CodaEncoder, ImageReadError, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
 
@@ -363,14 +363,14 @@ def test_auto_workers_probe_then_switch(fitted, tmp_path, monkeypatch):
     paths = write_pngs(tmp_path / "auto", 7)
     calls = []
     monkeypatch.setattr(loader_mod, "available_cpus", lambda: 4)
-    real_make_loader = encoder_mod.make_loader
+    real_make_loader = infer_mod.make_loader
 
     def spy(*args, **kwargs):
         calls.append((kwargs["num_workers"], kwargs.get("start", 0), kwargs.get("stop")))
         return real_make_loader(*args, **kwargs)
 
-    monkeypatch.setattr(encoder_mod, "make_loader", spy)
-    monkeypatch.setattr(encoder_mod, "workers_after_probe", lambda d, m: 2)
+    monkeypatch.setattr(infer_mod, "make_loader", spy)
+    monkeypatch.setattr(infer_mod, "workers_after_probe", lambda d, m: 2)
     enc = clone(fitted).set_params(num_workers="auto", batch_size=3, device="cpu").fit()
     out = enc.transform(paths)
     assert calls == [(0, 0, 3), (2, 3, None)]

@@ -85,7 +85,7 @@ def test_missing_or_misshapen_tensor_is_an_error_naming_the_source():
     state = _random_backbone_state()
     bad = dict(state)
     del bad["stages.1.downsample.1.weight"]
-    with pytest.raises(ValueError, match=r"my\.safetensors.*not found.*stages_1\.downsample\.1\.weight"):
+    with pytest.raises(ValueError, match=r"my\.safetensors.*missing.*stages_1\.downsample\.1\.weight"):
         load_encoder_state(create_encoder("test_convnext"), bad, source="my.safetensors")
     bad = dict(state)
     bad["stem.0.weight"] = torch.zeros(3, 3, 4, 4)

@@ -36,6 +36,7 @@ from ..losses.inter_organ import InterOrganLoss
 from ..losses.intra_organ import IntraOrganLoss
 from ..nn.coda_model import CodaNetwork
 from ..nn.ema import ema_update
+from .._device import DevicePolicy
 from . import dist as D
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class CodaTrainer:
         self.device = device
         self.dist = dist_info
         self.n_local_crops = n_local_crops
-        self.use_amp = device.type == "cuda"
+        self.policy = DevicePolicy(device)
         self.student: nn.Module = student
         #: Extra fields shown on the progress bar (the last monitor figures).
         self.progress_extra: dict[str, str] = {}
@@ -160,12 +161,6 @@ class CodaTrainer:
         self._last_layer = set(id(p) for p in student.last_layer_parameters())
 
     # ------------------------------------------------------------------ one step
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
     def _inter_term(self, s_org: torch.Tensor, t_org: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Inter-organ loss of student anchors against the global batch's teacher embeddings."""
         t_all = D.all_gather_cat(t_org.float().detach(), self.dist)
@@ -179,32 +174,30 @@ class CodaTrainer:
             return mean_inter * 0.0, True
         return mean_inter * (n_local * self.dist.world_size / n_global), False
 
-    def step(self, batch: dict[str, torch.Tensor], epoch: int, it: int) -> StepResult:
-        """One optimisation step on a batch; ``it`` is the global step index."""
-        for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = float(self.schedules.lr[it])
-            group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
-        g1 = self._to_device(batch["g1"])
-        g2 = self._to_device(batch["g2"])
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        crops = self._to_device(batch["locals"]) if self.lambda_intra > 0 else None
-        amp = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
-        b = g1.shape[0]
-
+    def forward(self, g1: torch.Tensor, g2: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """``(t_org, t_ins, s_org, s_ins)`` of a placed batch (steps 1-2 of the module doc)."""
+        policy = self.policy
         if self.symmetric:
             # DINO's form: both global views through both networks.
             both = torch.cat([g1, g2])
-            with torch.no_grad(), amp:
+            with torch.no_grad(), policy.autocast():
                 t_org, t_ins = self.teacher(both)
-            with amp:
+            with policy.autocast():
                 s_org, s_ins = self.student(both, crops, ins_on_global=True)
         else:
             # Coda's form as printed: teacher(g2) against student(g1) and the crops.
-            with torch.no_grad(), amp:
+            with torch.no_grad(), policy.autocast():
                 t_org, t_ins = self.teacher(g2)
-            with amp:
+            with policy.autocast():
                 s_org, s_ins = self.student(g1, crops)
+        return t_org, t_ins, s_org, s_ins
 
+    def losses(
+        self, outputs: tuple[torch.Tensor, ...], labels: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """``(loss_inter, loss_intra, inter_skipped)`` from :meth:`forward`'s outputs (steps 3-4)."""
+        t_org, t_ins, s_org, s_ins = outputs
+        b = labels.shape[0]
         zero = torch.zeros((), device=self.device)
         loss_inter, loss_intra, inter_skipped = zero, zero, False
         if self.lambda_inter > 0:
@@ -223,14 +216,10 @@ class CodaTrainer:
                 )
             else:
                 loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
-        loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
+        return loss_inter, loss_intra, inter_skipped
 
-        if not torch.isfinite(loss.detach()).item():
-            raise FloatingPointError(
-                f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
-                f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
-                "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
-            )
+    def update(self, loss: torch.Tensor, t_ins: torch.Tensor | None, epoch: int, it: int) -> None:
+        """Backward, clipping, AdamW step, EMA teacher and centre (steps 6-8)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad > 0:
@@ -244,6 +233,23 @@ class CodaTrainer:
         if self.lambda_intra > 0:
             self.intra_loss.update_center(t_ins.float().detach())
 
+    def step(self, batch: dict[str, torch.Tensor], epoch: int, it: int) -> StepResult:
+        """One optimisation step on a batch; ``it`` is the global step index."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.schedules.lr[it])
+            group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
+        crops = self.policy.batch(batch["locals"]) if self.lambda_intra > 0 else None
+        outputs = self.forward(self.policy.batch(batch["g1"]), self.policy.batch(batch["g2"]), crops)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        loss_inter, loss_intra, inter_skipped = self.losses(outputs, labels, epoch)
+        loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
+        if not torch.isfinite(loss.detach()).item():
+            raise FloatingPointError(
+                f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
+                f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
+                "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
+            )
+        self.update(loss, outputs[1], epoch, it)
         # Losses reported as global-batch means.
         vals = torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach()]).float()
         vals = D.all_reduce_sum(vals, self.dist) / self.dist.world_size

@@ -276,6 +276,22 @@ def _resize_u8(img: np.ndarray | Image.Image, size: int | None) -> np.ndarray:
     return np.asarray(pil, dtype=np.uint8)
 
 
+def resize_decoded(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a decoded image (:func:`decode_image`'s output) exactly as ``decode_image(..., size=size)`` does.
+
+    ``uint8`` stays ``uint8`` (Pillow ``L`` mode); float stays float in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> resize_decoded(np.zeros((10, 20), np.uint8), 8).shape
+    (8, 8)
+    """
+    if img.dtype == np.uint8:
+        return _resize_u8(img, _check_size(size))
+    return _resize_float(img, _check_size(size))
+
+
 # --------------------------------------------------------------------------- PIL images
 def _decode_pil(pil: Image.Image, name: str, size: int | None) -> np.ndarray:
     mode = pil.mode

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .io import ImageReadError, as_unit_float, decode_image
+from .io import ImageReadError, as_unit_float, decode_image, resize_decoded
 
 
 class Failure(NamedTuple):
@@ -32,15 +32,19 @@ class Failure(NamedTuple):
 
 class Batch(NamedTuple):
     """A collated batch: images ``(B, 1, S, S)`` (``uint8`` or ``float32``), their input
-    positions ``(B,)``, and the failures among them (their rows of ``images`` are zeros)."""
+    positions ``(B,)``, the failures among them (their rows of ``images`` are zeros), and,
+    when asked for, the images' original ``(h, w)`` as a ``(B, 2)`` tensor (``(0, 0)``
+    for failures)."""
 
     images: torch.Tensor
     index: torch.Tensor
     failures: list[Failure]
+    shapes: torch.Tensor | None = None
 
 
 class ImageDataset(Dataset):
-    """Images resized to ``size`` x ``size``; item ``i`` is ``(image, i, failure)``.
+    """Images resized to ``size`` x ``size``; item ``i`` is ``(image, i, failure)``, or
+    ``(image, i, failure, (h, w))`` with ``with_shapes=True``.
 
     ``image`` is a ``(size, size)`` array (``uint8`` for 8-bit sources, else ``float32``
     in ``[0, 1]``). An unreadable image never raises here: it yields zeros and a
@@ -49,22 +53,28 @@ class ImageDataset(Dataset):
     worker processes.
     """
 
-    def __init__(self, items: Sequence[Any], size: int) -> None:
+    def __init__(self, items: Sequence[Any], size: int, *, with_shapes: bool = False) -> None:
         self.items = items
         self.size = int(size)
+        self.with_shapes = bool(with_shapes)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int, Failure | None]:
+    def __getitem__(self, i: int) -> tuple:
         try:
-            return decode_image(self.items[i], size=self.size, index=i), i, None
+            if not self.with_shapes:
+                return decode_image(self.items[i], size=self.size, index=i), i, None
+            full = decode_image(self.items[i], index=i)
+            return resize_decoded(full, self.size), i, None, full.shape
         except ImageReadError as exc:
-            return np.zeros((self.size, self.size), dtype=np.uint8), i, Failure(i, exc.path, exc.reason)
+            blank = np.zeros((self.size, self.size), dtype=np.uint8)
+            failure = Failure(i, exc.path, exc.reason)
+            return (blank, i, failure, (0, 0)) if self.with_shapes else (blank, i, failure)
 
 
-def collate_images(batch: Sequence[tuple[np.ndarray, int, Failure | None]]) -> Batch:
-    """Stack ``(image, index, failure)`` items into a :class:`Batch`."""
+def collate_images(batch: Sequence[tuple]) -> Batch:
+    """Stack ``(image, index, failure[, shape])`` items into a :class:`Batch`."""
     arrays = [item[0] for item in batch]
     if all(a.dtype == np.uint8 for a in arrays):
         images = torch.from_numpy(np.stack(arrays))
@@ -74,7 +84,8 @@ def collate_images(batch: Sequence[tuple[np.ndarray, int, Failure | None]]) -> B
         )
     index = torch.tensor([item[1] for item in batch], dtype=torch.long)
     failures = [item[2] for item in batch if item[2] is not None]
-    return Batch(images.unsqueeze(1), index, failures)
+    shapes = torch.tensor([item[3] for item in batch], dtype=torch.long) if len(batch[0]) > 3 else None
+    return Batch(images.unsqueeze(1), index, failures, shapes)
 
 
 def raise_failure(failure: Failure) -> None:
@@ -99,14 +110,23 @@ def make_loader(
     prefetch_factor: int = 2,
     start: int = 0,
     stop: int | None = None,
+    with_shapes: bool = False,
 ) -> DataLoader:
     """A sequential DataLoader of :class:`Batch` over :class:`ImageDataset` (``items[start:stop]``).
 
     Workers decode ahead while the caller runs the model; with ``num_workers=0`` decoding
     happens in the calling process between batches. Batch indices are positions in
-    ``items``.
+    ``items``; ``with_shapes`` adds the original image sizes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batch = next(iter(make_loader(np.zeros((3, 20, 30), np.uint8), 16, batch_size=2, num_workers=0,
+    ...                                with_shapes=True)))
+    >>> tuple(batch.images.shape), batch.index.tolist(), batch.shapes.tolist()
+    ((2, 1, 16, 16), [0, 1], [[20, 30], [20, 30]])
     """
-    dataset: Dataset = ImageDataset(items, size)
+    dataset: Dataset = ImageDataset(items, size, with_shapes=with_shapes)
     stop = len(items) if stop is None else min(stop, len(items))
     if start or stop < len(items):
         dataset = Subset(dataset, range(start, stop))

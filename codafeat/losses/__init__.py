@@ -1,10 +1,12 @@
-"""Coda's two training objectives, one per file.
+"""Training objectives, one per file.
 
 - :class:`InterOrganLoss`: supervised contrast over organ labels (paper Eq. 1).
 - :class:`IntraOrganLoss`: DINO self-distillation from global view to local crops (paper Eq. 2).
+- :func:`segmentation_loss`, :func:`dice_loss`: the segmenter's pixel losses.
 """
 
 from .inter_organ import InterOrganLoss
 from .intra_organ import IntraOrganLoss
+from .segmentation import LOSSES, dice_loss, segmentation_loss
 
-__all__ = ["InterOrganLoss", "IntraOrganLoss"]
+__all__ = ["LOSSES", "InterOrganLoss", "IntraOrganLoss", "dice_loss", "segmentation_loss"]

@@ -7,15 +7,36 @@ safetensors files, installed weights packages, or training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import timm
 import torch
 from torch import nn
+
+from .preprocess import GrayToInput
 
 #: Mean/std used when no weights say otherwise: timm's ImageNet defaults, so that an
 #: ImageNet-initialised backbone sees the statistics it was trained with.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
 POOLINGS = ("avg", "max", "avgmax")
+
+
+def check_model_name(name: Any) -> str:
+    """``name`` if timm knows it, else a ValueError with examples.
+
+    Examples
+    --------
+    >>> check_model_name("test_convnext")
+    'test_convnext'
+    """
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ValueError(
+            f"backbone {name!r} is not a timm model name (see timm.list_models(), e.g. "
+            "'convnext_base', 'convnext_atto', 'test_convnext')"
+        )
+    return name
 
 
 def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_path_rate: float = 0.0) -> nn.Module:
@@ -27,16 +48,52 @@ def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_
     ------
     ValueError
         If ``name`` is not a timm model or ``pooling`` is not supported.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = create_backbone("test_convnext")
+    >>> net(torch.zeros(1, 3, 32, 32)).shape == (1, embed_dim(net))
+    True
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    if not isinstance(name, str) or not timm.is_model(name):
-        raise ValueError(
-            f"backbone {name!r} is not a timm model name (see timm.list_models(), e.g. "
-            "'convnext_base', 'convnext_atto', 'test_convnext')"
-        )
+    check_model_name(name)
     kwargs = {"drop_path_rate": float(drop_path_rate)} if drop_path_rate else {}
     return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans, **kwargs)
+
+
+def create_feature_backbone(name: str, strides: Sequence[int], *, in_chans: int = 3) -> nn.Module:
+    """timm ``features_only`` model of ``name`` returning the maps of the given strides.
+
+    Randomly initialised (hub weights are never fetched). Where a backbone has several
+    levels of one stride, the deepest is taken.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a timm model, cannot give feature maps, or lacks a stride.
+
+    Examples
+    --------
+    >>> enc = create_feature_backbone("test_convnext", (4, 8, 16, 32))
+    >>> enc.feature_info.reduction()
+    [4, 8, 16, 32]
+    """
+    check_model_name(name)
+    try:
+        enc = timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
+    except (RuntimeError, TypeError, AssertionError) as exc:
+        raise ValueError(f"backbone {name!r} cannot be used as a multi-scale encoder (features_only): {exc}") from exc
+    reductions = [int(i["reduction"]) for i in enc.feature_info.info]
+    if [reductions[i] for i in enc.feature_info.out_indices] == list(strides):
+        return enc
+    wanted = []
+    for s in strides:
+        if s not in reductions:
+            raise ValueError(f"backbone {name!r} has feature strides {reductions}; needed: {list(strides)}")
+        wanted.append(len(reductions) - 1 - reductions[::-1].index(s))  # deepest level of that stride
+    return timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans, out_indices=tuple(wanted))
 
 
 def embed_dim(model: nn.Module) -> int:
@@ -44,24 +101,74 @@ def embed_dim(model: nn.Module) -> int:
     return int(getattr(model, "num_features"))
 
 
+def total_stride(model: nn.Module) -> int:
+    """The downsampling of a timm model's last feature map (32 for ConvNeXt), 1 if unknown.
+
+    The smallest input side the model accepts.
+
+    Examples
+    --------
+    >>> total_stride(create_backbone("test_convnext"))
+    32
+    """
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return 1
+    last = info[-1] if isinstance(info, list) else info.info[-1]
+    return int(last["reduction"])
+
+
+def check_input_size(model: nn.Module, name: str, **sizes: int) -> None:
+    """Refuse input sides smaller than the backbone's total stride, naming the parameter.
+
+    The one lower bound on ``image_size`` / ``local_size`` of every estimator.
+
+    Examples
+    --------
+    >>> check_input_size(create_backbone("test_convnext"), "test_convnext", image_size=16)
+    Traceback (most recent call last):
+    ...
+    ValueError: image_size=16 must be at least the total stride (32) of backbone 'test_convnext'
+    """
+    stride = total_stride(model)
+    for param, size in sizes.items():
+        if int(size) < stride:
+            raise ValueError(f"{param}={size} must be at least the total stride ({stride}) of backbone {name!r}")
+
+
+def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, unexpected: bool = True) -> list[str]:
+    """What keeps ``state`` from loading into a module whose ``state_dict`` is ``own``.
+
+    Empty when it fits. Missing keys, unexpected keys (when ``unexpected``) and shape
+    mismatches, each with examples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> state_mismatch({"a": torch.zeros(2)}, {"a": torch.zeros(3), "b": torch.zeros(1)})
+    ['1 unexpected tensor(s) (e.g. [\'b\'])', '1 tensor(s) of the wrong shape (e.g. a: weights (3,), model (2,))']
+    """
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own)) if unexpected else []
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensor(s) (e.g. {missing[:3]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected tensor(s) (e.g. {extra[:3]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} tensor(s) of the wrong shape (e.g. {k}: weights {tuple(state[k].shape)}, "
+            f"model {tuple(own[k].shape)})"
+        )
+    return parts
+
+
 def load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Load ``state`` into ``model`` strictly, with an error that names ``source``."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing tensor(s) (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[:3]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} tensor(s) of the wrong shape (e.g. {k}: file {tuple(state[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
+    parts = state_mismatch(model.state_dict(), state)
+    if parts:
         raise ValueError(f"{source}: tensors do not match the backbone of its config: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 
@@ -74,8 +181,6 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, backbone: nn.Module, mean, std, in_chans: int = 3) -> None:
         super().__init__()
-        from .preprocess import GrayToInput
-
         self.pre = GrayToInput(mean, std, in_chans)
         self.backbone = backbone
 

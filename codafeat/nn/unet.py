@@ -25,11 +25,11 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import create_feature_backbone, state_mismatch
 from .preprocess import GrayToInput
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ UNUSED_PREFIXES = ("head.",)
 def create_encoder(name: str, *, in_chans: int = 3) -> nn.Module:
     """timm ``features_only`` model of ``name`` returning the stride 4/8/16/32 maps.
 
-    Randomly initialised (hub weights are never fetched).
+    Randomly initialised (hub weights are never fetched); see
+    :func:`~codafeat.nn.backbone.create_feature_backbone`.
 
     Raises
     ------
@@ -54,26 +55,7 @@ def create_encoder(name: str, *, in_chans: int = 3) -> nn.Module:
         If ``name`` is not a timm model, cannot give feature maps, or lacks one of the
         strides 4, 8, 16, 32.
     """
-    if not isinstance(name, str) or not timm.is_model(name):
-        raise ValueError(
-            f"backbone {name!r} is not a timm model name (see timm.list_models(), e.g. "
-            "'convnext_base', 'convnext_atto', 'test_convnext')"
-        )
-    try:
-        enc = timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
-    except (RuntimeError, TypeError, AssertionError) as exc:
-        raise ValueError(f"backbone {name!r} cannot be used as a multi-scale encoder (features_only): {exc}") from exc
-    reductions = [int(i["reduction"]) for i in enc.feature_info.info]
-    if [reductions[i] for i in enc.feature_info.out_indices] == list(ENCODER_STRIDES):
-        return enc
-    wanted = []
-    for s in ENCODER_STRIDES:
-        if s not in reductions:
-            raise ValueError(
-                f"backbone {name!r} has feature strides {reductions}; the U-Net needs {list(ENCODER_STRIDES)}"
-            )
-        wanted.append(len(reductions) - 1 - reductions[::-1].index(s))  # deepest level of that stride
-    return timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans, out_indices=tuple(wanted))
+    return create_feature_backbone(name, ENCODER_STRIDES, in_chans=in_chans)
 
 
 def encoder_channels(encoder: nn.Module) -> list[int]:
@@ -139,18 +121,8 @@ def load_encoder_state(
     """
     own = encoder.state_dict()
     mapping = map_encoder_keys(list(own), list(state))
-    missing = sorted(set(own) - set(mapping))
-    wrong = sorted(k for k, b in mapping.items() if tuple(own[k].shape) != tuple(state[b].shape))
-    if missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} encoder tensor(s) not found in the weights (e.g. {missing[:3]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} tensor(s) of the wrong shape (e.g. {k}: weights {tuple(state[mapping[k]].shape)}, "
-                f"encoder {tuple(own[k].shape)})"
-            )
+    parts = state_mismatch(own, {k: state[b] for k, b in mapping.items()}, unexpected=False)
+    if parts:
         raise ValueError(f"{source}: the weights do not fit the encoder: " + "; ".join(parts))
     encoder.load_state_dict({k: state[b] for k, b in mapping.items()}, strict=True)
     unused = sorted(set(state) - set(mapping.values()))

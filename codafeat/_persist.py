@@ -1,0 +1,73 @@
+"""Pickling of estimators that hold torch modules: one path for all of them.
+
+skorch's idea: what depends on the device is turned into plain bytes in one place. The
+modules named in ``_torch_modules`` are written as codafeat safetensors bytes (their
+``state_dict`` and a config, see :func:`codafeat.weights.weights_to_bytes`) instead of
+torch's own pickles, and rebuilt on unpickling, on the estimator's ``device`` when it
+exists there and on the CPU (with a warning) when it does not. So a fitted estimator
+pickled on a GPU machine loads on a CPU-only one, ``joblib`` and ``cross_val_score`` with
+``n_jobs`` can copy it, and no tensor ever travels as a pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._device import resolve_device
+from .weights import module_state_from_bytes, weights_to_bytes
+
+logger = logging.getLogger(__name__)
+
+def _bytes_key(name: str) -> str:
+    """``model_`` travels as ``_model_bytes``."""
+    return f"_{name.rstrip('_')}_bytes"
+
+
+def device_after_unpickling(device: Any) -> torch.device:
+    """``device`` resolved, or the CPU (with a warning) when it does not exist on this machine."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        logger.warning("device %r is not available after unpickling; using the CPU", device)
+        return torch.device("cpu")
+
+
+class TorchStateMixin:
+    """``__getstate__`` / ``__setstate__`` for estimators holding torch modules.
+
+    A subclass names its module attributes in ``_torch_modules`` and implements
+    :meth:`_module_config` (the config stored with a module) and :meth:`_restore_module`
+    (rebuild the module from its tensors and config and install it).
+    """
+
+    _torch_modules: tuple[str, ...] = ("model_",)
+
+    def _module_config(self, name: str) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _restore_module(self, name: str, tensors: dict[str, torch.Tensor], config: dict[str, Any], device: torch.device) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # BaseEstimator's: a copy of __dict__ + sklearn version
+        for name in self._torch_modules:
+            module = state.pop(name, None)
+            if isinstance(module, nn.Module):
+                state[_bytes_key(name)] = weights_to_bytes(module.state_dict(), self._module_config(name), prefix="")
+        if any(_bytes_key(name) in state for name in self._torch_modules):
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blobs = {name: state.pop(_bytes_key(name)) for name in self._torch_modules if _bytes_key(name) in state}
+        super().__setstate__(state)
+        if not blobs:
+            return
+        device = device_after_unpickling(self.__dict__.get("device", "auto"))
+        for name, data in blobs.items():
+            tensors, config = module_state_from_bytes(data, source=f"pickled {type(self).__name__}.{name}")
+            self._restore_module(name, tensors, config, device)
