@@ -20,54 +20,54 @@ Weights, save_weights, load_weights, read_config, list_weights, build_weights_wh
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import Any
 
-from ._version import __version__
-from .analysis import organ_separation, plot_embedding, variant_separation
-from .data.io import ImageReadError
-from .datasets import make_radiograph_phantoms
-from .encoder import CodaEncoder
-from .metrics import dice, iou
-from .pretrain import CodaPretrainer
-from .probes import FewShotSplit, few_shot_report, format_table, knn_probe, linear_probe
-from .recipes import RECIPES, get_recipe
-from .segment import CodaSegmenter
-from .weights import (
-    Weights,
-    WeightsError,
-    build_weights_wheel,
-    list_weights,
-    load_weights,
-    read_config,
-    save_weights,
-)
+from ._version import __version__  # noqa: F401  (in __all__)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = [
-    "RECIPES",
-    "get_recipe",
-    "CodaEncoder",
-    "CodaPretrainer",
-    "CodaSegmenter",
-    "FewShotSplit",
-    "ImageReadError",
-    "Weights",
-    "WeightsError",
-    "__version__",
-    "build_weights_wheel",
-    "dice",
-    "few_shot_report",
-    "format_table",
-    "iou",
-    "knn_probe",
-    "linear_probe",
-    "list_weights",
-    "load_weights",
-    "make_radiograph_phantoms",
-    "organ_separation",
-    "plot_embedding",
-    "read_config",
-    "save_weights",
-    "variant_separation",
-]
+#: Public name -> the module that defines it. Imported on first use (PEP 562), so that
+#: ``import codafeat`` and ``codafeat --help`` do not pay for torch, timm and sklearn.
+_EXPORTS = {
+    "organ_separation": "analysis",
+    "plot_embedding": "analysis",
+    "variant_separation": "analysis",
+    "ImageReadError": "data.io",
+    "make_radiograph_phantoms": "datasets",
+    "CodaEncoder": "encoder",
+    "dice": "metrics",
+    "iou": "metrics",
+    "CodaPretrainer": "pretrain",
+    "FewShotSplit": "probes",
+    "few_shot_report": "probes",
+    "format_table": "probes",
+    "knn_probe": "probes",
+    "linear_probe": "probes",
+    "RECIPES": "recipes",
+    "get_recipe": "recipes",
+    "CodaSegmenter": "segment",
+    "Weights": "weights",
+    "WeightsError": "weights",
+    "list_weights": "weights",
+    "load_weights": "weights",
+    "read_config": "weights",
+    "save_weights": "weights",
+    "build_weights_wheel": "_weights_wheel",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

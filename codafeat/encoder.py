@@ -10,22 +10,24 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from numbers import Integral
 
+from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, STD
 from ._device import DevicePolicy, resolve_device
+from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._infer import progress_bar, stream_batches, warn_skipped
 from ._persist import TorchStateMixin
 from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
-from .nn.backbone import DEFAULT_MEAN, DEFAULT_STD, POOLINGS, FeatureExtractor, create_backbone, embed_dim, load_backbone_state
+from .nn.backbone import POOLINGS, FeatureExtractor, check_input_size, create_backbone, embed_dim, load_backbone_state
 from .weights import Weights, load_any, make_config, strip_prefix
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "convnext_base"
-DEFAULT_IMAGE_SIZE = 224
+#: Kept for code written against 0.1; the values live in codafeat._defaults.
+DEFAULT_BACKBONE = BACKBONE
+DEFAULT_IMAGE_SIZE = IMAGE_SIZE
 
 
 class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -102,13 +104,13 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     _parameter_constraints: dict = {
         "weights": [None, str, os.PathLike, Weights],
         "backbone": [None, str],
-        "image_size": [None, Interval(Integral, 8, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "image_size": [None, IMAGE_SIDE],
+        "batch_size": BATCH_SIZE,
+        "device": DEVICE,
+        "num_workers": NUM_WORKERS,
         "pooling": [None, StrOptions(set(POOLINGS))],
         "normalize": ["boolean"],
-        "on_error": [StrOptions({"raise", "skip"})],
+        "on_error": ON_ERROR,
         "cache": [None, str, os.PathLike, EmbeddingCache, HasMethods(["cache", "clear"])],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -164,7 +166,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         self._validate_params()
         device = resolve_device(self.device)
         if self.weights is None:
-            name = self.backbone or DEFAULT_BACKBONE
+            name = self.backbone or BACKBONE
             pooling = self.pooling or "avg"
             seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
             with torch.random.fork_rng(devices=[]):
@@ -173,9 +175,9 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             config = make_config(
                 backbone=name,
                 embed_dim=embed_dim(net),
-                image_size=self.image_size or DEFAULT_IMAGE_SIZE,
-                mean=DEFAULT_MEAN,
-                std=DEFAULT_STD,
+                image_size=self.image_size or IMAGE_SIZE,
+                mean=MEAN,
+                std=STD,
                 pooling=pooling,
                 training={"init": "random", "seed": seed},
             )
@@ -199,6 +201,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             config = dict(config, pooling=pooling)
             if self.image_size is not None:
                 config["image_size"] = int(self.image_size)
+        check_input_size(net, config["backbone"], image_size=config["image_size"])
         self._install(net, config, device)
         return self
 

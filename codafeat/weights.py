@@ -634,13 +634,3 @@ def load_any(spec: "str | os.PathLike | Weights") -> tuple[dict[str, torch.Tenso
         return spec.state_dict(), spec.config, spec.source
     state, config = load_weights(spec)
     return state, config, os.fspath(spec)
-
-
-def __getattr__(name: str) -> Any:
-    # ``build_weights_wheel`` lives in ``_weights_wheel`` (which imports this module);
-    # importing it lazily keeps the two free of an import cycle.
-    if name == "build_weights_wheel":
-        from ._weights_wheel import build_weights_wheel
-
-        return build_weights_wheel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

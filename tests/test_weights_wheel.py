@@ -25,7 +25,8 @@ from safetensors.torch import save as st_save
 
 import codafeat.weights as W
 from codafeat import CodaEncoder
-from codafeat.weights import WeightsError, build_weights_wheel, list_weights, read_config, registered_path
+from codafeat import build_weights_wheel
+from codafeat.weights import WeightsError, list_weights, read_config, registered_path
 
 NAME = "Tiny-Test.v1"
 MODULE = "codafeat_weights_tiny_test_v1"
@@ -307,12 +308,14 @@ def test_existing_wheel_is_replaced_atomically(built, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
 
 
-def test_re_export_from_weights_module():
+def test_exported_from_the_package_without_an_import_cycle():
+    import codafeat
     from codafeat import _weights_wheel
 
-    assert W.build_weights_wheel is _weights_wheel.build_weights_wheel
+    assert codafeat.build_weights_wheel is _weights_wheel.build_weights_wheel
+    assert not hasattr(W, "build_weights_wheel"), "weights.py must not reach back into _weights_wheel"
     with pytest.raises(AttributeError):
-        W.no_such_attribute  # noqa: B018
+        codafeat.no_such_attribute  # noqa: B018
 
 
 # --------------------------------------------------------------------------- CLI

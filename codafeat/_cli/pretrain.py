@@ -8,7 +8,6 @@ pretrain DIR ...``) each process runs this command; rank 0 writes the file.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 
 NAME = "pretrain"
@@ -25,17 +24,15 @@ def _option(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..pretrain import CodaPretrainer
+    from .._defaults import PRETRAIN
 
     parser.add_argument("data", help="folder with one subfolder per organ, or a CSV manifest (path, organ)")
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
     parser.add_argument("--history", default=None, help="also write the per-epoch history as JSON")
     parser.add_argument("--verbose", type=int, default=1, help="progress bar (1) or quiet (0)")
-    sig = inspect.signature(CodaPretrainer.__init__)
-    for name, p in sig.parameters.items():
-        if name == "self" or name in _SKIP:
+    for name, default in PRETRAIN.items():  # the defaults table: no torch import for --help
+        if name in _SKIP:
             continue
-        default = p.default
         opt = _option(name)
         if isinstance(default, bool):
             parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=default, help=f"default: {default}")

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[list[str], np.ndarray]:
-    from ..datasets import read_manifest, scan_organ_folder
+    from ..data.manifest import read_manifest, scan_organ_folder
 
     if args.labels_csv is not None:
         return read_manifest(args.labels_csv, path_column=args.path_column, label_column=args.label_column)

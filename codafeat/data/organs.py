@@ -48,7 +48,7 @@ def collect_organ_images(
     is then a folder or a list of paths); a file whose tag cannot be read raises, or
     with ``on_error="skip"`` is left out and listed in ``skipped`` (empty otherwise).
     """
-    from ..datasets import read_manifest, scan_organ_folder
+    from .manifest import read_manifest, scan_organ_folder
 
     if organ_from == "dicom":
         if isinstance(X, (str, os.PathLike)) and Path(X).is_dir():

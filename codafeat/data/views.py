@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._defaults import GLOBAL_SCALE, IMAGE_SIZE, LOCAL_SCALE, LOCAL_SIZE, N_LOCAL_CROPS, ROTATION
+
 __all__ = ["MultiCropViews", "ViewParams", "adjust_intensity", "gaussian_blur", "sample_crop_boxes"]
 
 #: DINO's blur sigmas are in pixels of a 224-px view; other ``image_size`` values scale them.
@@ -353,12 +355,12 @@ class MultiCropViews:
 
     def __init__(
         self,
-        image_size: int = 224,
-        local_size: int = 96,
-        n_local_crops: int = 12,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.4, 0.7),
-        rotation: float = 10.0,
+        image_size: int = IMAGE_SIZE,
+        local_size: int = LOCAL_SIZE,
+        n_local_crops: int = N_LOCAL_CROPS,
+        global_scale: tuple[float, float] = GLOBAL_SCALE,
+        local_scale: tuple[float, float] = LOCAL_SCALE,
+        rotation: float = ROTATION,
         brightness: float = 0.4,
         contrast: float = 0.4,
         gamma: tuple[float, float] = (0.8, 1.2),

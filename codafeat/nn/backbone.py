@@ -14,12 +14,13 @@ import timm
 import torch
 from torch import nn
 
+from .._defaults import MEAN, STD
 from .preprocess import GrayToInput
 
 #: Mean/std used when no weights say otherwise: timm's ImageNet defaults, so that an
-#: ImageNet-initialised backbone sees the statistics it was trained with.
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
+#: ImageNet-initialised backbone sees the statistics it was trained with (codafeat._defaults).
+DEFAULT_MEAN = MEAN
+DEFAULT_STD = STD
 POOLINGS = ("avg", "max", "avgmax")
 
 

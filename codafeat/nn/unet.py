@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._defaults import DECODER_CHANNELS
 from .backbone import create_feature_backbone, state_mismatch
 from .preprocess import GrayToInput
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 #: Feature strides taken from the encoder, finest first.
 ENCODER_STRIDES = (4, 8, 16, 32)
 #: Default decoder widths: strides 16, 8, 4, 2, 1.
-DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+DEFAULT_DECODER_CHANNELS = DECODER_CHANNELS
 #: Prefixes of classification-backbone tensors a feature pyramid does not use.
 UNUSED_PREFIXES = ("head.",)
 

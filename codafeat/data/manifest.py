@@ -1,0 +1,146 @@
+"""Training sets as files: an organ-per-sub-folder tree, or a CSV manifest.
+
+:func:`scan_organ_folder` reads ``folder/<organ>/.../<image>`` to ``(paths, organ
+labels)``; :func:`read_manifest` reads a CSV of ``path,organ`` (or other columns) to the
+same. :func:`codafeat.data.organs.collect_organ_images` chooses between them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .io import IMAGE_SUFFIXES, find_images
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_manifest", "scan_organ_folder"]
+
+
+def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Images of an organ-per-sub-folder tree and their organ labels.
+
+    The organ of an image is the name of the first-level sub-folder that holds it; images
+    are found recursively below it (:func:`codafeat.data.io.find_images`, hidden entries
+    skipped, files without an image suffix ignored and counted in the log).
+
+    Parameters
+    ----------
+    folder : str or path
+        ``folder/<organ>/.../<image>``.
+
+    Returns
+    -------
+    paths : list of str
+        Sorted image paths.
+    labels : ndarray of str
+        The organ of each image.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` is not a directory.
+    ValueError
+        If there are images directly in ``folder`` (no organ), or no images at all.
+    """
+    root = Path(folder)
+    paths = find_images(root)  # raises FileNotFoundError for a missing folder
+    loose = [p for p in paths if Path(p).parent == root]
+    if loose:
+        raise ValueError(
+            f"{len(loose)} image(s) lie directly in {str(root)!r} (e.g. {Path(loose[0]).name!r}); the organ "
+            "label is the first-level sub-folder: move them into <folder>/<organ>/"
+        )
+    if not paths:
+        raise ValueError(
+            f"no images found under {str(root)!r} (expected <folder>/<organ>/<image> with suffixes "
+            f"{sorted(IMAGE_SUFFIXES)})"
+        )
+    labels = np.array([Path(p).relative_to(root).parts[0] for p in paths])
+    counts = Counter(labels.tolist())
+    empty = sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in counts
+    )
+    if empty:
+        logger.warning("%s: sub-folder(s) without images, ignored: %s", root, empty)
+    logger.info("%s: %d image(s) of %d organ(s): %s", root, len(paths), len(counts), dict(sorted(counts.items())))
+    return paths, labels
+
+
+def read_manifest(
+    csv_path: str | os.PathLike,
+    *,
+    path_column: str = "path",
+    label_column: str = "organ",
+    check_files: bool = True,
+) -> tuple[list[str], np.ndarray]:
+    """Image paths and labels from a CSV file (e.g. ``path,organ``).
+
+    Parameters
+    ----------
+    csv_path : str or path
+        The CSV file, with a header row.
+    path_column : str, default="path"
+        Column of image paths; relative paths are relative to the CSV's folder.
+    label_column : str, default="organ"
+        Column of labels (e.g. ``"kl_grade"``).
+    check_files : bool, default=True
+        Check that every image file exists.
+
+    Returns
+    -------
+    paths : list of str
+        Image paths, in file order.
+    labels : ndarray of str
+        Labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the CSV or (with ``check_files``) listed images are missing.
+    ValueError
+        If the CSV is empty, lacks a column, or has rows with an empty path or label.
+    """
+    src = Path(csv_path)
+    if not src.is_file():
+        raise FileNotFoundError(f"manifest {str(src)!r} does not exist or is not a file")
+    with open(src, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        if not header:
+            raise ValueError(f"manifest {str(src)!r} is empty (expected a header row with {path_column!r}, {label_column!r})")
+        header = [h.strip() for h in header]
+        reader.fieldnames = header
+        missing = [c for c in (path_column, label_column) if c not in header]
+        if missing:
+            raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+        paths: list[str] = []
+        labels: list[str] = []
+        bad: list[int] = []
+        for line, row in enumerate(reader, start=2):
+            p = (row.get(path_column) or "").strip()
+            lab = (row.get(label_column) or "").strip()
+            if not p or not lab:
+                bad.append(line)
+                continue
+            paths.append(str(Path(p) if Path(p).is_absolute() else src.parent / p))
+            labels.append(lab)
+    if bad:
+        raise ValueError(
+            f"manifest {str(src)!r}: {len(bad)} row(s) with an empty {path_column!r} or {label_column!r} "
+            f"(lines {bad[:10]})"
+        )
+    if not paths:
+        raise ValueError(f"manifest {str(src)!r} has a header but no rows")
+    if check_files:
+        absent = [p for p in paths if not os.path.isfile(p)]
+        if absent:
+            raise FileNotFoundError(
+                f"manifest {str(src)!r}: {len(absent)} listed image(s) do not exist, e.g. {absent[:5]}"
+            )
+    return paths, np.array(labels)
