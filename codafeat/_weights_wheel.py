@@ -250,6 +250,16 @@ def build_weights_wheel(
         If ``file`` does not exist.
     WeightsError
         If ``file`` is not a codafeat weights file.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from codafeat.weights import make_config, save_weights
+    >>> tmp = tempfile.mkdtemp()
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> w = save_weights(tmp + "/w.safetensors", {"stem.weight": torch.ones(2)}, cfg)
+    >>> build_weights_wheel(w, name="demo", version="1.0", out_dir=tmp).name
+    'codafeat_weights_demo-1.0-py3-none-any.whl'
     """
     check_name(name)
     check_version(version)

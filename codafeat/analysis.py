@@ -173,6 +173,17 @@ def variant_separation(
         ``per_group``: ``{group: organ_separation(...)}`` for each group with at least two
         variants; ``mean``: the mean of each metric over those groups; ``skipped``: groups
         with a single variant or fewer than three images (listed, not silently dropped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> E = rng.normal(size=(40, 4))
+    >>> organs, views = np.repeat(["chest", "hand"], 20), np.tile(np.repeat(["pa", "lat"], 10), 2)
+    >>> E[views == "lat"] += 3
+    >>> out = variant_separation(E, organs, views)
+    >>> sorted(out["per_group"]), out["mean"]["knn_accuracy"] > 0.7, out["skipped"]
+    (['chest', 'hand'], True, [])
     """
     E, g = _check(embeddings, groups)
     v = np.asarray(variants)
@@ -271,6 +282,14 @@ def plot_embedding(
     ------
     ImportError
         If matplotlib is missing (``pip install "codafeat[plot]"``).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> E = np.random.default_rng(0).normal(size=(20, 4))
+    >>> path = plot_embedding(E, np.repeat(["a", "b"], 10), "pca", tempfile.mkdtemp() + "/emb.png")
+    >>> path.suffix
+    '.png'
     """
     Figure, FigureCanvasAgg = _require_matplotlib()
     E, y = _check(embeddings, labels)

@@ -212,9 +212,18 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     Examples
     --------
-    >>> from codafeat import CodaPretrainer
-    >>> pre = CodaPretrainer(backbone="test_convnext", epochs=1, batch_size=4)  # doctest: +SKIP
-    >>> encoder = pre.fit("radiographs/").encoder_                              # doctest: +SKIP
+    A one-epoch run of a tiny backbone on phantom radiographs of two organs (seconds on a
+    CPU; a real run uses a folder, ``fit("radiographs/")``, with one subfolder per organ):
+
+    >>> from codafeat import CodaPretrainer, make_radiograph_phantoms
+    >>> X, organs = make_radiograph_phantoms(8, organs=("chest", "hand"), image_size=48,
+    ...                                      random_state=0, return_variants=False)
+    >>> pre = CodaPretrainer(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2,
+    ...                      epochs=1, batch_size=8, head_out_dim=64, head_hidden_dim=32,
+    ...                      head_bottleneck_dim=16, monitor_every=0, random_state=0)
+    >>> encoder = pre.fit(X, organs).encoder_
+    >>> encoder.transform(X[:3]).shape
+    (3, 64)
     """
 
     # Bounds are generous (far beyond any sensible run) but finite: an absurd value

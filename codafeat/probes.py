@@ -466,6 +466,17 @@ def format_table(report: FewShotReport, *, percent: bool | None = None, digits: 
     str
         The table; the header cell names the scoring, each column header the setting and
         the (mean) number of training images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> E, y = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
+    >>> E[y == 1] += 2
+    >>> print(format_table(knn_probe(E, y, fractions=[0.5], n_repeats=2)))
+    | Method (roc_auc %) | 50% (n=20) |
+    |---|:-:|
+    | kNN (k=5) | 93.50 ± 1.00 |
     """
     if percent is None:
         vals = np.concatenate([v for cols in report.scores.values() for v in cols.values()] or [np.zeros(0)])
@@ -650,6 +661,16 @@ def knn_probe(
     """Few-shot cosine kNN probe on precomputed embeddings (see :func:`few_shot_report`).
 
     The row is named ``"kNN (k=<n_neighbors>)"`` unless ``name`` is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> E, y = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
+    >>> E[y == 1] += 2
+    >>> report = knn_probe(E, y, fractions=[0.5], n_repeats=2)
+    >>> report.scoring, report.mean()
+    ('roc_auc', {'kNN (k=5)': {'50%': 0.935}})
     """
     E = _check_embeddings(embeddings)
     return few_shot_report(
@@ -686,6 +707,16 @@ def linear_probe(
     """Few-shot linear probe (standardised logistic regression) on precomputed embeddings.
 
     The row is named ``"linear"`` unless ``name`` is given (see :func:`few_shot_report`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> E, y = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
+    >>> E[y == 1] += 2
+    >>> report = linear_probe(E, y, fractions=[0.5], n_repeats=3)
+    >>> report.mean()["linear"]["50%"] > 0.9
+    True
     """
     E = _check_embeddings(embeddings)
     return few_shot_report(

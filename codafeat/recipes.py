@@ -58,6 +58,11 @@ def get_recipe(name: str, **overrides: Any) -> dict[str, Any]:
     ------
     ValueError
         If ``name`` is not one of :data:`RECIPES`.
+
+    Examples
+    --------
+    >>> get_recipe("small", epochs=3)["epochs"]
+    3
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")

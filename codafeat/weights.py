@@ -49,7 +49,16 @@ MAX_HEADER_BYTES = 100_000_000
 
 
 class WeightsError(ValueError):
-    """A weights file or name is invalid: not safetensors, no config, or mismatched tensors."""
+    """A weights file or name is invalid: not safetensors, no config, or mismatched tensors.
+
+    Examples
+    --------
+    >>> try:
+    ...     weights_from_bytes(b"not safetensors", source="w.bin")
+    ... except WeightsError as exc:
+    ...     print(str(exc)[:40])
+    w.bin: not a safetensors file (header le
+    """
 
 
 def make_config(
@@ -380,6 +389,16 @@ def load_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     ------
     WeightsError
         If the file is missing, unreadable, not safetensors, or not a codafeat file.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/w.safetensors"
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> _ = save_weights(path, {"stem.weight": torch.ones(2)}, cfg)
+    >>> state, config = load_weights(path)
+    >>> list(state), config["backbone"]
+    (['stem.weight'], 'test_convnext')
     """
     path = resolve_weights(spec)
     config = _read_config_file(path)
@@ -408,6 +427,15 @@ def read_config(spec: str | os.PathLike) -> dict[str, Any]:
     ------
     WeightsError
         If the file is missing or is not a codafeat weights file.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/w.safetensors"
+    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> _ = save_weights(path, {"stem.weight": torch.ones(2)}, cfg)
+    >>> read_config(path)["image_size"]  # the header only: no tensor is read
+    32
     """
     return _read_config_file(resolve_weights(spec))
 
@@ -434,6 +462,11 @@ def list_weights() -> list[str]:
     -------
     list of str
         The names accepted by ``CodaEncoder(weights=NAME)``.
+
+    Examples
+    --------
+    >>> isinstance(list_weights(), list)  # names of installed weights wheels, often empty
+    True
     """
     return sorted({ep.name for ep in _entry_points()})
 

@@ -49,3 +49,6 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+# A script run by the resume tests as a child process, not a test module.
+collect_ignore = ["_pretrain_worker.py"]

@@ -71,7 +71,17 @@ _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
 class ImageReadError(ValueError):
-    """An image could not be read; ``path`` names the file (or the input's index)."""
+    """An image could not be read; ``path`` names the file (or the input's index).
+
+    Examples
+    --------
+    >>> from codafeat.data.io import read_image
+    >>> try:
+    ...     read_image("no_such_file.png")
+    ... except ImageReadError as exc:
+    ...     print(exc.path, "|", exc.reason)
+    no_such_file.png | no such file
+    """
 
     def __init__(self, path: Any, reason: str) -> None:
         self.path = str(path)

@@ -146,8 +146,10 @@ def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Te
     Examples
     --------
     >>> import torch
-    >>> state_mismatch({"a": torch.zeros(2)}, {"a": torch.zeros(3), "b": torch.zeros(1)})
-    ['1 unexpected tensor(s) (e.g. [\'b\'])', '1 tensor(s) of the wrong shape (e.g. a: weights (3,), model (2,))']
+    >>> for part in state_mismatch({"a": torch.zeros(2)}, {"a": torch.zeros(3), "b": torch.zeros(1)}):
+    ...     print(part)
+    1 unexpected tensor(s) (e.g. ['b'])
+    1 tensor(s) of the wrong shape (e.g. a: weights (3,), model (2,))
     """
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own)) if unexpected else []

@@ -1,0 +1,140 @@
+"""The package's structure as tests: layers and imports (docs/architecture.md), examples
+in every public docstring, and a command line that starts without torch."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import codafeat
+
+PACKAGE = Path(codafeat.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """``module -> codafeat modules it imports`` (module-level and in functions)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                if mod.startswith("codafeat"):
+                    deps.add(mod)
+                    deps.update(f"{mod}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("codafeat"))
+        known = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+        graph[name] = {d for d in deps if d in known and d != name}
+    return graph
+
+
+GRAPH = _imports()
+
+#: Layers, lowest first. A module may import its own layer and the layers below it.
+LAYERS = [
+    ("base", ["codafeat._version", "codafeat._defaults", "codafeat._fileio"]),
+    ("building blocks", ["codafeat.nn", "codafeat.losses", "codafeat.data", "codafeat.metrics", "codafeat.analysis",
+                         "codafeat._device"]),
+    ("formats and shared machinery", ["codafeat.weights", "codafeat.embed_cache", "codafeat._params", "codafeat._persist",
+                                      "codafeat._infer", "codafeat._train", "codafeat._weights_wheel"]),
+    ("estimators and tools", ["codafeat.encoder", "codafeat.segment", "codafeat.pretrain", "codafeat.probes",
+                              "codafeat.datasets", "codafeat.recipes"]),
+    ("applications", ["codafeat.demo", "codafeat._cli", "codafeat.cli", "codafeat.__main__", "codafeat"]),
+]
+
+
+def _layer(module: str) -> int:
+    best = None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if module == p or module.startswith(p + "."):
+                if best is None or len(p) > best[1]:
+                    best = (i, len(p))
+    assert best is not None, f"{module} is in no layer of LAYERS (docs/architecture.md): add it"
+    return best[0]
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_only_go_down_the_layers(module):
+    mine = _layer(module)
+    up = sorted(d for d in GRAPH[module] if _layer(d) > mine)
+    assert not up, f"{module} (layer {LAYERS[mine][0]!r}) imports higher layers: {up}"
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in GRAPH.get(m, ()):
+            if d.startswith(m + "."):
+                continue  # a package importing its own submodules (re-exports)
+            if state.get(d) == 1 and not m.startswith(d + "."):
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d):] + [m, d]) if d in stack else f"{m} -> {d}")
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m, [])
+
+
+def test_building_blocks_know_nothing_of_the_estimators():
+    low = [m for m in GRAPH if m.startswith(("codafeat.nn", "codafeat.losses", "codafeat.data"))]
+    for m in low:
+        bad = sorted(d for d in GRAPH[m] if d.startswith(("codafeat.encoder", "codafeat.pretrain", "codafeat.segment",
+                                                          "codafeat.weights", "codafeat.datasets")))
+        assert not bad, f"{m} imports {bad}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in codafeat.__all__ if not n.startswith("__")))
+def test_every_public_name_has_a_running_example(name):
+    obj = getattr(codafeat, name)
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        pytest.skip(f"{name} is data; its module's docstring has the example")
+    doc = inspect.getdoc(obj) or ""
+    assert "Examples\n--------" in doc and ">>>" in doc, f"{name} has no numpydoc Examples section"
+    assert "+SKIP" not in doc, f"{name}'s example is skipped: make it run"
+
+
+def test_command_line_help_does_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from codafeat.cli import main\n"
+        "for argv in ([], ['pretrain', '--help'], ['embed', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv or ['--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(m for m in ('torch', 'timm', 'sklearn') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_import_codafeat_is_lazy():
+    code = "import sys, codafeat; print('torch' in sys.modules); codafeat.CodaEncoder; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
