@@ -1,5 +1,10 @@
 """CodaPretrainer: Coda teacher-student pretraining as a scikit-learn estimator.
 
+(Why one module of more than 500 lines: scikit-learn's conventions want every one of
+the 46 parameters documented in the class docstring, listed in ``_parameter_constraints``
+and stored by an explicit keyword-only ``__init__``. That is about 300 lines of
+declaration. The training machinery itself lives in :mod:`codafeat._train`.)
+
 ``fit`` validates the input, builds the decoded-image cache, the student/teacher
 networks and losses, runs the training loop (:mod:`codafeat._train.loop`), and emits a
 :class:`~codafeat.CodaEncoder` built on the EMA teacher.

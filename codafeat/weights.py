@@ -14,6 +14,11 @@ register an entry point in the group ``codafeat.weights`` whose object is a call
 returning the path of the file (see :func:`list_weights`, and
 :func:`build_weights_wheel` / ``codafeat package-weights`` to build such a
 distribution; docs/publishing-weights.md walks through publishing).
+
+Why one module of more than 500 lines: it is the whole contract of a weights file
+(config, validation, writing, reading from bytes, files and installed names). The reader
+and the registry share the error type and the header checks, and splitting them would
+make each half import the other.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ LAYERS = [
     ("formats and shared machinery", ["codafeat.weights", "codafeat.embed_cache", "codafeat._params", "codafeat._persist",
                                       "codafeat._infer", "codafeat._train", "codafeat._weights_wheel"]),
     ("estimators and tools", ["codafeat.encoder", "codafeat.segment", "codafeat.pretrain", "codafeat.probes",
+                              "codafeat.fewshot_split", "codafeat.fewshot_report",
                               "codafeat.datasets", "codafeat.recipes"]),
     ("applications", ["codafeat.demo", "codafeat._cli", "codafeat.cli", "codafeat.__main__", "codafeat"]),
 ]

@@ -1,5 +1,10 @@
 """Reading radiographs: files, arrays and PIL images to one-channel float images in [0, 1].
 
+(Why one module of more than 500 lines: it is the single place where pixels enter
+codafeat. Every decoder, whether Pillow, DICOM or in-memory arrays, shares the error type,
+the pixel limit (a module-level setting) and the scaling rules below. Splitting them
+would scatter one contract and make the limit a setting to keep in sync.)
+
 Every image that enters codafeat goes through :func:`load_image`, which returns a
 ``float32`` array of shape ``(h, w)`` scaled to ``[0, 1]``, optionally resized to a
 square ``size`` x ``size`` (bilinear with antialiasing; the aspect ratio is not kept, so
