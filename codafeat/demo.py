@@ -136,10 +136,8 @@ def run_demo(
     verbose : int, default=1
         Progress bars.
     """
-    from .analysis import organ_separation, plot_embedding, variant_separation
     from .encoder import CodaEncoder
     from .pretrain import CodaPretrainer
-    from .probes import linear_probe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +170,25 @@ def run_demo(
     timings["embedding"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    separation, variants, few, pngs = _analyse(emb, eval_y, eval_v, out, shots=shots, n_repeats=n_repeats,
+                                               random_state=random_state)
+    timings["analysis"] = time.perf_counter() - t
+
+    result = DemoResult(out, separation, variants, few, pre.history_, timings, weights)
+    result.report = _write_report(result, source, params, pngs, pre)
+    return result
+
+
+#: Row names of the demo's tables.
+_NAMES = {"coda": "Coda (ours, demo scale)", "random": "random init"}
+
+
+def _analyse(emb: dict[str, np.ndarray], eval_y: np.ndarray, eval_v: Any, out: Path, *, shots: tuple[int, ...],
+             n_repeats: int, random_state: int) -> tuple[dict, dict | None, Any, dict[str, Path]]:
+    """Zero-shot separation, variant separation, few-shot probes and pictures of each encoder's embeddings."""
+    from .analysis import organ_separation, plot_embedding, variant_separation
+    from .probes import linear_probe
+
     k = int(min(5, len(eval_y) - 1))
     separation = {name: organ_separation(E, eval_y, n_neighbors=k, random_state=random_state) for name, E in emb.items()}
     variants = None
@@ -179,25 +196,20 @@ def run_demo(
         variants = {
             name: variant_separation(E, eval_y, eval_v, n_neighbors=k, random_state=random_state)["mean"] for name, E in emb.items()
         }
-    names = {"coda": "Coda (ours, demo scale)", "random": "random init"}
     few = None
     for name, E in emb.items():
-        r = linear_probe(E, eval_y, None, shots=list(shots), n_repeats=n_repeats, random_state=random_state, name=names[name])
+        r = linear_probe(E, eval_y, None, shots=list(shots), n_repeats=n_repeats, random_state=random_state, name=_NAMES[name])
         few = r if few is None else few + r
     pngs = {}
     for name, E in emb.items():
         try:
             pngs[name] = plot_embedding(
                 E, eval_y, "tsne", out / f"embedding_{name}.png", variants=eval_v,
-                title=f"{names[name]}: t-SNE of held-out images", random_state=random_state,
+                title=f"{_NAMES[name]}: t-SNE of held-out images", random_state=random_state,
             )
         except ImportError as exc:  # matplotlib is an extra
             logger.warning("no pictures: %s", exc)
-    timings["analysis"] = time.perf_counter() - t
-
-    result = DemoResult(out, separation, variants, few, pre.history_, timings, weights)
-    result.report = _write_report(result, source, params, pngs, pre)
-    return result
+    return separation, variants, few, pngs
 
 
 def _fmt(x: float) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -156,6 +156,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         tags.non_deterministic = False
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> "CodaEncoder":
         """Build the model (load ``weights`` or initialise randomly); ``X``, ``y`` are ignored.
 
@@ -163,7 +164,6 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         -------
         self : CodaEncoder
         """
-        self._validate_params()
         device = resolve_device(self.device)
         if self.weights is None:
             name = self.backbone or BACKBONE

@@ -133,6 +133,7 @@ def format_table(report: FewShotReport, *, percent: bool | None = None, digits: 
     Examples
     --------
     >>> import numpy as np
+    >>> from codafeat.probes import knn_probe
     >>> rng = np.random.default_rng(0)
     >>> E, y = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
     >>> E[y == 1] += 2

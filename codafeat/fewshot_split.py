@@ -138,23 +138,7 @@ class FewShotSplit(GroupsConsumerMixin, BaseCrossValidator):
         classes, y_idx = np.unique(y, return_inverse=True)
 
         test_fixed = self._fixed_test(n)
-        if test_fixed is None:
-            candidates = np.arange(n)
-        else:
-            outside = np.ones(n, dtype=bool)
-            outside[test_fixed] = False
-            if groups_arr is not None:
-                outside &= ~np.isin(groups_arr, groups_arr[test_fixed])
-            candidates = np.flatnonzero(outside)
-            if candidates.size == 0:
-                raise ValueError("test_index leaves no image (or no group) to train on")
-            missing = sorted(set(classes.tolist()) - set(y[candidates].tolist()))
-            if missing:
-                raise ValueError(
-                    f"class(es) {missing[:5]} have no image outside test_index"
-                    + (" (and its groups)" if groups_arr is not None else "")
-                    + ": nothing to train on for them"
-                )
+        candidates = self._candidates(n, y, classes, test_fixed, groups_arr)
         class_names = classes.tolist()
         cand_classes = np.unique(y_idx[candidates])
         per_class = [candidates[y_idx[candidates] == c] for c in cand_classes]
@@ -187,6 +171,28 @@ class FewShotSplit(GroupsConsumerMixin, BaseCrossValidator):
             yield train, test
 
     # ------------------------------------------------------------------ helpers
+    def _candidates(
+        self, n: int, y: np.ndarray, classes: np.ndarray, test_fixed: np.ndarray | None, groups: np.ndarray | None
+    ) -> np.ndarray:
+        """The indices a training set may be drawn from: all, or those outside ``test_index`` (and its groups)."""
+        if test_fixed is None:
+            return np.arange(n)
+        outside = np.ones(n, dtype=bool)
+        outside[test_fixed] = False
+        if groups is not None:
+            outside &= ~np.isin(groups, groups[test_fixed])
+        candidates = np.flatnonzero(outside)
+        if candidates.size == 0:
+            raise ValueError("test_index leaves no image (or no group) to train on")
+        missing = sorted(set(classes.tolist()) - set(y[candidates].tolist()))
+        if missing:
+            raise ValueError(
+                f"class(es) {missing[:5]} have no image outside test_index"
+                + (" (and its groups)" if groups is not None else "")
+                + ": nothing to train on for them"
+            )
+        return candidates
+
     def _fixed_test(self, n: int) -> np.ndarray | None:
         if self.test_index is None:
             return None

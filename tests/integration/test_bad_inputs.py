@@ -30,7 +30,7 @@ from codafeat.datasets import scan_organ_folder
 from codafeat.pretrain import CodaPretrainer
 from test_pretrain import TINY, _interrupt_at, make_organ_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENC = dict(backbone="test_convnext", image_size=32, batch_size=4, random_state=0)
 
 

@@ -17,13 +17,13 @@ from safetensors.torch import load_file
 
 from test_pretrain import TINY, make_organ_folder
 
-WORKER = str(Path(__file__).with_name("_pretrain_worker.py"))
+WORKER = str(Path(__file__).resolve().parents[1] / "_pretrain_worker.py")
 PARAMS = dict(TINY, epochs=4, device="cpu")
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     env.update(extra)
     return env
 

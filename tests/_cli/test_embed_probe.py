@@ -18,7 +18,7 @@ from codafeat.datasets import make_radiograph_phantoms, scan_organ_folder, write
 from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py", "segmentation.py")
 
 
