@@ -55,6 +55,7 @@ _EXPORTS = {
     "read_config": "weights",
     "save_weights": "weights",
     "build_weights_wheel": "_weights_wheel",
+    "export_timm": "timm_io",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

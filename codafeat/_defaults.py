@@ -39,6 +39,7 @@ MAX_IMAGE_SIZE = 4096
 #: CodaPretrainer's defaults; its docstring gives the source of each.
 PRETRAIN: dict[str, Any] = {
     "backbone": BACKBONE,
+    "init_weights": None,
     "image_size": IMAGE_SIZE,
     "local_size": LOCAL_SIZE,
     "n_local_crops": N_LOCAL_CROPS,
@@ -77,6 +78,7 @@ PRETRAIN: dict[str, Any] = {
     "checkpoint_every": 1,
     "resume": False,
     "organ_from": "folder",
+    "bit_depth": None,
     "on_error": "raise",
     "monitor_every": 1,
     "monitor_fraction": 0.05,
@@ -85,10 +87,12 @@ PRETRAIN: dict[str, Any] = {
     "verbose": 0,
 }
 
-#: CodaPretrainer parameters that only say where and how a run executes: they may change
-#: between a checkpoint and the run that resumes it. Every other parameter must agree.
+#: CodaPretrainer parameters that only say where and how a run executes (or, for
+#: ``init_weights``, matter only before the first step: a resumed run restores the
+#: checkpoint's networks): they may change between a checkpoint and the run that resumes
+#: it. Every other parameter must agree.
 PRETRAIN_RUN_ONLY = frozenset(
-    {"device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume", "organ_from",
+    {"init_weights", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume", "organ_from",
      "on_error", "monitor_every", "log_dir", "random_state", "verbose"}
 )
 

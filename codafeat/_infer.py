@@ -45,6 +45,7 @@ def stream_batches(
     num_workers: int | str,
     on_error: str,
     with_shapes: bool = False,
+    bit_depth: int | None = None,
     progress: Any = None,
 ) -> list[Failure]:
     """Decode ``items`` at ``size`` x ``size`` and call ``apply`` on every batch, in order.
@@ -70,6 +71,9 @@ def stream_batches(
         returned among the failures.
     with_shapes : bool, default=False
         Give each batch the images' original ``(h, w)`` in ``batch.shapes``.
+    bit_depth : int or None, default=None
+        Fixed bit depth of integer images of more than 8 bits (see
+        :func:`codafeat.data.io.decode_image`); ``batch.kinds`` names the rule of each image.
     progress : tqdm or None
         Updated by the number of images of each batch.
 
@@ -96,7 +100,8 @@ def stream_batches(
     if n == 0:
         return failures
     workers = resolve_workers(num_workers, items, batch_size, policy.device)
-    run = dict(policy=policy, batch_size=batch_size, on_error=on_error, with_shapes=with_shapes, progress=progress)
+    run = dict(policy=policy, batch_size=batch_size, on_error=on_error, with_shapes=with_shapes, bit_depth=bit_depth,
+               progress=progress)
     start = 0
     if workers == PROBE:
         # decode and run the first batch here, timing both, then choose the workers
@@ -119,6 +124,7 @@ def _run(
     batch_size: int,
     on_error: str,
     with_shapes: bool,
+    bit_depth: int | None,
     progress: Any,
     workers: int,
     start: int = 0,
@@ -127,7 +133,7 @@ def _run(
     """Run ``items[start:stop]``; returns the seconds spent waiting for batches and in ``apply``."""
     loader = make_loader(
         items, size, batch_size=batch_size, num_workers=workers, pin_memory=policy.pin_memory,
-        start=start, stop=stop, with_shapes=with_shapes,
+        start=start, stop=stop, with_shapes=with_shapes, bit_depth=bit_depth,
     )
     logger.debug("images %d:%s with %d worker(s) on %s", start, stop, workers, policy.device)
     wait_s = model_s = 0.0

@@ -26,3 +26,5 @@ ON_ERROR = [StrOptions({"raise", "skip"})]
 NUM_WORKERS = [Interval(Integral, 0, 1024, closed="both"), StrOptions({"auto"})]
 #: Images per forward pass.
 BATCH_SIZE = [Interval(Integral, 1, 1_000_000, closed="both")]
+#: A fixed bit depth of integer images of more than 8 bits, or ``None`` (see codafeat.data.io).
+BIT_DEPTH = [None, Interval(Integral, 9, 32, closed="both")]

@@ -21,7 +21,6 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import os
 import re
 import zipfile
@@ -32,7 +31,8 @@ from safetensors import SafetensorError, safe_open
 
 from ._version import __version__
 from ._fileio import atomic_open
-from .weights import BACKBONE_PREFIX, ENTRY_POINT_GROUP, WeightsError, read_config
+from .model_card import model_card
+from .weights import ENTRY_POINT_GROUP, WeightsError, read_config
 
 #: Weights names: letters, digits, ``.``, ``_``, ``-``; starting and ending alphanumeric.
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
@@ -141,37 +141,13 @@ def _metadata(name: str, version: str, config: dict[str, Any]) -> str:
         f"codafeat weights {name!r}: {backbone} backbone, {config['image_size']} px input, "
         f"{config['embed_dim']}-d embeddings"
     )
-    training = json.dumps(config.get("training", {}), indent=2, sort_keys=True, default=str)
-    description = f"""# {distribution_name(name)}
-
-Weights for [codafeat](https://pypi.org/project/codafeat/), registered under the name `{name}`.
-
-```python
-from codafeat import CodaEncoder
-encoder = CodaEncoder(weights="{name}").fit()
-features = encoder.transform(images)
-```
-
-| | |
-|---|---|
-| backbone | `{backbone}` |
-| image size | {config['image_size']} |
-| embedding size | {config['embed_dim']} |
-| input channels | {config['in_chans']} |
-| pooling | `{_one_line(config['pooling'])}` |
-| written by codafeat | {_one_line(config.get('codafeat_version', 'unknown'))} |
-
-Training summary:
-
-```json
-{training}
-```
-"""
+    description = model_card(config, name=name)
     headers = [
         ("Metadata-Version", "2.1"),
         ("Name", distribution_name(name)),
         ("Version", version),
         ("Summary", summary),
+        ("License", _one_line(config.get("license", "unknown"))),
         ("Keywords", f"codafeat,weights,radiograph,{backbone}"),
         ("Requires-Python", ">=3.10"),
         ("Requires-Dist", "codafeat"),
@@ -197,8 +173,8 @@ def _check_weights_file(path: Path) -> dict[str, Any]:
             keys = list(fh.keys())
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
-    if not any(k.startswith(BACKBONE_PREFIX) for k in keys):
-        raise WeightsError(f"{path}: no tensors under the prefix {BACKBONE_PREFIX!r}")
+    if not keys:
+        raise WeightsError(f"{path}: the file holds no tensors")
     return config
 
 
@@ -216,6 +192,8 @@ def build_weights_wheel(
     name: str,
     version: str = "0.1.0",
     out_dir: str | os.PathLike = "dist",
+    license: str | None = None,
+    intended_use: str | None = None,
 ) -> Path:
     """Package a codafeat weights file as a wheel that registers it under ``name``.
 
@@ -236,6 +214,12 @@ def build_weights_wheel(
         Canonical PEP 440 version of the distribution.
     out_dir : str or path, default="dist"
         Folder of the wheel (created if needed).
+    license, intended_use : str or None, default=None
+        Replace the weights' own licence / intended use (in the packaged file's config,
+        the wheel's ``License:`` field and its model card). ``None`` keeps them.
+
+    The wheel carries the model card (:func:`codafeat.model_card.model_card`) as its long
+    description and as ``README.md`` beside the weights.
 
     Returns
     -------
@@ -267,18 +251,32 @@ def build_weights_wheel(
     if not src.is_file():
         raise FileNotFoundError(f"weights file {os.fspath(file)!r} does not exist (or is not a file)")
     config = _check_weights_file(src)
+    changes = {k: v for k, v in (("license", license), ("intended_use", intended_use)) if v is not None}
+    payload = None
+    if changes:  # the packaged file carries the new card; the source file is left alone
+        from .weights import Weights
+
+        payload = Weights.from_file(src).with_config(**changes).data
+        config = {**config, **changes}
 
     module = module_name(name)
     dist_info = f"{module}-{version}.dist-info"
     texts = {
         f"{module}/__init__.py": _module_source(name, config),
+        f"{module}/README.md": model_card(config, name=name),
         f"{dist_info}/METADATA": _metadata(name, version, config),
         f"{dist_info}/WHEEL": _wheel_file(),
         f"{dist_info}/entry_points.txt": f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:weights_path\n",
         f"{dist_info}/top_level.txt": f"{module}\n",
     }
-    record: list[tuple[str, str, str]] = []
     target = Path(out_dir) / wheel_filename(name, version)
+    _write_wheel(target, module, dist_info, texts, src, payload)
+    return target
+
+
+def _write_wheel(target: Path, module: str, dist_info: str, texts: dict[str, str], src: Path, payload: bytes | None) -> None:
+    """Write the wheel atomically: the package, the weights (``payload`` or the file ``src``), .dist-info, RECORD."""
+    record: list[tuple[str, str, str]] = []
     with atomic_open(target) as fh, zipfile.ZipFile(fh, "w") as zf:
         # Package first, then .dist-info, RECORD last (as the format recommends).
         init = f"{module}/__init__.py"
@@ -289,7 +287,8 @@ def build_weights_wheel(
         arc = f"{module}/{WEIGHTS_FILENAME}"
         digest, size = hashlib.sha256(), 0
         # Stored, not deflated: float weights barely compress and this keeps it fast.
-        with open(src, "rb") as inp, zf.open(_zinfo(arc, zipfile.ZIP_STORED), "w", force_zip64=True) as out:
+        inp_ctx = io.BytesIO(payload) if payload is not None else open(src, "rb")
+        with inp_ctx as inp, zf.open(_zinfo(arc, zipfile.ZIP_STORED), "w", force_zip64=True) as out:
             while chunk := inp.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -306,4 +305,3 @@ def build_weights_wheel(
         writer.writerows(record)
         writer.writerow((f"{dist_info}/RECORD", "", ""))
         zf.writestr(_zinfo(f"{dist_info}/RECORD", zipfile.ZIP_DEFLATED), buf.getvalue().encode("utf-8"))
-    return target

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -15,15 +17,25 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, STD
 from ._device import DevicePolicy, resolve_device
-from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
+from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._infer import progress_bar, stream_batches, warn_skipped
 from ._persist import TorchStateMixin
 from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
 from .nn.backbone import POOLINGS, FeatureExtractor, check_input_size, create_backbone, embed_dim, load_backbone_state
-from .weights import Weights, load_any, make_config, strip_prefix
+from .timm_io import load_any
+from .weights import Weights, make_config, strip_prefix
 
 logger = logging.getLogger(__name__)
+
+#: How each intensity rule (codafeat.data.io.INTENSITY_KINDS) reads in a warning.
+_KIND_TEXT = {
+    "8bit": "8-bit division (/255)",
+    "minmax": "per-image min-max (16-bit or float data)",
+    "fixed": "a fixed bit depth",
+    "unit": "no scaling (float data in [0, 1])",
+    "voi": "a DICOM VOI window",
+}
 
 #: Kept for code written against 0.1; the values live in codafeat._defaults.
 DEFAULT_BACKBONE = BACKBONE
@@ -43,10 +55,14 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     weights : str, path, Weights or None, default=None
         A codafeat safetensors file, the name of installed weights (see
         :func:`codafeat.list_weights`), an in-memory :class:`~codafeat.weights.Weights`,
-        or ``None`` for a randomly initialised backbone (a baseline).
+        a timm / hub folder (``model.safetensors`` + ``config.json``, e.g. from
+        ``codafeat export``), a plain timm safetensors checkpoint (e.g. ImageNet weights
+        on disk; give ``backbone``), or ``None`` for a randomly initialised backbone (a
+        baseline). See :func:`codafeat.timm_io.load_any`; nothing is downloaded.
     backbone : str or None, default=None
         timm model name. ``None`` takes it from ``weights`` (or ``"convnext_base"``
-        without weights); a name that contradicts ``weights`` is an error.
+        without weights); a name that contradicts ``weights`` is an error. Required for
+        a plain timm checkpoint, which does not record its model.
     image_size : int or None, default=None
         Side of the square input; ``None`` takes it from ``weights`` (or 224).
     batch_size : int, default=32
@@ -62,6 +78,15 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         (or ``"avg"``).
     normalize : bool, default=True
         L2-normalise each embedding (cosine geometry for kNN and clustering).
+    bit_depth : int or None, default=None
+        How integer images of more than 8 bits (16-bit PNG/TIFF, DICOM without a VOI
+        window) are mapped to [0, 1]. An int in [9, 32], e.g. 12 or 14 for a detector's bit
+        depth, divides by ``2**bit_depth - 1``. ``None`` takes the rule the weights were
+        trained with, which is per-image min-max when they record none (see
+        :mod:`codafeat.data.io`). The weights record which intensity rules their training
+        images went through. When an input goes through another rule, for example 16-bit
+        images into a model trained on 8-bit ones, ``transform`` warns once: the model sees
+        intensities it was not trained on.
     on_error : {"raise", "skip"}, default="raise"
         What to do with an unreadable image. ``"skip"`` gives its row NaN values (rows
         stay aligned with the input), warns with the file names, and records them in
@@ -110,6 +135,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         "num_workers": NUM_WORKERS,
         "pooling": [None, StrOptions(set(POOLINGS))],
         "normalize": ["boolean"],
+        "bit_depth": BIT_DEPTH,
         "on_error": ON_ERROR,
         "cache": [None, str, os.PathLike, EmbeddingCache, HasMethods(["cache", "clear"])],
         "random_state": ["random_state"],
@@ -127,6 +153,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         num_workers: int | str = "auto",
         pooling: str | None = None,
         normalize: bool = True,
+        bit_depth: int | None = None,
         on_error: str = "raise",
         cache: Any = None,
         random_state: Any = None,
@@ -140,6 +167,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.num_workers = num_workers
         self.pooling = pooling
         self.normalize = normalize
+        self.bit_depth = bit_depth
         self.on_error = on_error
         self.cache = cache
         self.random_state = random_state
@@ -182,12 +210,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
                 training={"init": "random", "seed": seed},
             )
         else:
-            state, config, source = load_any(self.weights)
-            if self.backbone is not None and self.backbone != config["backbone"]:
-                raise ValueError(
-                    f"backbone={self.backbone!r} contradicts the weights {source!r}, which hold a "
-                    f"{config['backbone']!r}; leave backbone=None to use the weights' backbone"
-                )
+            state, config, source = load_any(self.weights, backbone=self.backbone)
             pooling = self.pooling or config.get("pooling", "avg")
             try:
                 net = create_backbone(config["backbone"], pooling=pooling, in_chans=config["in_chans"])
@@ -202,6 +225,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             if self.image_size is not None:
                 config["image_size"] = int(self.image_size)
         check_input_size(net, config["backbone"], image_size=config["image_size"])
+        if self.bit_depth is not None:  # the rule transform applies is the one saved with the weights
+            config = dict(config, intensity={**config.get("intensity", {}), "bit_depth": int(self.bit_depth)})
         self._install(net, config, device)
         return self
 
@@ -214,6 +239,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.image_size_ = int(config["image_size"])
         self._n_features_out = int(config["embed_dim"])
         self._weights_digest: str | None = None  # computed on first cached transform
+        self.bit_depth_ = (config.get("intensity") or {}).get("bit_depth")
         self.skipped_: list[str] = []
 
     def transform(self, X: Any) -> np.ndarray:
@@ -271,6 +297,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
                 "std": list(cfg["std"]),
                 # bf16 autocast on CUDA gives (slightly) different embeddings than fp32
                 "precision": DevicePolicy(self.device_).precision,
+                **({"bit_depth": self.bit_depth_} if self.bit_depth_ is not None else {}),
             },
         )
 
@@ -310,8 +337,10 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     def _embed(self, items: Any) -> np.ndarray:
         out = np.empty((len(items), self._n_features_out), dtype=np.float32)
         policy = DevicePolicy(self.device_)
+        kinds: Counter = Counter()
 
         def apply(x: torch.Tensor, batch: Any) -> None:
+            kinds.update(k for k in batch.kinds if k)
             with policy.autocast():
                 feats = self.model_(x)
             feats = feats.float()
@@ -323,16 +352,36 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         try:
             failures = stream_batches(
                 items, self.image_size_, apply, policy=policy, batch_size=self.batch_size,
-                num_workers=self.num_workers, on_error=self.on_error, progress=progress,
+                num_workers=self.num_workers, on_error=self.on_error, bit_depth=self.bit_depth_, progress=progress,
             )
         finally:
             if progress is not None:
                 progress.close()
+        self._check_intensity(kinds)
         out[[f.index for f in failures]] = np.nan
         self.skipped_ = warn_skipped(
             failures, context="CodaEncoder.transform", consequence="rows set to NaN, names in skipped_"
         )
         return out
+
+    def _check_intensity(self, kinds: Counter) -> None:
+        """Warn once when inputs were scaled by a rule the weights' training images never went through."""
+        trained = (self.config_.get("intensity") or {}).get("kinds")
+        if not trained or self.__dict__.get("_intensity_warned"):
+            return
+        new = {k: n for k, n in kinds.items() if k not in trained}
+        if not new:
+            return
+        self._intensity_warned = True
+        seen = ", ".join(f"{n} image(s) by {_KIND_TEXT.get(k, k)}" for k, n in sorted(new.items()))
+        had = ", ".join(_KIND_TEXT.get(k, k) for k in sorted(trained))
+        warnings.warn(
+            f"CodaEncoder: {seen}, but the weights were trained on images scaled by {had} only; the model "
+            "sees intensities it was not trained on. Convert the inputs, or set bit_depth to the detector's "
+            "bit depth (see codafeat.data.io). This warning is shown once per encoder.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from ._defaults import MEAN, PRETRAIN, PRETRAIN_RUN_ONLY, STD
 from ._device import DevicePolicy, denormals_flushed, resolve_device
 from ._fileio import check_free_space, check_writable
-from ._params import DEVICE, IMAGE_SIDE, ON_ERROR
+from ._params import BIT_DEPTH, DEVICE, IMAGE_SIDE, ON_ERROR
 from ._persist import TorchStateMixin
 from ._train import dist as D
 from ._train import resume
@@ -47,13 +47,15 @@ from .data.io import report_skipped
 from .data.loader import worker_context
 from .data.organs import collect_organ_images
 from .data.pretrain_dataset import MultiCropDataset, collate_views
+from .data.summary import training_data_summary
 from .data.views import MultiCropViews
 from .encoder import CodaEncoder
 from .losses.inter_organ import InterOrganLoss
 from .losses.intra_organ import IntraOrganLoss
-from .nn.backbone import check_input_size, embed_dim
+from .nn.backbone import check_input_size, embed_dim, load_backbone_state
 from .nn.coda_model import CodaNetwork
 from .nn.ema import make_teacher
+from .timm_io import load_any
 from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,13 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     ----------
     backbone : str, default="convnext_base"
         timm model (paper: ConvNeXt-B).
+    init_weights : str, path, Weights or None, default=None
+        Warm start: backbone weights that student and teacher start from, for continued
+        pretraining on new organs or sites. It may be a codafeat file, an installed weights
+        name, a timm / hub folder, or a plain timm safetensors checkpoint of ``backbone``
+        (see :func:`codafeat.timm_io.load_any`). The heads always start fresh. ``None``
+        starts from timm's random initialisation. The source is recorded in the weights'
+        training summary.
     image_size : int, default=224
         Side of the two global views (paper: 224).
     local_size : int, default=96
@@ -171,6 +180,13 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     organ_from : {"folder", "dicom"}, default="folder"
         Organ labels from the first-level subfolder (or ``y`` / the manifest), or from the
         DICOM tag BodyPartExamined.
+    bit_depth : int or None, default=None
+        Fixed bit depth of integer images of more than 8 bits, e.g. 12 or 14 for a
+        detector's 16-bit containers: divide by ``2**bit_depth - 1`` instead of per-image
+        min-max (see :mod:`codafeat.data.io`; per-image min-max stretches the noise of
+        nearly empty images). It is recorded in the weights with the count of training
+        images per intensity rule; the encoder applies the same rule and warns about inputs
+        scaled otherwise.
     on_error : {"raise", "skip"}, default="raise"
         Unreadable images: raise, or skip them (counted in ``history_`` and ``skipped_``).
     monitor_every : int, default=1
@@ -201,6 +217,16 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         whose global batch held one organ), ``lr``, ``weight_decay``, ``momentum``,
         ``teacher_temp``, ``images_per_s``, ``seconds``, ``skipped_files``, and on monitor
         epochs the monitor's figures (see ``monitor_every``).
+    init_weights_source_ : str
+        Where the backbones started: ``"random"`` or the ``init_weights`` source.
+    intensity_ : dict
+        The intensity contract recorded in the weights: ``bit_depth`` and ``kinds`` (how
+        many training images each rule of :mod:`codafeat.data.io` scaled).
+    data_summary_ : dict
+        What the model card records about the data: ``organs`` (name -> count),
+        ``n_images``, ``n_train_images``, ``files_sha256`` (of the sorted relative paths;
+        ``None`` for in-memory images) and, for DICOM files, ``dicom_manufacturers`` and
+        ``dicom_body_parts``.
     seed_ : int
         The run's seed (drawn from ``random_state``, broadcast from rank 0 under
         ``torchrun``, or read from the checkpoint when resuming with ``random_state=None``).
@@ -239,6 +265,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "backbone": [str],
+        "init_weights": [None, str, os.PathLike, Weights],
         "image_size": [IMAGE_SIDE],
         "local_size": [IMAGE_SIDE],
         "n_local_crops": [Interval(Integral, 1, 64, closed="both")],
@@ -277,6 +304,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         "checkpoint_every": [Interval(Integral, 1, 1_000_000, closed="both")],
         "resume": ["boolean"],
         "organ_from": [StrOptions({"folder", "dicom"})],
+        "bit_depth": BIT_DEPTH,
         "on_error": ON_ERROR,
         "monitor_every": [Interval(Integral, 0, 1_000_000, closed="both")],
         "monitor_fraction": [Interval(Real, 0, 0.5, closed="left")],
@@ -289,6 +317,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self,
         *,
         backbone: str = P["backbone"],
+        init_weights: Any = P["init_weights"],
         image_size: int = P["image_size"],
         local_size: int = P["local_size"],
         n_local_crops: int = P["n_local_crops"],
@@ -327,6 +356,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         checkpoint_every: int = P["checkpoint_every"],
         resume: bool = P["resume"],
         organ_from: str = P["organ_from"],
+        bit_depth: int | None = P["bit_depth"],
         on_error: str = P["on_error"],
         monitor_every: int = P["monitor_every"],
         monitor_fraction: float = P["monitor_fraction"],
@@ -335,6 +365,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         verbose: int = P["verbose"],
     ) -> None:
         self.backbone = backbone
+        self.init_weights = init_weights
         self.image_size = image_size
         self.local_size = local_size
         self.n_local_crops = n_local_crops
@@ -373,6 +404,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.checkpoint_every = checkpoint_every
         self.resume = resume
         self.organ_from = organ_from
+        self.bit_depth = bit_depth
         self.on_error = on_error
         self.monitor_every = monitor_every
         self.monitor_fraction = monitor_fraction
@@ -453,6 +485,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         dataset, sampler, loader = self._loader(cache, labels, train_idx, device, info)
         steps = len(sampler)
         self.n_train_images_ = len(dataset)
+        self.data_summary_["n_train_images"] = int(len(dataset))  # the rest were held out for the monitor
         run = {"seed": self.seed_, "n_images": self.n_images_, "n_train_images": len(dataset),
                "steps_per_epoch": steps, "data_key": data_key}
         trainer = self._build_trainer(self.seed_, steps, device, info)
@@ -481,6 +514,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
         # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
         data_key = resume.data_key(items, cache.kept, labels) if self.checkpoint_dir is not None else None
+        kept = [items[int(i)] for i in cache.kept]
+        self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels])
+        self.data_summary_["n_images"] = int(len(labels))
         return ckpt, cache, labels, data_key
 
     def _loader(self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device,
@@ -556,8 +592,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             D.barrier(info)  # rank 0 builds the shared cache file first
         cache = DecodedCache.build(
             items, cache_size_for(self.image_size), cache_dir=self.cache_dir, on_error=self.on_error,
-            num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0,
+            num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0, bit_depth=self.bit_depth,
         )
+        self.intensity_ = {"bit_depth": self.bit_depth, "kinds": dict(sorted(cache.kinds.items()))}
         if info.is_distributed and self.cache_dir is not None and info.is_main:
             D.barrier(info)
         organ_names = np.asarray(organ_names)[np.asarray(cache.kept, dtype=int)]
@@ -638,6 +675,12 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             torch.manual_seed(seed)
             student = self._new_network()
         check_input_size(student.backbone, self.backbone, local_size=self.local_size, image_size=self.image_size)
+        self.init_weights_source_ = "random"
+        if self.init_weights is not None:  # warm start: the backbone only, the heads stay fresh
+            state, _, source = load_any(self.init_weights, backbone=self.backbone)
+            load_backbone_state(student.backbone, state, source=source)
+            self.init_weights_source_ = source
+            logger.info("student and teacher backbones start from %s", source)
         student = DevicePolicy(device).module(student)
         # Every rank copies its teacher from rank 0's student (DDP would only broadcast
         # the student, after the teacher was already copied from each rank's own init).
@@ -666,6 +709,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         last = self.history_[-1] if getattr(self, "history_", None) else {}
         return {
             "method": "coda",
+            "init_weights": getattr(self, "init_weights_source_", "random"),
             "epochs": int(self.epochs),
             "n_images": int(self.n_images_),
             "organs": [str(o) for o in self.organs_],
@@ -682,7 +726,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     def _config(self, teacher: CodaNetwork) -> dict[str, Any]:
         return make_config(
             backbone=self.backbone, embed_dim=embed_dim(teacher.backbone), image_size=self.image_size,
-            mean=MEAN, std=STD, training=self._training_summary(),
+            mean=MEAN, std=STD, training=self._training_summary(), data=self.data_summary_,
+            extra={"intensity": self.intensity_},
         )
 
     def _make_encoder(self, teacher: CodaNetwork, device: torch.device) -> CodaEncoder:

@@ -37,7 +37,8 @@ from .losses.segmentation import LOSSES, dice_loss, segmentation_loss  # noqa: F
 from .metrics import iou
 from .nn.backbone import check_input_size
 from .nn.unet import UNet, build_unet, encoder_channels
-from .weights import Weights, load_any, make_config
+from .timm_io import load_any
+from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,10 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
     ----------
     weights : str, path, Weights, CodaEncoder or None, default=None
         A codafeat safetensors file, the name of installed weights, in-memory
-        :class:`~codafeat.weights.Weights`, a :class:`~codafeat.CodaEncoder` (its
-        ``get_weights()``; an unfitted one is fitted first), or ``None`` for a randomly
-        initialised encoder (the baseline).
+        :class:`~codafeat.weights.Weights`, a timm / hub folder or a plain timm
+        safetensors checkpoint (as :class:`~codafeat.CodaEncoder` reads them), a
+        :class:`~codafeat.CodaEncoder` (its ``get_weights()``; an unfitted one is fitted
+        first), or ``None`` for a randomly initialised encoder (the baseline).
     backbone : str or None, default=None
         timm model name. ``None`` takes it from ``weights`` (``"convnext_base"`` without
         weights); a name that contradicts ``weights`` is an error.
@@ -267,7 +269,10 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         size = int(self.image_size or config["image_size"])
         model = self._build_model(config, state, source, channels, seed, size)
 
-        images, masks, names, self.skipped_ = load_training_pairs(X, Y, size, int(self.n_classes), self.on_error)
+        depth = (config.get("intensity") or {}).get("bit_depth")  # the weights' intensity rule, kept
+        images, masks, names, self.skipped_ = load_training_pairs(
+            X, Y, size, int(self.n_classes), self.on_error, bit_depth=depth
+        )
         if len(images) == 0:
             raise ValueError("no training images" + (f" ({len(self.skipped_)} unreadable, skipped)" if self.skipped_ else ""))
         warn_label_content(masks, names, int(self.n_classes))
@@ -298,7 +303,8 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             backbone=config["backbone"], embed_dim=encoder_channels(model.encoder)[-1], image_size=size,
             mean=config["mean"], std=config["std"], in_chans=int(config.get("in_chans", 3)),
             pooling=config.get("pooling", "avg"), training=config.get("training", {}),
-            extra={"n_classes": int(self.n_classes), "decoder_channels": list(channels)},
+            extra={"n_classes": int(self.n_classes), "decoder_channels": list(channels),
+                   **({"intensity": config["intensity"]} if config.get("intensity") else {})},
         )
         self.device_ = policy.device
         self.image_size_ = size
@@ -344,12 +350,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         if isinstance(spec, CodaEncoder):
             enc = spec if hasattr(spec, "model_") else clone(spec).fit()
             spec = enc.get_weights()
-        state, config, source = load_any(spec)
-        if self.backbone is not None and self.backbone != config["backbone"]:
-            raise ValueError(
-                f"backbone={self.backbone!r} contradicts the weights {source!r}, which hold a "
-                f"{config['backbone']!r}; leave backbone=None to use the weights' backbone"
-            )
+        state, config, source = load_any(spec, backbone=self.backbone)
         return state, dict(config), source
 
     # ------------------------------------------------------------------ inference
@@ -376,6 +377,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         failures = stream_batches(
             items, self.image_size_, apply, policy=policy, batch_size=int(self.batch_size),
             num_workers=self.num_workers, on_error=self.on_error, with_shapes=True,
+            bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
         )
         self.skipped_ = warn_skipped(failures, context="CodaSegmenter", consequence="None in the result")
         if self.skipped_ or not results or any(r.shape != results[0].shape for r in results):

@@ -1,13 +1,22 @@
 """The codafeat weights format and the registry of installed weights.
 
 A codafeat weights file is a `safetensors <https://huggingface.co/docs/safetensors>`_
-file. Its tensors are the backbone's ``state_dict`` under the prefix ``backbone.``
-(other prefixes, e.g. ``head.``, may hold extra tensors and are ignored by the encoder).
-Its metadata key ``codafeat_config`` holds the model config as JSON::
+file, and a timm checkpoint: its tensors are the backbone's ``state_dict`` under timm's own
+names (the classification model without its classifier, ``num_classes=0``), so that
 
-    {"format_version": 1, "backbone": "convnext_base", "embed_dim": 1024,
+    timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=PATH))
+    timm.create_model(name, checkpoint_path=PATH, num_classes=0)
+    timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=PATH))
+
+load it with no conversion. Its metadata key ``codafeat_config`` holds the model config as
+JSON (timm ignores it)::
+
+    {"format_version": 2, "backbone": "convnext_base", "embed_dim": 1024,
      "image_size": 224, "in_chans": 3, "mean": [...], "std": [...],
-     "codafeat_version": "0.1.0", "training": {...}}
+     "codafeat_version": "0.2.0", "training": {...}}
+
+Files of format version 1 (codafeat 0.1) kept the tensors under the prefix ``backbone.``
+(other prefixes held extra tensors); they still load.
 
 Loading never unpickles anything. Named weights come from installed distributions that
 register an entry point in the group ``codafeat.weights`` whose object is a callable
@@ -45,8 +54,10 @@ from ._fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: tensors under timm's names; 1 (codafeat 0.1): under the prefix ``backbone.``.
+FORMAT_VERSION = 2
 CONFIG_KEY = "codafeat_config"
+#: Where format-1 files kept the backbone tensors.
 BACKBONE_PREFIX = "backbone."
 ENTRY_POINT_GROUP = "codafeat.weights"
 #: Largest safetensors header accepted (the limit of the safetensors library itself).
@@ -76,6 +87,9 @@ def make_config(
     in_chans: int = 3,
     pooling: str = "avg",
     training: Mapping[str, Any] | None = None,
+    license: str | None = None,
+    intended_use: str | None = None,
+    data: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The config dictionary stored in a weights file's metadata.
@@ -96,6 +110,15 @@ def make_config(
         Global pooling of the last feature map.
     training : mapping or None
         A JSON-serialisable summary of how the weights were obtained.
+    license : str or None
+        Licence of the weights (an SPDX identifier such as ``"cc-by-4.0"``); ``None``:
+        ``"unknown"``. Weights trained on data with terms of use inherit them: say so.
+    intended_use : str or None
+        What the weights are for; ``None``: :data:`DEFAULT_INTENDED_USE`.
+    data : mapping or None
+        A summary of the training data (organs with counts, number of images, a hash of the
+        list of files, DICOM manufacturers and body parts), see
+        :meth:`codafeat.CodaPretrainer.fit`.
     extra : mapping or None
         Further JSON-serialisable top-level entries of a model built on the backbone
         (e.g. the segmenter's ``n_classes``); they may not replace the keys above.
@@ -128,6 +151,9 @@ def make_config(
         "pooling": str(pooling),
         "codafeat_version": __version__,
         "training": dict(training or {}),
+        "license": str(license or "unknown"),
+        "intended_use": str(intended_use or DEFAULT_INTENDED_USE),
+        "data": dict(data or {}),
     }
     clash = sorted(set(extra or {}) & set(config))
     if clash:
@@ -135,6 +161,12 @@ def make_config(
     config.update(extra or {})
     return config
 
+
+#: The intended use recorded when none is given.
+DEFAULT_INTENDED_USE = (
+    "Research on radiograph representations (feature extraction, probing, fine-tuning). "
+    "Not a medical device; not for clinical decisions."
+)
 
 #: Largest config values a weights file may declare (far above any real model; a file
 #: declaring more is corrupt or hostile, and would make the encoder allocate absurdly).
@@ -164,6 +196,31 @@ def _check_config(config: Any, source: str) -> dict[str, Any]:
     cfg.setdefault("in_chans", 3)
     cfg.setdefault("pooling", "avg")
     cfg.setdefault("training", {})
+    _check_card(cfg, source)
+    return cfg
+
+
+def _check_card(cfg: dict[str, Any], source: str) -> None:
+    """Defaults and checks of the model-card fields (``license``, ``intended_use``, ``data``) and ``intensity``."""
+    cfg.setdefault("license", "unknown")
+    cfg.setdefault("intended_use", DEFAULT_INTENDED_USE)
+    cfg.setdefault("data", {})
+    for key in ("license", "intended_use"):
+        if not isinstance(cfg[key], str):
+            raise WeightsError(f"{source}: config {key!r} must be a string, got {cfg[key]!r}")
+    if not isinstance(cfg["data"], dict):
+        raise WeightsError(f"{source}: config 'data' must be a JSON object, got {cfg['data']!r}")
+    intensity = cfg.get("intensity")
+    if intensity is not None:
+        depth = intensity.get("bit_depth") if isinstance(intensity, dict) else None
+        if (
+            not isinstance(intensity, dict)
+            or not isinstance(intensity.get("kinds", {}), dict)
+            or (depth is not None and not (_is_int(depth) and 9 <= depth <= 32))
+        ):
+            raise WeightsError(
+                f"{source}: config 'intensity' must be {{'bit_depth': None or 9..32, 'kinds': {{...}}}}, got {intensity!r}"
+            )
     if not isinstance(cfg["backbone"], str) or not cfg["backbone"]:
         raise WeightsError(f"{source}: config 'backbone' must be a non-empty str, got {cfg['backbone']!r}")
     for key in ("embed_dim", "image_size", "in_chans"):
@@ -190,7 +247,6 @@ def _check_config(config: Any, source: str) -> dict[str, Any]:
         raise WeightsError(f"{source}: config 'pooling' must be one of {POOLINGS}, got {cfg['pooling']!r}")
     if not isinstance(cfg["training"], dict):
         raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
-    return cfg
 
 
 def _json_default(obj: Any) -> Any:
@@ -216,7 +272,7 @@ def _config_json(config: Mapping[str, Any]) -> str:
 
 
 def weights_to_bytes(
-    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = BACKBONE_PREFIX
+    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = ""
 ) -> bytes:
     """Serialise a backbone ``state`` (keys without prefix) and ``config`` to safetensors bytes.
 
@@ -226,9 +282,9 @@ def weights_to_bytes(
         The backbone ``state_dict`` (any device; copied to the CPU).
     config : mapping
         The model config (see :func:`make_config`); validated.
-    prefix : str, default="backbone."
-        Prepended to every key. ``state`` keys that already carry a ``"<part>."``
-        prefix may be passed with ``prefix=""``.
+    prefix : str, default=""
+        Prepended to every key. A weights file keeps timm's names (no prefix); a model
+        holding the backbone as a part (the pickled estimators) is stored as it is.
 
     Returns
     -------
@@ -306,10 +362,16 @@ def strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _backbone_state(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    state = strip_prefix(tensors, BACKBONE_PREFIX)
-    if not state:
-        raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r}")
+def _backbone_state(tensors: dict[str, torch.Tensor], config: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a weights file: all of them, or (format 1) those under ``backbone.``."""
+    if config.get("format_version", 1) == 1:
+        state = strip_prefix(tensors, BACKBONE_PREFIX)
+        if not state:
+            raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r} (a format-1 file)")
+    else:
+        state = dict(tensors)
+        if not state:
+            raise WeightsError(f"{source}: the file holds no tensors")
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise WeightsError(
@@ -363,7 +425,7 @@ def weights_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[dict[st
     (['stem.weight'], 32)
     """
     tensors, config = module_state_from_bytes(data, source=source)
-    return _backbone_state(tensors, source), config
+    return _backbone_state(tensors, config, source), config
 
 
 def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
@@ -411,7 +473,7 @@ def load_weights(spec: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         tensors = st_load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
-    return _backbone_state(tensors, str(path)), config
+    return _backbone_state(tensors, config, str(path)), config
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -611,6 +673,19 @@ class Weights:
         except OSError as exc:
             raise WeightsError(f"{path}: cannot read weights file ({exc})") from exc
         return cls(data, source=str(path))
+
+    def with_config(self, **changes: Any) -> "Weights":
+        """A copy whose config has ``changes`` (e.g. ``license=``, ``intended_use=``); same tensors.
+
+        Examples
+        --------
+        >>> import torch
+        >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+        >>> w = Weights.from_state({"w": torch.zeros(1)}, cfg).with_config(license="cc-by-4.0")
+        >>> w.config["license"]
+        'cc-by-4.0'
+        """
+        return Weights.from_state(self.state_dict(), {**self._config, **changes}, source=self._source)
 
     @property
     def data(self) -> bytes:

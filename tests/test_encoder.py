@@ -106,7 +106,8 @@ def test_tags_declare_image_input():
 def test_init_only_stores_and_defaults():
     enc = CodaEncoder()
     assert enc.get_params() == {
-        "backbone": None, "batch_size": 32, "cache": None, "device": "auto", "image_size": None, "normalize": True,
+        "backbone": None, "batch_size": 32, "bit_depth": None, "cache": None, "device": "auto", "image_size": None,
+        "normalize": True,
         "num_workers": "auto", "on_error": "raise", "pooling": None, "random_state": None, "verbose": 0,
         "weights": None,
     }

@@ -101,12 +101,12 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, tiny_state):
 
 
 def test_file_layout_is_documented_safetensors(tmp_path, tiny_state):
-    """Read the file with safetensors itself and by hand: prefix, metadata key, JSON config."""
+    """Read the file with safetensors itself and by hand: timm's names, metadata key, JSON config."""
     path = save_weights(tmp_path / "w.safetensors", tiny_state, tiny_config())
     with safe_open(path, framework="pt") as fh:
         keys = set(fh.keys())
         meta = fh.metadata()
-    assert keys == {"backbone." + k for k in tiny_state}
+    assert keys == set(tiny_state), "format 2 keeps timm's own tensor names (a timm checkpoint)"
     assert json.loads(meta[CONFIG_KEY]) == tiny_config()
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
@@ -332,17 +332,24 @@ def test_older_files_get_defaults(tmp_path):
     assert (config["in_chans"], config["pooling"], config["training"]) == (3, "avg", {})
 
 
-def test_file_without_backbone_tensors_is_rejected(tmp_path):
-    path = raw_file(tmp_path / "w.safetensors", {"head.w": torch.ones(2)}, tiny_config())
+def test_format_1_file_without_backbone_tensors_is_rejected(tmp_path):
+    path = raw_file(tmp_path / "w.safetensors", {"head.w": torch.ones(2)}, tiny_config(format_version=1))
     with pytest.raises(WeightsError, match="no tensors under the prefix 'backbone.'"):
         load_weights(path)
 
 
-def test_extra_prefixes_are_ignored(tmp_path, tiny_state):
+def test_format_1_extra_prefixes_are_ignored(tmp_path, tiny_state):
     tensors = {"backbone." + k: v for k, v in tiny_state.items()}
     tensors["head.w"] = torch.ones(3)
-    path = raw_file(tmp_path / "w.safetensors", tensors, tiny_config())
+    path = raw_file(tmp_path / "w.safetensors", tensors, tiny_config(format_version=1))
     state, _ = load_weights(path)
+    assert_same_state(state, tiny_state)
+
+
+def test_format_2_takes_every_tensor(tmp_path, tiny_state):
+    path = raw_file(tmp_path / "w.safetensors", dict(tiny_state), tiny_config())
+    state, config = load_weights(path)
+    assert config["format_version"] == 2
     assert_same_state(state, tiny_state)
 
 

@@ -79,6 +79,7 @@ def test_wheel_name_and_members(built):
         names = zf.namelist()
         assert set(names) == {
             f"{MODULE}/__init__.py",
+            f"{MODULE}/README.md",
             f"{MODULE}/weights.safetensors",
             f"{MODULE}-{VERSION}.dist-info/METADATA",
             f"{MODULE}-{VERSION}.dist-info/WHEEL",

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--version", default="0.1.0", help="PEP 440 version of the package (default: 0.1.0)")
     parser.add_argument("--out", default="dist", metavar="DIR", help="output folder (default: dist)")
+    parser.add_argument("--license", default=None, help="licence of the weights (e.g. cc-by-4.0; default: the file's own)")
+    parser.add_argument("--intended-use", default=None, help="intended use (default: the file's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .._weights_wheel import build_weights_wheel, distribution_name
 
-    wheel = build_weights_wheel(args.file, name=args.name, version=args.version, out_dir=args.out)
+    wheel = build_weights_wheel(
+        args.file, name=args.name, version=args.version, out_dir=args.out, license=args.license,
+        intended_use=args.intended_use,
+    )
     logging.getLogger(__name__).info(
         "built %s: `pip install %s`, then CodaEncoder(weights=%r)", distribution_name(args.name), wheel, args.name
     )

@@ -31,6 +31,7 @@ the 8-bit input most pretrained backbones were trained on, at half the size of
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import hashlib
 import json
 import logging
@@ -68,14 +69,17 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _decode_one(job: tuple[int, Any, int]) -> tuple[int, np.ndarray | None, tuple[str, str] | None]:
-    """Decode one input; an unreadable one gives ``(i, None, (name, reason))``. Runs in workers too."""
-    i, item, size = job
+def _decode_one(job: tuple[int, Any, int, int | None]) -> tuple[int, np.ndarray | None, Any]:
+    """Decode one input to ``(i, uint8 image, kind)``; an unreadable one gives ``(i, None, (name, reason))``.
+
+    Runs in workers too.
+    """
+    i, item, size, bit_depth = job
     try:
-        img = _io.load_image(item, size=size, index=i)
+        img, kind = _io.decode_image(item, size=size, index=i, bit_depth=bit_depth, with_kind=True)
     except _io.ImageReadError as exc:
         return i, None, (exc.path, exc.reason)
-    return i, _to_u8(img), None
+    return i, _to_u8(_io.as_unit_float(img)), kind
 
 
 def _hash_item(h: Any, item: Any, index: int) -> None:
@@ -133,6 +137,7 @@ class DecodedCache:
         reasons: Sequence[str] = (),
         key: str | None = None,
         path: Path | None = None,
+        kinds: dict[str, int] | None = None,
     ) -> None:
         if array.ndim != 3 or array.shape[1] != array.shape[2] or array.dtype != np.uint8:
             raise ValueError(f"a decoded cache is a (n, s, s) uint8 array, got {array.dtype} {array.shape}")
@@ -145,6 +150,8 @@ class DecodedCache:
         self.reasons = list(reasons)
         self.key = key
         self.path = path
+        #: How many images each intensity rule scaled (:data:`codafeat.data.io.INTENSITY_KINDS`).
+        self.kinds = dict(kinds or {})
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -179,9 +186,10 @@ class DecodedCache:
 
     # ------------------------------------------------------------------ key / files
     @staticmethod
-    def cache_key(items: Sequence[Any], cache_size: int) -> str:
+    def cache_key(items: Sequence[Any], cache_size: int, bit_depth: int | None = None) -> str:
         """The content key of ``items`` at ``cache_size`` (hex SHA-256, see the module doc)."""
-        h = hashlib.sha256(f"{_FORMAT}\0{FORMAT_VERSION}\0{int(cache_size)}\0{len(items)}\n".encode())
+        depth = "" if bit_depth is None else f"\0bits{int(bit_depth)}"
+        h = hashlib.sha256(f"{_FORMAT}\0{FORMAT_VERSION}\0{int(cache_size)}\0{len(items)}{depth}\n".encode())
         for i in range(len(items)):
             _hash_item(h, items[i], i)
         return h.hexdigest()
@@ -231,6 +239,7 @@ class DecodedCache:
             reasons=index["reasons"],
             key=key,
             path=data_path,
+            kinds=index.get("kinds", {}),
         )
 
     # ------------------------------------------------------------------ build
@@ -244,6 +253,7 @@ class DecodedCache:
         on_error: str = "raise",
         num_workers: int = 0,
         verbose: int = 0,
+        bit_depth: int | None = None,
     ) -> DecodedCache:
         """Decode ``items`` to ``cache_size`` x ``cache_size`` uint8, or reuse a matching cache.
 
@@ -264,6 +274,11 @@ class DecodedCache:
         verbose : int, default=0
             ``>= 1`` shows a progress bar while decoding.
 
+        bit_depth : int or None, default=None
+            Fixed bit depth of integer images of more than 8 bits (see
+            :func:`codafeat.data.io.decode_image`); part of the cache key. The rules applied
+            are counted in ``kinds``.
+
         Returns
         -------
         DecodedCache
@@ -282,20 +297,23 @@ class DecodedCache:
         if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         cache_size = int(cache_size)
+        bit_depth = _io.check_bit_depth(bit_depth)
         if len(items) == 0:
             raise ValueError("no images to decode: items is empty")
         if cache_dir is None:
-            cache = cls._decode_to_memory(items, cache_size, on_error, int(num_workers), verbose)
+            cache = cls._decode_to_memory(items, cache_size, on_error, int(num_workers), verbose, bit_depth)
         else:
-            key = cls.cache_key(items, cache_size)
+            key = cls.cache_key(items, cache_size, bit_depth)
             try:
                 cache = cls.open(cache_dir, key)
                 logger.info("reusing decoded cache %s (%d images)", cache.path, len(cache))
             except FileNotFoundError:
-                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose)
+                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose,
+                                            bit_depth)
             except ValueError as exc:
                 logger.warning("rebuilding decoded cache: %s", exc)
-                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose)
+                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose,
+                                            bit_depth)
         if cache.skipped and on_error == "raise":
             raise _io.ImageReadError(cache.skipped[0], cache.reasons[0])
         _io.report_skipped(cache.skipped, context="decoded cache")
@@ -303,12 +321,13 @@ class DecodedCache:
 
     @staticmethod
     def _decoded(
-        items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int
-    ) -> Iterator[tuple[int, np.ndarray | None, tuple[str, str] | None]]:
-        """Decoded inputs in input order; with ``on_error="raise"`` the first failure raises."""
+        items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int, bit_depth: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray | None, Any]]:
+        """``(i, image, kind)`` (or ``(i, None, (name, reason))``) in input order; with
+        ``on_error="raise"`` the first failure raises."""
         from tqdm.auto import tqdm
 
-        jobs = ((i, items[i], size) for i in range(len(items)))
+        jobs = ((i, items[i], size, bit_depth) for i in range(len(items)))
         with contextlib.ExitStack() as stack:
             if num_workers > 0 and len(items) > 1:
                 pool = stack.enter_context((_loader.worker_context() or multiprocessing.get_context()).Pool(min(num_workers, len(items))))
@@ -319,30 +338,32 @@ class DecodedCache:
             bar = stack.enter_context(tqdm(total=len(items), desc="decoding images", unit="img", disable=verbose < 1))
             for res in results:
                 bar.update(1)
-                if res[2] is not None and on_error == "raise":
+                if res[1] is None and on_error == "raise":
                     raise _io.ImageReadError(*res[2])
                 yield res
 
     @classmethod
     def _decode_to_memory(
-        cls, items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int
+        cls, items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int, bit_depth: int | None = None
     ) -> DecodedCache:
         array = np.empty((len(items), size, size), dtype=np.uint8)
         kept: list[int] = []
         skipped: list[str] = []
         reasons: list[str] = []
-        for i, img, err in cls._decoded(items, size, on_error, num_workers, verbose):
-            if err is not None:
-                skipped.append(err[0])
-                reasons.append(err[1])
+        kinds: Counter = Counter()
+        for i, img, note in cls._decoded(items, size, on_error, num_workers, verbose, bit_depth):
+            if img is None:
+                skipped.append(note[0])
+                reasons.append(note[1])
                 continue
             array[len(kept)] = img
             kept.append(i)
+            kinds[note] += 1
         if not kept:
             raise ValueError(f"none of the {len(items)} images could be read")
         if len(kept) < len(items):
             array = array[: len(kept)].copy()
-        return cls(array, kept=np.asarray(kept, dtype=np.int64), skipped=skipped, reasons=reasons)
+        return cls(array, kept=np.asarray(kept, dtype=np.int64), skipped=skipped, reasons=reasons, kinds=dict(kinds))
 
     @classmethod
     def _decode_to_file(
@@ -354,6 +375,7 @@ class DecodedCache:
         on_error: str,
         num_workers: int,
         verbose: int,
+        bit_depth: int | None = None,
     ) -> DecodedCache:
         from .._fileio import atomic_open, atomic_write_bytes
 
@@ -363,16 +385,18 @@ class DecodedCache:
         skipped: list[str] = []
         reasons: list[str] = []
         skipped_at: list[int] = []
+        kinds: Counter = Counter()
         logger.info("decoding %d images to %s (%d px)", len(items), data_path, size)
         with atomic_open(data_path) as fh:  # streamed: memory stays flat in the number of images
-            for i, img, err in cls._decoded(items, size, on_error, num_workers, verbose):
-                if err is not None:
-                    skipped.append(err[0])
-                    reasons.append(err[1])
+            for i, img, note in cls._decoded(items, size, on_error, num_workers, verbose, bit_depth):
+                if img is None:
+                    skipped.append(note[0])
+                    reasons.append(note[1])
                     skipped_at.append(i)
                     continue
                 fh.write(img.tobytes())
                 kept += 1
+                kinds[note] += 1
             if not kept:
                 raise ValueError(f"none of the {len(items)} images could be read")
         index = {
@@ -385,6 +409,7 @@ class DecodedCache:
             "skipped_index": skipped_at,
             "skipped": skipped,
             "reasons": reasons,
+            "kinds": dict(kinds),
         }
         atomic_write_bytes(index_path, json.dumps(index, indent=1).encode("utf-8"))
         return cls.open(cache_dir, key)

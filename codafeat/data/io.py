@@ -17,7 +17,11 @@ what the streaming loaders pass between processes. The rules, in one place:
 * **16-bit** and other integer data (``uint16`` arrays, 16-bit PNG/TIFF, 32-bit integer
   TIFF) is **min-max scaled per image**: detectors store 10-, 12-, 14- or 16-bit values in
   16-bit containers, so dividing by 65,535 would leave most images nearly black. A
-  constant image becomes all zeros.
+  constant image becomes all zeros. With a **fixed bit depth** (``bit_depth=12``, say, for
+  a 12-bit detector) it is divided by ``2**bit_depth - 1`` and clipped instead. That keeps
+  the detector's absolute scale, where per-image min-max would stretch the noise of a
+  nearly empty image to full contrast. DICOM files without a VOI window follow the same
+  rule.
 * **float** data already in ``[0, 1]`` is kept as is; other float data is min-max scaled
   per image. NaN or infinite values are an error.
 * **colour** (RGB, RGBA, palette, CMYK...) becomes luminance,
@@ -40,6 +44,12 @@ what the streaming loaders pass between processes. The rules, in one place:
   whole process on a corrupt file, so it is not used.)
 * **Pixel limit**: a file declaring more than :data:`MAX_IMAGE_PIXELS` pixels is refused
   before decoding (:func:`set_max_image_pixels`).
+
+Each rule has a name, the image's **intensity kind**: ``"8bit"``, ``"minmax"``, ``"fixed"``,
+``"unit"`` (float already in [0, 1]) or ``"voi"`` (a DICOM window or VOI LUT).
+``decode_image(..., with_kind=True)`` returns it. The estimators record the kinds they were
+trained on and warn when an input is scaled by another rule (see
+:class:`~codafeat.CodaEncoder`).
 
 A missing, empty, corrupt or unsupported file raises :class:`ImageReadError` (a
 ``ValueError``) naming the file; a bad in-memory image names its index.
@@ -215,20 +225,55 @@ def describe(item: Any, index: int | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- scaling
-def to_unit_float(arr: np.ndarray, *, name: str = "image") -> np.ndarray:
-    """Scale a single-channel array to ``float32`` in ``[0, 1]`` (rules in the module doc)."""
+#: The names of the scaling rules (see the module doc).
+INTENSITY_KINDS = ("8bit", "minmax", "fixed", "unit", "voi")
+
+
+def check_bit_depth(bit_depth: Any) -> int | None:
+    """``None`` or an int in [9, 32]: the fixed bit depth of integer data of more than 8 bits."""
+    if bit_depth is None:
+        return None
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, Integral) or not 9 <= bit_depth <= 32:
+        raise ValueError(f"bit_depth must be None or an integer in [9, 32] (e.g. 12 or 14), got {bit_depth!r}")
+    return int(bit_depth)
+
+
+def _scale_wide(out: np.ndarray, bit_depth: int | None) -> tuple[np.ndarray, str]:
+    """Integer data of more than 8 bits (as float32): fixed full scale, or per-image min-max."""
+    if bit_depth is None:
+        return _minmax(out), "minmax"
+    out /= np.float32(2**bit_depth - 1)
+    return np.clip(out, 0.0, 1.0, out=out), "fixed"
+
+
+def _unit_kind(arr: np.ndarray, name: str, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / _255
+        return arr.astype(np.float32) / _255, "8bit"
     if arr.dtype == bool:
-        return arr.astype(np.float32)
+        return arr.astype(np.float32), "8bit"
     out = arr.astype(np.float32, copy=True)
     if not np.all(np.isfinite(out)):
         raise ImageReadError(name, "contains NaN or infinite values")
     if np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(out.min()), float(out.max())
         if lo >= 0.0 and hi <= 1.0 + 1e-6:  # tolerate float rounding (e.g. luminance of white)
-            return np.minimum(out, 1.0, out=out)
-    return _minmax(out)
+            return np.minimum(out, 1.0, out=out), "unit"
+        return _minmax(out), "minmax"
+    return _scale_wide(out, bit_depth)
+
+
+def to_unit_float(arr: np.ndarray, *, name: str = "image", bit_depth: int | None = None) -> np.ndarray:
+    """Scale a single-channel array to ``float32`` in ``[0, 1]`` (rules in the module doc).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_unit_float(np.array([[100, 300]], np.uint16)).tolist()  # per-image min-max
+    [[0.0, 1.0]]
+    >>> to_unit_float(np.array([[0, 4095]], np.uint16), bit_depth=12).tolist()  # a 12-bit detector
+    [[0.0, 1.0]]
+    """
+    return _unit_kind(arr, name, check_bit_depth(bit_depth))[0]
 
 
 def as_unit_float(img: np.ndarray) -> np.ndarray:
@@ -308,15 +353,17 @@ def resize_decoded(img: np.ndarray, size: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- PIL images
-def _decode_pil(pil: Image.Image, name: str, size: int | None) -> np.ndarray:
+def _decode_pil(pil: Image.Image, name: str, size: int | None, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
     mode = pil.mode
     if mode in _HIGH_BIT_MODES:
         out = np.asarray(pil)
         if out.ndim != 2:  # pragma: no cover - Pillow always gives 2-d arrays for these modes
             raise ImageReadError(name, f"unexpected array shape {out.shape} for mode {mode}")
-        return _resize_float(_minmax(out.astype(np.float32)), size)
+        scaled, kind = _scale_wide(out.astype(np.float32), bit_depth)
+        return _resize_float(scaled, size), kind
     if mode == "F":
-        return _resize_float(to_unit_float(np.asarray(pil, dtype=np.float32), name=name), size)
+        scaled, kind = _unit_kind(np.asarray(pil, dtype=np.float32), name)
+        return _resize_float(scaled, size), kind
     if mode != "L":
         try:
             if mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in pil.info):
@@ -324,7 +371,7 @@ def _decode_pil(pil: Image.Image, name: str, size: int | None) -> np.ndarray:
             pil = pil.convert("L")
         except (ValueError, OSError) as exc:
             raise ImageReadError(name, f"unsupported image mode {mode!r} ({exc})") from exc
-    return _resize_u8(pil, size)
+    return _resize_u8(pil, size), "8bit"
 
 
 # --------------------------------------------------------------------------- pixel limit
@@ -408,7 +455,7 @@ def _first_value(value: Any) -> float:
     return float(value)
 
 
-def _dicom_to_unit(ds: Any, name: str) -> np.ndarray:
+def _dicom_to_unit(ds: Any, name: str, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     from pydicom.pixels import pixel_array
@@ -422,41 +469,40 @@ def _dicom_to_unit(ds: Any, name: str) -> np.ndarray:
     else:
         arr = np.asarray(ds.pixel_array)
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # colour: pydicom gives RGB
-        return to_unit_float(_to_gray(arr, name), name=name)
+        return _unit_kind(_to_gray(arr, name), name, bit_depth)
     if arr.ndim != 2:
         raise ImageReadError(name, f"unexpected DICOM pixel array shape {arr.shape}")
     rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
     x = apply_modality_lut(arr, ds)
+    kind = "voi"
     if "VOILUTSequence" in ds:
         out = _minmax(np.asarray(apply_voi_lut(x, ds, prefer_lut=True), dtype=np.float32))
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None and _first_value(ds.WindowWidth) > 0:
         center, width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        if width <= 0:
-            logger.warning("%s: ignoring invalid WindowWidth %s", name, width)
-            out = _minmax(np.asarray(x, dtype=np.float32))
-        else:
-            out = _window(np.asarray(x, dtype=np.float64), center, width, function)
+        out = _window(np.asarray(x, dtype=np.float64), center, width, function)
     elif not rescaled and arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / _255
+        out, kind = arr.astype(np.float32) / _255, "8bit"
     else:
-        out = _minmax(np.asarray(x, dtype=np.float32))
+        if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+            logger.warning("%s: ignoring invalid WindowWidth %s", name, ds.WindowWidth)
+        out, kind = _scale_wide(np.asarray(x, dtype=np.float32), bit_depth)
     if not np.all(np.isfinite(out)):
         raise ImageReadError(name, "DICOM pixel data gives NaN or infinite values")
     inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
     if photometric == "MONOCHROME1" or inverse:
         out = 1.0 - out
-    return out
+    return out, kind
 
 
-def _decode_dicom(source: Any, name: str) -> np.ndarray:
+def _decode_dicom(source: Any, name: str, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
     try:
         import pydicom
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"reading DICOM file {name!r} needs pydicom: pip install 'codafeat[dicom]'") from exc
     try:
         ds = pydicom.dcmread(source)
-        return _dicom_to_unit(ds, name)
+        return _dicom_to_unit(ds, name, bit_depth)
     except ImageReadError:
         raise
     except ImportError:
@@ -471,7 +517,7 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     Applies the modality LUT, the VOI LUT or window, inverts ``MONOCHROME1`` (details in
     the module doc). Needs ``pydicom`` (``pip install codafeat[dicom]``).
     """
-    return _decode_dicom(io.BytesIO(_read_bytes(path)), os.fspath(path))
+    return _decode_dicom(io.BytesIO(_read_bytes(path)), os.fspath(path))[0]
 
 
 # --------------------------------------------------------------------------- files
@@ -490,18 +536,19 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
-def _decode_file(path: str | os.PathLike, size: int | None) -> np.ndarray:
+def _decode_file(path: str | os.PathLike, size: int | None, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
     name = os.fspath(path)
     data = _read_bytes(path)
     if Path(name).suffix.lower() in DICOM_SUFFIXES or _has_dicom_magic(data):
-        return _resize_float(_decode_dicom(io.BytesIO(data), name), size)
+        out, kind = _decode_dicom(io.BytesIO(data), name, bit_depth)
+        return _resize_float(out, size), kind
     try:
         with Image.open(io.BytesIO(data)) as pil:
             check_pixels(name, pil.size[1], pil.size[0])
             if size and pil.format == "JPEG":
                 pil.draft("L", (size, size))  # DCT-domain downscale, never below size
             pil.load()
-            return _decode_pil(pil, name, size)
+            return _decode_pil(pil, name, size, bit_depth)
     except ImageReadError:
         raise
     except UnidentifiedImageError as exc:
@@ -520,11 +567,18 @@ def read_image(path: str | os.PathLike, *, size: int | None = None) -> np.ndarra
     ImageReadError
         The file is missing, empty, corrupt, truncated or of an unsupported format.
     """
-    return as_unit_float(_decode_file(path, _check_size(size)))
+    return as_unit_float(_decode_file(path, _check_size(size))[0])
 
 
 # --------------------------------------------------------------------------- any input
-def decode_image(item: ImageLike, *, size: int | None = None, index: int | None = None) -> np.ndarray:
+def decode_image(
+    item: ImageLike,
+    *,
+    size: int | None = None,
+    index: int | None = None,
+    bit_depth: int | None = None,
+    with_kind: bool = False,
+) -> Any:
     """Decode one image (path, array, PIL image) to ``(h, w)``, keeping 8-bit data 8-bit.
 
     Parameters
@@ -535,25 +589,42 @@ def decode_image(item: ImageLike, *, size: int | None = None, index: int | None 
         Resize to ``size`` x ``size``.
     index : int, optional
         Position of ``item`` in its input, used to name in-memory images in errors.
+    bit_depth : int, optional
+        Fixed bit depth of integer data of more than 8 bits (module doc); ``None``:
+        per-image min-max.
+    with_kind : bool, default=False
+        Also return the intensity kind, the name of the rule applied (module doc).
 
     Returns
     -------
     ndarray of shape (h, w) or (size, size)
         ``uint8`` for 8-bit sources (divide by 255 for ``[0, 1]``, see
-        :func:`as_unit_float`), else ``float32`` in ``[0, 1]``.
+        :func:`as_unit_float`), else ``float32`` in ``[0, 1]``. With ``with_kind``, the
+        pair ``(image, kind)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img, kind = decode_image(np.array([[0, 2048], [4095, 0]], np.uint16), bit_depth=12, with_kind=True)
+    >>> kind, img.dtype, round(float(img[0, 1]), 3)
+    ('fixed', dtype('float32'), 0.5)
 
     Raises
     ------
     ImageReadError
         Unreadable file or invalid array (wrong shape, dtype, NaN...), naming it.
     """
-    size = _check_size(size)
+    out, kind = _decode_any(item, _check_size(size), index, check_bit_depth(bit_depth))
+    return (out, kind) if with_kind else out
+
+
+def _decode_any(item: ImageLike, size: int | None, index: int | None, bit_depth: int | None) -> tuple[np.ndarray, str]:
     if isinstance(item, (str, os.PathLike)):
-        return _decode_file(item, size)
+        return _decode_file(item, size, bit_depth)
     name = describe(item, index)
     if isinstance(item, Image.Image):
         try:
-            return _decode_pil(item, name, size)
+            return _decode_pil(item, name, size, bit_depth)
         except ImageReadError:
             raise
         except (OSError, ValueError) as exc:
@@ -565,21 +636,24 @@ def decode_image(item: ImageLike, *, size: int | None = None, index: int | None 
             raise ImageReadError(name, f"unsupported array dtype {item.dtype}")
         gray = _to_gray(item, name)
         if gray.dtype == np.uint8:
-            return _resize_u8(gray, size)
+            return _resize_u8(gray, size), "8bit"
         if gray.dtype == bool:
-            return _resize_u8(gray.astype(np.uint8) * np.uint8(255), size)
-        return _resize_float(to_unit_float(gray, name=name), size)
+            return _resize_u8(gray.astype(np.uint8) * np.uint8(255), size), "8bit"
+        scaled, kind = _unit_kind(gray, name, bit_depth)
+        return _resize_float(scaled, size), kind
     raise ImageReadError(
         name, f"unsupported input type {type(item).__name__} (give a file path, a numpy array or a PIL image)"
     )
 
 
-def load_image(item: ImageLike, *, size: int | None = None, index: int | None = None) -> np.ndarray:
+def load_image(
+    item: ImageLike, *, size: int | None = None, index: int | None = None, bit_depth: int | None = None
+) -> np.ndarray:
     """Any accepted single image (path, array, PIL image) to ``float32`` ``(h, w)`` in [0, 1].
 
     See :func:`decode_image` for the parameters and the module doc for the scaling rules.
     """
-    return as_unit_float(decode_image(item, size=size, index=index))
+    return as_unit_float(decode_image(item, size=size, index=index, bit_depth=bit_depth))
 
 
 def load_images(

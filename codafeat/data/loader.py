@@ -40,11 +40,15 @@ class Batch(NamedTuple):
     index: torch.Tensor
     failures: list[Failure]
     shapes: torch.Tensor | None = None
+    #: The intensity kind of each image (:data:`codafeat.data.io.INTENSITY_KINDS`; ``""`` for failures).
+    kinds: tuple[str, ...] = ()
 
 
 class ImageDataset(Dataset):
-    """Images resized to ``size`` x ``size``; item ``i`` is ``(image, i, failure)``, or
-    ``(image, i, failure, (h, w))`` with ``with_shapes=True``.
+    """Images resized to ``size`` x ``size``; item ``i`` is ``(image, i, failure, (h, w), kind)``.
+
+    ``(h, w)`` is the original size with ``with_shapes=True`` (else ``None``); ``kind`` the
+    intensity rule applied (``bit_depth``: see :func:`codafeat.data.io.decode_image`).
 
     ``image`` is a ``(size, size)`` array (``uint8`` for 8-bit sources, else ``float32``
     in ``[0, 1]``). An unreadable image never raises here: it yields zeros and a
@@ -53,10 +57,11 @@ class ImageDataset(Dataset):
     worker processes.
     """
 
-    def __init__(self, items: Sequence[Any], size: int, *, with_shapes: bool = False) -> None:
+    def __init__(self, items: Sequence[Any], size: int, *, with_shapes: bool = False, bit_depth: int | None = None) -> None:
         self.items = items
         self.size = int(size)
         self.with_shapes = bool(with_shapes)
+        self.bit_depth = bit_depth
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,17 +69,17 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple:
         try:
             if not self.with_shapes:
-                return decode_image(self.items[i], size=self.size, index=i), i, None
-            full = decode_image(self.items[i], index=i)
-            return resize_decoded(full, self.size), i, None, full.shape
+                img, kind = decode_image(self.items[i], size=self.size, index=i, bit_depth=self.bit_depth, with_kind=True)
+                return img, i, None, None, kind
+            full, kind = decode_image(self.items[i], index=i, bit_depth=self.bit_depth, with_kind=True)
+            return resize_decoded(full, self.size), i, None, full.shape, kind
         except ImageReadError as exc:
             blank = np.zeros((self.size, self.size), dtype=np.uint8)
-            failure = Failure(i, exc.path, exc.reason)
-            return (blank, i, failure, (0, 0)) if self.with_shapes else (blank, i, failure)
+            return blank, i, Failure(i, exc.path, exc.reason), (0, 0) if self.with_shapes else None, ""
 
 
 def collate_images(batch: Sequence[tuple]) -> Batch:
-    """Stack ``(image, index, failure[, shape])`` items into a :class:`Batch`."""
+    """Stack :class:`ImageDataset` items into a :class:`Batch`."""
     arrays = [item[0] for item in batch]
     if all(a.dtype == np.uint8 for a in arrays):
         images = torch.from_numpy(np.stack(arrays))
@@ -84,8 +89,8 @@ def collate_images(batch: Sequence[tuple]) -> Batch:
         )
     index = torch.tensor([item[1] for item in batch], dtype=torch.long)
     failures = [item[2] for item in batch if item[2] is not None]
-    shapes = torch.tensor([item[3] for item in batch], dtype=torch.long) if len(batch[0]) > 3 else None
-    return Batch(images.unsqueeze(1), index, failures, shapes)
+    shapes = torch.tensor([item[3] for item in batch], dtype=torch.long) if batch[0][3] is not None else None
+    return Batch(images.unsqueeze(1), index, failures, shapes, tuple(item[4] for item in batch))
 
 
 def raise_failure(failure: Failure) -> None:
@@ -111,12 +116,14 @@ def make_loader(
     start: int = 0,
     stop: int | None = None,
     with_shapes: bool = False,
+    bit_depth: int | None = None,
 ) -> DataLoader:
     """A sequential DataLoader of :class:`Batch` over :class:`ImageDataset` (``items[start:stop]``).
 
     Workers decode ahead while the caller runs the model; with ``num_workers=0`` decoding
     happens in the calling process between batches. Batch indices are positions in
-    ``items``; ``with_shapes`` adds the original image sizes.
+    ``items``; ``with_shapes`` adds the original image sizes; ``bit_depth`` is the fixed bit
+    depth of wide integer images (:func:`codafeat.data.io.decode_image`).
 
     Examples
     --------
@@ -126,7 +133,7 @@ def make_loader(
     >>> tuple(batch.images.shape), batch.index.tolist(), batch.shapes.tolist()
     ((2, 1, 16, 16), [0, 1], [[20, 30], [20, 30]])
     """
-    dataset: Dataset = ImageDataset(items, size, with_shapes=with_shapes)
+    dataset: Dataset = ImageDataset(items, size, with_shapes=with_shapes, bit_depth=bit_depth)
     stop = len(items) if stop is None else min(stop, len(items))
     if start or stop < len(items):
         dataset = Subset(dataset, range(start, stop))

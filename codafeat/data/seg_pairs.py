@@ -39,7 +39,7 @@ def check_counts(items: Sequence[Any], mask_items: Sequence[Any]) -> None:
 
 
 def load_training_pairs(
-    X: Any, Y: Any, size: int, n_classes: int, on_error: str
+    X: Any, Y: Any, size: int, n_classes: int, on_error: str, *, bit_depth: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """Images ``(n, 1, size, size)`` float32 and masks ``(n, size, size)`` uint8, resized together.
 
@@ -63,7 +63,7 @@ def load_training_pairs(
     for i in range(len(items)):
         name, mname = describe(items[i], i), describe(mask_items[i], i)
         try:
-            img = decode_image(items[i], index=i)
+            img = decode_image(items[i], index=i, bit_depth=bit_depth)
             raw = load_mask(mask_items[i], index=i)
         except ImageReadError as exc:
             if on_error == "raise":

@@ -19,7 +19,7 @@ from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py", "segmentation.py")
+NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py", "segmentation.py", "timm_and_smp.py")
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +233,14 @@ def test_segmentation_example_on_paired_folders(tmp_path, capsys):
     (tmp_path / "msk" / "5.png").unlink()
     with pytest.raises(SystemExit, match="no mask"):
         example["main"](["--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk")])
+
+
+def test_timm_and_smp_example(capsys):
+    result = load("timm_and_smp.py")["main"]([])
+    out = capsys.readouterr().out
+    assert result["timm_max_abs_difference"] < 1e-5 and "features_only=True, in_chans=1" in out
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+    except ImportError:
+        pytest.skip("segmentation_models_pytorch not installed: the smp part of the example is untested here")
+    assert result["smp_encoder_matches"] == 1.0, out

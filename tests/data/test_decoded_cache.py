@@ -47,8 +47,8 @@ class CountingLoad:
     def __init__(self, monkeypatch, fail_at: int | None = None) -> None:
         self.calls = 0
         self.fail_at = fail_at
-        self._orig = io_mod.load_image
-        monkeypatch.setattr(io_mod, "load_image", self)
+        self._orig = io_mod.decode_image
+        monkeypatch.setattr(io_mod, "decode_image", self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1

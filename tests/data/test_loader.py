@@ -17,22 +17,26 @@ def test_dataset_items_are_decoded_lazily_and_failures_returned(tmp_path):
     Image.fromarray(np.full((20, 10), 9, np.uint8)).save(good)
     ds = L.ImageDataset([str(good), str(tmp_path / "missing.png"), np.ones((5, 5), np.float32) * 0.5], size=8)
     assert len(ds) == 3
-    img, i, failure = ds[0]
+    img, i, failure, shape, kind = ds[0]
     assert img.dtype == np.uint8 and img.shape == (8, 8) and i == 0 and failure is None
-    img, i, failure = ds[1]  # never raises: the caller decides
-    assert failure == L.Failure(1, str(tmp_path / "missing.png"), "no such file") and (img == 0).all()
-    img, _, _ = ds[2]
-    assert img.dtype == np.float32
+    assert shape is None and kind == "8bit"
+    img, i, failure, _, kind = ds[1]  # never raises: the caller decides
+    assert failure == L.Failure(1, str(tmp_path / "missing.png"), "no such file") and (img == 0).all() and kind == ""
+    img, _, _, _, kind = ds[2]
+    assert img.dtype == np.float32 and kind == "unit"
+    wide = L.ImageDataset([np.array([[0, 2000], [4000, 1000]], np.uint16)], size=2, with_shapes=True, bit_depth=12)
+    img, _, _, shape, kind = wide[0]
+    assert kind == "fixed" and shape == (2, 2) and img.max() == pytest.approx(4000 / 4095)
 
 
 def test_collate_keeps_uint8_and_promotes_mixed_batches():
     a = np.full((4, 4), 51, np.uint8)
     f = np.full((4, 4), 0.5, np.float32)
-    batch = L.collate_images([(a, 3, None), (a, 4, None)])
+    batch = L.collate_images([(a, 3, None, None, "8bit"), (a, 4, None, None, "8bit")])
     assert batch.images.dtype == torch.uint8 and batch.images.shape == (2, 1, 4, 4)
-    assert batch.index.tolist() == [3, 4] and batch.failures == []
+    assert batch.index.tolist() == [3, 4] and batch.failures == [] and batch.kinds == ("8bit", "8bit")
     fail = L.Failure(6, "x.png", "broken")
-    mixed = L.collate_images([(a, 5, None), (f, 6, fail)])
+    mixed = L.collate_images([(a, 5, None, None, "8bit"), (f, 6, fail, None, "")])
     assert mixed.images.dtype == torch.float32
     torch.testing.assert_close(mixed.images[0, 0], torch.full((4, 4), 51 / 255))
     torch.testing.assert_close(mixed.images[1, 0], torch.full((4, 4), 0.5))

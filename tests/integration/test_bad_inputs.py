@@ -394,8 +394,6 @@ def _weights_file(tmp_path: Path, **config_changes) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from codafeat.weights import BACKBONE_PREFIX
-
     enc = CodaEncoder(**ENC).fit()
     path = tmp_path / "w.safetensors"
     enc.save(path)
@@ -407,7 +405,7 @@ def _weights_file(tmp_path: Path, **config_changes) -> Path:
     nan_tensor = config_changes.pop("_nan", None)
     config.update(config_changes)
     if nan_tensor:
-        k = next(k for k in tensors if k.startswith(BACKBONE_PREFIX) and tensors[k].is_floating_point())
+        k = next(k for k in tensors if tensors[k].is_floating_point())
         tensors[k] = tensors[k].clone()
         tensors[k].view(-1)[0] = float("nan")
     save_file(tensors, path, metadata={**meta, key: json.dumps(config)})
