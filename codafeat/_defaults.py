@@ -71,6 +71,9 @@ PRETRAIN: dict[str, Any] = {
     "lambda_intra": 1.0,
     "clip_grad": 3.0,
     "freeze_last_layer": 1,
+    "accumulate_steps": 1,
+    "head_fp32": False,
+    "compile": False,
     "device": "auto",
     "num_workers": 0,
     "cache_dir": None,
@@ -92,7 +95,7 @@ PRETRAIN: dict[str, Any] = {
 #: checkpoint's networks): they may change between a checkpoint and the run that resumes
 #: it. Every other parameter must agree.
 PRETRAIN_RUN_ONLY = frozenset(
-    {"init_weights", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume", "organ_from",
+    {"init_weights", "compile", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume", "organ_from",
      "on_error", "monitor_every", "log_dir", "random_state", "verbose"}
 )
 

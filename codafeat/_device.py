@@ -7,7 +7,9 @@ decides, for that device, everything that follows from it:
 * placement of modules and batches (``channels_last`` memory format on CUDA, where cuDNN's
   bf16 convolutions run fastest in NHWC; the default layout on the CPU, where
   ``convnext_atto`` ran at the same speed either way);
-* the autocast dtype (bfloat16 on CUDA, none, i.e. float32, on the CPU);
+* the autocast dtype: bfloat16 on GPUs that support it (Ampere and newer), float16 with a
+  gradient scaler on older ones (:meth:`DevicePolicy.grad_scaler`), none, i.e. float32, on
+  the CPU;
 * the precision tag the embedding cache puts in its key (bf16 embeddings differ slightly
   from fp32 ones), and whether batches are pinned.
 
@@ -87,6 +89,12 @@ class DevicePolicy:
 
     device: torch.device
 
+    def __post_init__(self) -> None:
+        dtype = None
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if _bf16_supported(self.device) else torch.float16
+        object.__setattr__(self, "_amp_dtype", dtype)
+
     @classmethod
     def for_device(cls, device: str | torch.device, *, local_rank: int | None = None) -> "DevicePolicy":
         """The policy of :func:`resolve_device` ``(device, local_rank=...)``."""
@@ -100,12 +108,16 @@ class DevicePolicy:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype, ``None`` for plain float32."""
-        return torch.bfloat16 if self.device.type == "cuda" else None
+        return self._amp_dtype  # type: ignore[attr-defined]
 
     @property
     def precision(self) -> str:
-        """``"bf16"`` or ``"fp32"``: the tag of the embeddings' precision (cache keys)."""
-        return "bf16" if self.amp_dtype == torch.bfloat16 else "fp32"
+        """``"bf16"``, ``"fp16"`` or ``"fp32"``: the tag of the embeddings' precision (cache keys)."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, enabled only for float16 autocast (bf16 and fp32 need none)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     @property
     def pin_memory(self) -> bool:
@@ -138,6 +150,16 @@ class DevicePolicy:
         """The autocast context of the policy's dtype (disabled on the CPU)."""
         dtype = self.amp_dtype
         return torch.autocast(device_type=self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    """Whether the GPU runs bfloat16 natively (compute capability 8.0+); assumed when unknown."""
+    if not torch.cuda.is_available():
+        return True  # the rules are read off a policy for a device this machine does not have
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (RuntimeError, AssertionError, ValueError):
+        return True
 
 
 def _flushing_denormals() -> bool:

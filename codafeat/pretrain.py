@@ -162,6 +162,17 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         Per-parameter gradient-norm clipping (DINO); 0 disables.
     freeze_last_layer : int, default=1
         Epochs during which the heads' output layers are frozen (DINO).
+    accumulate_steps : int, default=1
+        Gradient accumulation: each process's share of the batch is run in this many parts
+        whose gradients add up before one optimiser step, so that an effective batch of 64
+        fits a small GPU. Each part's inter-organ term sees the negatives of its part only
+        (``1/accumulate_steps`` of them); EMA and centre are updated once per step.
+    head_fp32 : bool, default=False
+        Run the heads' last layers (65,536 outputs) in float32 under GPU autocast.
+    compile : bool or str, default=False
+        ``torch.compile`` the student's and the teacher's forward passes (``True``: the
+        default backend; a string names the backend, e.g. ``"eager"`` to test the wiring).
+        Measured against eager in ``benchmarks/gpu_check.sh``.
     device : str, default="auto"
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Under ``torchrun`` with CUDA each
         process uses ``cuda:LOCAL_RANK``.
@@ -215,7 +226,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     history_ : list of dict
         Per epoch: ``loss``, ``loss_inter``, ``loss_intra``, ``inter_skipped_steps`` (steps
         whose global batch held one organ), ``lr``, ``weight_decay``, ``momentum``,
-        ``teacher_temp``, ``images_per_s``, ``seconds``, ``skipped_files``, and on monitor
+        ``teacher_temp``, ``images_per_s``, ``seconds``, ``data_wait_share`` (the share of the
+        epoch spent waiting for the DataLoader: near 1, training is data-bound; raise
+        ``num_workers``), ``skipped_files``, and on monitor
         epochs the monitor's figures (see ``monitor_every``).
     init_weights_source_ : str
         Where the backbones started: ``"random"`` or the ``init_weights`` source.
@@ -297,6 +310,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         "lambda_intra": [Interval(Real, 0, 1000, closed="both")],
         "clip_grad": [Interval(Real, 0, 1e6, closed="both")],
         "freeze_last_layer": [Interval(Integral, 0, 1_000_000, closed="both")],
+        "accumulate_steps": [Interval(Integral, 1, 1024, closed="both")],
+        "head_fp32": ["boolean"],
+        "compile": ["boolean", str],
         "device": DEVICE,
         "num_workers": [Interval(Integral, 0, 1024, closed="both")],
         "cache_dir": [None, str, os.PathLike],
@@ -349,6 +365,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         lambda_intra: float = P["lambda_intra"],
         clip_grad: float = P["clip_grad"],
         freeze_last_layer: int = P["freeze_last_layer"],
+        accumulate_steps: int = P["accumulate_steps"],
+        head_fp32: bool = P["head_fp32"],
+        compile: bool | str = P["compile"],
         device: str = P["device"],
         num_workers: int = P["num_workers"],
         cache_dir: str | os.PathLike | None = P["cache_dir"],
@@ -397,6 +416,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.lambda_intra = lambda_intra
         self.clip_grad = clip_grad
         self.freeze_last_layer = freeze_last_layer
+        self.accumulate_steps = accumulate_steps
+        self.head_fp32 = head_fp32
+        self.compile = compile
         self.device = device
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -530,6 +552,11 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         if self.batch_size % info.world_size:
             raise ValueError(f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes")
         per_rank = self.batch_size // info.world_size
+        if per_rank < self.accumulate_steps:
+            raise ValueError(
+                f"accumulate_steps={self.accumulate_steps} exceeds the {per_rank} image(s) per process and step "
+                f"(batch_size={self.batch_size} over {info.world_size} process(es))"
+            )
         sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_)
         loader = DataLoader(
             dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
@@ -653,6 +680,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
             head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
             head_bottleneck_dim=self.head_bottleneck_dim, drop_path_rate=self.drop_path_rate,
+            head_fp32=self.head_fp32,
         )
 
     def _schedules(self, steps: int) -> Schedules:
@@ -697,6 +725,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=self._schedules(steps),
             steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
             device=device, dist_info=info, n_local_crops=self.n_local_crops, symmetric=self.symmetric,
+            accumulate_steps=self.accumulate_steps, compile=self.compile,
         )
 
     # ------------------------------------------------------------------ checkpoints

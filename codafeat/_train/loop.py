@@ -23,6 +23,7 @@ One step, following the paper and DESIGN.md:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -128,8 +129,11 @@ class CodaTrainer:
         dist_info: D.DistInfo,
         n_local_crops: int,
         symmetric: bool = False,
+        accumulate_steps: int = 1,
+        compile: bool | str = False,
     ) -> None:
         self.student_module = student
+        self.accumulate_steps = int(accumulate_steps)
         self.symmetric = bool(symmetric)
         # Symmetric intra-organ pairs (DINO): student views [g1, g2, crops] x teacher views
         # [g1, g2], leaving out each global view paired with itself.
@@ -148,6 +152,7 @@ class CodaTrainer:
         self.dist = dist_info
         self.n_local_crops = n_local_crops
         self.policy = DevicePolicy(device)
+        self.scaler = self.policy.grad_scaler()  # float16 GPUs only; a no-op otherwise
         self.student: nn.Module = student
         #: Extra fields shown on the progress bar (the last monitor figures).
         self.progress_extra: dict[str, str] = {}
@@ -156,6 +161,12 @@ class CodaTrainer:
 
             ids = [device.index] if device.type == "cuda" else None
             self.student = DDP(student, device_ids=ids, broadcast_buffers=False)
+        self._teacher_forward: nn.Module = teacher
+        if compile:
+            # compiled callables; student_module and teacher stay the bare modules (EMA, checkpoints)
+            kwargs = {"backend": compile} if isinstance(compile, str) else {}
+            self.student = torch.compile(self.student, **kwargs)
+            self._teacher_forward = torch.compile(teacher, **kwargs)
         self.optimizer = torch.optim.AdamW(param_groups(student), lr=float(schedules.lr[0]))
         self._params = [p for p in student.parameters() if p.requires_grad]
         self._last_layer = set(id(p) for p in student.last_layer_parameters())
@@ -181,13 +192,13 @@ class CodaTrainer:
             # DINO's form: both global views through both networks.
             both = torch.cat([g1, g2])
             with torch.no_grad(), policy.autocast():
-                t_org, t_ins = self.teacher(both)
+                t_org, t_ins = self._teacher_forward(both)
             with policy.autocast():
                 s_org, s_ins = self.student(both, crops, ins_on_global=True)
         else:
             # Coda's form as printed: teacher(g2) against student(g1) and the crops.
             with torch.no_grad(), policy.autocast():
-                t_org, t_ins = self.teacher(g2)
+                t_org, t_ins = self._teacher_forward(g2)
             with policy.autocast():
                 s_org, s_ins = self.student(g1, crops)
         return t_org, t_ins, s_org, s_ins
@@ -218,43 +229,80 @@ class CodaTrainer:
                 loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
         return loss_inter, loss_intra, inter_skipped
 
-    def update(self, loss: torch.Tensor, t_ins: torch.Tensor | None, epoch: int, it: int) -> None:
-        """Backward, clipping, AdamW step, EMA teacher and centre (steps 6-8)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def update(self, t_ins: torch.Tensor | None, epoch: int, it: int) -> None:
+        """Clipping, AdamW step, EMA teacher and centre (steps 6-8), after the backward passes."""
+        self.scaler.unscale_(self.optimizer)  # no-op unless float16
         if self.clip_grad > 0:
             clip_gradients_(self._params, self.clip_grad)
         if epoch < self.freeze_last_layer:
             for p in self._params:
                 if id(p) in self._last_layer:
                     p.grad = None
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         ema_update(self.teacher, self.student_module, float(self.schedules.momentum[it]))
         if self.lambda_intra > 0:
             self.intra_loss.update_center(t_ins.float().detach())
 
+    def _micro_batches(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """``batch`` cut into ``accumulate_steps`` consecutive parts (the crops by their image)."""
+        k = self.accumulate_steps
+        if k == 1:
+            return [batch]
+        b = batch["g1"].shape[0]
+        bounds = [round(i * b / k) for i in range(k + 1)]
+        parts = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            part = {key: v[lo:hi] for key, v in batch.items() if key != "locals"}
+            if "locals" in batch:  # (N_local * B, ...) crops, crop-major like the views
+                n = batch["locals"].shape[0] // b
+                part["locals"] = batch["locals"].view(n, b, *batch["locals"].shape[1:])[:, lo:hi].reshape(
+                    n * (hi - lo), *batch["locals"].shape[1:]
+                )
+            parts.append(part)
+        return parts
+
     def step(self, batch: dict[str, torch.Tensor], epoch: int, it: int) -> StepResult:
-        """One optimisation step on a batch; ``it`` is the global step index."""
+        """One optimisation step on a batch; ``it`` is the global step index.
+
+        With ``accumulate_steps = k`` the batch is cut into ``k`` parts whose gradients add up
+        before the one optimiser step (for a GPU that does not fit the whole batch). Each
+        part's inter-organ term contrasts the teacher embeddings of that part (over all
+        ranks), so it sees ``1/k`` of the negatives of an undivided step. The EMA and the
+        centre are updated once, from the whole batch.
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.schedules.lr[it])
             group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
-        crops = self.policy.batch(batch["locals"]) if self.lambda_intra > 0 else None
-        outputs = self.forward(self.policy.batch(batch["g1"]), self.policy.batch(batch["g2"]), crops)
-        labels = batch["labels"].to(self.device, non_blocking=True)
-        loss_inter, loss_intra, inter_skipped = self.losses(outputs, labels, epoch)
-        loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
-        if not torch.isfinite(loss.detach()).item():
-            raise FloatingPointError(
-                f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
-                f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
-                "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
-            )
-        self.update(loss, outputs[1], epoch, it)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = self._micro_batches(batch)
+        totals = torch.zeros(3, device=self.device)
+        t_ins_all, skipped = [], False
+        for j, part in enumerate(parts):
+            crops = self.policy.batch(part["locals"]) if self.lambda_intra > 0 else None
+            outputs = self.forward(self.policy.batch(part["g1"]), self.policy.batch(part["g2"]), crops)
+            labels = part["labels"].to(self.device, non_blocking=True)
+            loss_inter, loss_intra, inter_skipped = self.losses(outputs, labels, epoch)
+            loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
+            if not torch.isfinite(loss.detach()).item():
+                raise FloatingPointError(
+                    f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
+                    f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
+                    "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
+                )
+            sync = contextlib.nullcontext() if j == len(parts) - 1 or not hasattr(self.student, "no_sync") \
+                else self.student.no_sync()  # DDP: one gradient all-reduce per optimiser step
+            with sync:
+                self.scaler.scale(loss / len(parts)).backward()
+            totals += torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach()]).float() / len(parts)
+            t_ins_all.append(outputs[1])
+            skipped = skipped or inter_skipped
+        t_ins = torch.cat(t_ins_all) if self.lambda_intra > 0 else None
+        self.update(t_ins, epoch, it)
         # Losses reported as global-batch means.
-        vals = torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach()]).float()
-        vals = D.all_reduce_sum(vals, self.dist) / self.dist.world_size
+        vals = D.all_reduce_sum(totals, self.dist) / self.dist.world_size
         loss_v, inter_v, intra_v = (float(v) for v in vals.tolist())
-        return StepResult(loss_v, inter_v, intra_v, inter_skipped)
+        return StepResult(loss_v, inter_v, intra_v, skipped)
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, loader, epoch: int, *, progress=None, seed: int = 0) -> dict[str, Any]:
@@ -269,9 +317,16 @@ class CodaTrainer:
         stats = EpochStats()
         devices = [self.device] if self.device.type == "cuda" else []
         t0 = time.perf_counter()
+        wait = 0.0
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(np.random.SeedSequence([int(seed), int(epoch), self.dist.rank, 17]).generate_state(1)[0]))
-            for b, batch in enumerate(loader):
+            batches = iter(loader)
+            for b in range(self.steps_per_epoch):
+                t_wait = time.perf_counter()
+                batch = next(batches, None)
+                wait += time.perf_counter() - t_wait
+                if batch is None:
+                    break
                 it = epoch * self.steps_per_epoch + b
                 r = self.step(batch, epoch, it)
                 stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra)
@@ -294,4 +349,6 @@ class CodaTrainer:
             "teacher_temp": float(self.schedules.teacher_temp[epoch]),
             "images_per_s": stats.images / elapsed if elapsed > 0 else float("nan"),
             "seconds": elapsed,
+            # share of the epoch spent waiting for the loader (decoding, augmentation): high = data-bound
+            "data_wait_share": wait / elapsed if elapsed > 0 else float("nan"),
         }

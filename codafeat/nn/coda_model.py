@@ -32,6 +32,8 @@ class CodaNetwork(nn.Module):
     drop_path_rate : float, default=0.0
         Stochastic depth of the backbone (training mode only; the EMA teacher runs in eval
         mode, so it never drops paths).
+    head_fp32 : bool, default=False
+        The heads' last layers in float32 under autocast (see :class:`~codafeat.nn.heads.DINOHead`).
     """
 
     def __init__(
@@ -46,12 +48,14 @@ class CodaNetwork(nn.Module):
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
         drop_path_rate: float = 0.0,
+        head_fp32: bool = False,
     ) -> None:
         super().__init__()
         net = create_backbone(backbone, drop_path_rate=drop_path_rate)
         self.encoder = FeatureExtractor(net, mean, std)
         dim = embed_dim(net)
-        kw = dict(out_dim=head_out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=head_bottleneck_dim)
+        kw = dict(out_dim=head_out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=head_bottleneck_dim,
+                  last_layer_fp32=head_fp32)
         self.head_org = DINOHead(dim, **kw) if with_org else None
         self.head_ins = DINOHead(dim, **kw) if with_ins else None
 

@@ -66,7 +66,15 @@ class WeightNormLinear(nn.Module):
         # dim=0: one norm per output row; fused forward and backward kernels on CPU and CUDA.
         return torch._weight_norm(self.weight_v, g, 0)
 
+    #: Run in float32 even under autocast (``DINOHead(last_layer_fp32=True)``): with 65,536
+    #: outputs, bf16 logits lose the small differences that the teacher's sharpened softmax
+    #: turns into targets.
+    fp32 = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp32 and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return F.linear(x.float(), self.weight().float())
         return F.linear(x, self.weight())
 
     def extra_repr(self) -> str:
@@ -100,6 +108,8 @@ class DINOHead(nn.Module):
         Number of linear layers in the MLP (paper: 3), GELU between them.
     norm_last_layer : bool, default=True
         Fix the row norms of the last layer to 1 (DINO's default), which keeps training stable.
+    last_layer_fp32 : bool, default=False
+        Compute the last layer in float32 under autocast (mixed-precision GPU training).
 
     Examples
     --------
@@ -117,6 +127,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         n_layers: int = 3,
         norm_last_layer: bool = True,
+        last_layer_fp32: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -131,6 +142,7 @@ class DINOHead(nn.Module):
         self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, n_layers)
         self.mlp.apply(self._init_weights)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_norm=not norm_last_layer)
+        self.last_layer.fp32 = bool(last_layer_fp32)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

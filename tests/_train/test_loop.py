@@ -17,7 +17,7 @@ from codafeat.nn.ema import make_teacher
 K, B, N = 32, 4, 2
 
 
-def _trainer(symmetric: bool, seed: int = 0) -> CodaTrainer:
+def _trainer(symmetric: bool, seed: int = 0, **kw) -> CodaTrainer:
     torch.manual_seed(seed)
     student = CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=K,
                           head_hidden_dim=16, head_bottleneck_dim=8)
@@ -35,7 +35,7 @@ def _trainer(symmetric: bool, seed: int = 0) -> CodaTrainer:
         student=student, teacher=teacher, inter_loss=InterOrganLoss(temperature=0.1), intra_loss=intra,
         lambda_inter=1.0, lambda_intra=1.0, schedules=sched, steps_per_epoch=steps, clip_grad=0.0,
         freeze_last_layer=0, device=torch.device("cpu"), dist_info=DistInfo(), n_local_crops=N,
-        symmetric=symmetric,
+        symmetric=symmetric, **kw,
     )
 
 
@@ -138,3 +138,58 @@ def test_single_organ_batch_skips_the_inter_term_without_nan():
     batch = dict(_batch(), labels=torch.zeros(B, dtype=torch.long))
     r = tr.step(batch, 0, 0)
     assert r.inter_skipped and r.loss_inter == 0.0 and np.isfinite(r.loss)
+
+
+# --------------------------------------------------------------------------- GPU-path features, on the CPU
+def _intra_only(**kw) -> CodaTrainer:
+    tr = _trainer(True, **kw)
+    tr.lambda_inter = 0.0  # the intra-organ term is a mean over images: it splits exactly
+    return tr
+
+
+def test_accumulation_equals_one_undivided_step_for_a_per_image_loss():
+    batch = _batch()
+    one, two = _intra_only(), _intra_only(accumulate_steps=2)
+    r1, r2 = one.step(batch, 0, 0), two.step(batch, 0, 0)
+    assert r1.loss_intra == pytest.approx(r2.loss_intra, rel=1e-5)
+    for a, b in zip(one.student_module.parameters(), two.student_module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(one.intra_loss.center, two.intra_loss.center)
+    for a, b in zip(one.teacher.parameters(), two.teacher.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_keep_crops_with_their_images():
+    tr = _trainer(True, accumulate_steps=2)
+    batch = _batch()
+    parts = tr._micro_batches(batch)
+    assert [len(p["g1"]) for p in parts] == [2, 2]
+    crops = batch["locals"].view(N, B, 1, 32, 32)
+    for p, lo in zip(parts, (0, 2)):
+        torch.testing.assert_close(p["locals"].view(N, 2, 1, 32, 32), crops[:, lo : lo + 2])
+        assert p["labels"].tolist() == batch["labels"][lo : lo + 2].tolist()
+
+
+def test_compiled_step_matches_eager():
+    batch = _batch()
+    eager, compiled = _trainer(True), _trainer(True, compile="eager")
+    r1, r2 = eager.step(batch, 0, 0), compiled.step(batch, 0, 0)
+    assert r1.loss == pytest.approx(r2.loss, rel=1e-5)
+    assert compiled.student is not compiled.student_module, "the compiled callable wraps the bare module"
+    assert type(compiled.student_module) is CodaNetwork, "EMA and checkpoints keep the bare module"
+
+
+def test_epoch_records_the_data_wait_share():
+    tr = _trainer(True)
+    rec = tr.run_epoch([_batch(1), _batch(2), _batch(3)], 0)
+    assert 0.0 <= rec["data_wait_share"] < 1.0
+
+
+def test_fp32_last_layer_under_autocast():
+    from codafeat.nn.heads import DINOHead
+
+    x = torch.randn(3, 16)
+    for fp32, dtype in ((False, torch.bfloat16), (True, torch.float32)):
+        head = DINOHead(16, out_dim=32, hidden_dim=8, bottleneck_dim=4, last_layer_fp32=fp32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert head(x).dtype == dtype
