@@ -7,14 +7,16 @@ pixels. :class:`DecodedCache` decodes each input once with
 (:func:`cache_size_for`: ``round(image_size * 8 / 7)``, 256 for 224, the usual
 "resize to 256, crop 224" margin) and stores it as ``uint8``.
 
-With ``cache_dir`` the array is a raw file ``<cache_dir>/decoded-<key>.u8`` read through
-:class:`numpy.memmap` (shared by all data workers and ranks through the page cache),
-next to a small JSON index ``decoded-<key>.json``. The key is the SHA-256 of the format
-version, ``cache_size`` and, for each input, its absolute path, size and modification
-time in nanoseconds (arrays and PIL images: their content), so a changed file, a
-different list or another size gives another key and a fresh build, and the same inputs
-reuse the file without decoding anything. Both files are written to temporary names and
-renamed into place, the index last: a crash never leaves a cache that looks valid.
+With ``cache_dir`` the images are stored in shards (:mod:`codafeat.data.shards`): raw
+``uint8`` files read through :class:`numpy.memmap` (shared by all data workers and ranks
+through the page cache), with a small JSON set index ``decoded-<key>.json``. The key is the
+SHA-256 of the format version, ``cache_size``, the intensity rule and, for each input, its
+absolute path, size and modification time in nanoseconds (arrays and PIL images: their
+content). The same inputs reuse the cache without decoding anything. Shard boundaries
+follow the content, so after adding or removing 1 % of the files only about 1 % of the
+shards are decoded again. Each shard, and then the set index, is written to a temporary
+name and renamed into place: a crash loses at most the shards being written, and never
+leaves a cache that looks valid.
 Building is idempotent, so under ``torchrun`` rank 0 can build while the other ranks
 wait at a barrier and then call :meth:`DecodedCache.build` with the same arguments to
 open the file.
@@ -42,17 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from . import io as _io
 from . import loader as _loader
+from . import shards as _shards
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DecodedCache", "cache_size_for"]
 
 #: Bumped when the stored layout or the decoding rules change (part of the key).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sharded (codafeat.data.shards); 1: one file per input list
 _FORMAT = "codafeat-decoded-cache"
 
 
@@ -82,25 +84,6 @@ def _decode_one(job: tuple[int, Any, int, int | None]) -> tuple[int, np.ndarray 
     return i, _to_u8(_io.as_unit_float(img)), kind
 
 
-def _hash_item(h: Any, item: Any, index: int) -> None:
-    if isinstance(item, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(item))
-        try:
-            st = os.stat(path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"path\0{path}\0{stamp}\n".encode("utf-8", "surrogatepass"))
-    elif isinstance(item, np.ndarray):
-        h.update(f"array\0{item.dtype.str}\0{item.shape}\n".encode())
-        h.update(np.ascontiguousarray(item).tobytes())
-    elif isinstance(item, Image.Image):
-        h.update(f"pil\0{item.mode}\0{item.size}\n".encode())
-        h.update(item.tobytes())
-    else:  # load_image will reject it; the key only has to be deterministic
-        h.update(f"other\0{index}\0{type(item).__name__}\n".encode())
-
-
 class DecodedCache:
     """Decoded, resized ``uint8`` images: ``cache[i]`` is a ``(cache_size, cache_size)`` array.
 
@@ -118,7 +101,7 @@ class DecodedCache:
     key : str or None
         The content key (None for in-memory caches).
     path : Path or None
-        The data file (None for in-memory caches).
+        The set index file (None for in-memory caches); the images are in its shards.
 
     Examples
     --------
@@ -138,11 +121,15 @@ class DecodedCache:
         key: str | None = None,
         path: Path | None = None,
         kinds: dict[str, int] | None = None,
+        shards: Sequence[tuple[Path, int]] | None = None,
     ) -> None:
         if array.ndim != 3 or array.shape[1] != array.shape[2] or array.dtype != np.uint8:
             raise ValueError(f"a decoded cache is a (n, s, s) uint8 array, got {array.dtype} {array.shape}")
-        if len(kept) != len(array):
-            raise ValueError(f"kept has {len(kept)} entries for {len(array)} images")
+        self._shard_files = list(shards or [])
+        self._open_shards(array.shape[1])
+        n = len(array) if not self._shard_files else int(self._offsets[-1])
+        if len(kept) != n:
+            raise ValueError(f"kept has {len(kept)} entries for {n} images")
         self._array = array
         self.cache_size = int(array.shape[1])
         self.kept = np.asarray(kept, dtype=np.int64)
@@ -153,17 +140,32 @@ class DecodedCache:
         #: How many images each intensity rule scaled (:data:`codafeat.data.io.INTENSITY_KINDS`).
         self.kinds = dict(kinds or {})
 
+    def _open_shards(self, size: int) -> None:
+        self._maps = [
+            np.memmap(p, dtype=np.uint8, mode="r", shape=(n, size, size)) for p, n in self._shard_files if n
+        ]
+        counts = [n for _, n in self._shard_files if n]
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
-        return int(self._array.shape[0])
+        return int(self._offsets[-1]) if self._shard_files else int(self._array.shape[0])
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self._array[i]
+        if not self._shard_files:
+            return self._array[i]
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"decoded cache index {i} out of range for {len(self)} images")
+        s = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return self._maps[s][i - self._offsets[s]]
 
     @property
     def array(self) -> np.ndarray:
-        """All images, ``(n, cache_size, cache_size)`` ``uint8`` (read-only memmap when on disk)."""
-        return self._array
+        """All images, ``(n, cache_size, cache_size)`` ``uint8`` (for a sharded cache, a copy in memory)."""
+        if not self._shard_files:
+            return self._array
+        return np.concatenate(self._maps) if self._maps else np.empty((0, self.cache_size, self.cache_size), np.uint8)
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path else "in memory"
@@ -173,25 +175,29 @@ class DecodedCache:
         # A file-backed cache travels (to DataLoader workers, spawned ranks) as its path,
         # not as a copy of the whole array.
         state = self.__dict__.copy()
-        if self.path is not None:
+        state.pop("_maps", None)
+        if self._shard_files:
             state["_array"] = None
-            state["_shape"] = self._array.shape
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        shape = state.pop("_shape", None)
         self.__dict__.update(state)
+        self._open_shards(self.cache_size)
         if self._array is None:
-            self._array = np.memmap(self.path, dtype=np.uint8, mode="r", shape=shape)
+            self._array = np.empty((0, self.cache_size, self.cache_size), np.uint8)
 
     # ------------------------------------------------------------------ key / files
     @staticmethod
     def cache_key(items: Sequence[Any], cache_size: int, bit_depth: int | None = None) -> str:
         """The content key of ``items`` at ``cache_size`` (hex SHA-256, see the module doc)."""
+        return DecodedCache._key_of(_shards.identity_list(items), cache_size, bit_depth)
+
+    @staticmethod
+    def _key_of(ids: Sequence[bytes], cache_size: int, bit_depth: int | None) -> str:
         depth = "" if bit_depth is None else f"\0bits{int(bit_depth)}"
-        h = hashlib.sha256(f"{_FORMAT}\0{FORMAT_VERSION}\0{int(cache_size)}\0{len(items)}{depth}\n".encode())
-        for i in range(len(items)):
-            _hash_item(h, items[i], i)
+        h = hashlib.sha256(f"{_FORMAT}\0{FORMAT_VERSION}\0{int(cache_size)}\0{len(ids)}{depth}\n".encode())
+        for ident in ids:
+            h.update(ident)
         return h.hexdigest()
 
     @staticmethod
@@ -201,16 +207,17 @@ class DecodedCache:
 
     @classmethod
     def open(cls, cache_dir: str | os.PathLike, key: str) -> DecodedCache:
-        """Open the cache with ``key`` in ``cache_dir`` (read-only memmap).
+        """Open the cache with ``key`` in ``cache_dir`` (read-only memmaps of its shards).
 
         Raises
         ------
         FileNotFoundError
-            No complete cache with this key (the index is written last).
+            No complete cache with this key (the set index is written last).
         ValueError
-            The index or the data file is inconsistent (names the file).
+            The index or a shard is inconsistent (names the file).
         """
-        data_path, index_path = cls._paths(cache_dir, key)
+        root = Path(cache_dir)
+        _, index_path = cls._paths(root, key)
         if not index_path.is_file():
             raise FileNotFoundError(f"no decoded cache {str(index_path)!r}")
         try:
@@ -221,26 +228,20 @@ class DecodedCache:
             raise ValueError(f"{str(index_path)!r} is not a codafeat decoded-cache index for key {key}")
         if index.get("version") != FORMAT_VERSION:
             raise ValueError(f"{str(index_path)!r}: unsupported version {index.get('version')!r}")
-        n_items, size = int(index["n_items"]), int(index["cache_size"])
-        skipped_at = [int(i) for i in index["skipped_index"]]
-        kept = np.setdiff1d(np.arange(n_items, dtype=np.int64), np.asarray(skipped_at, dtype=np.int64))
-        expected = len(kept) * size * size
-        try:
-            actual = data_path.stat().st_size
-        except OSError as exc:
-            raise ValueError(f"decoded cache data {str(data_path)!r} is missing ({exc})") from exc
-        if actual != expected:
-            raise ValueError(f"decoded cache data {str(data_path)!r} has {actual} bytes, expected {expected}")
-        array = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(kept), size, size))
-        return cls(
-            array,
-            kept=kept,
-            skipped=index["skipped"],
-            reasons=index["reasons"],
-            key=key,
-            path=data_path,
-            kinds=index.get("kinds", {}),
-        )
+        size = int(index["cache_size"])
+        files, kept, skipped, reasons, kinds = [], [], [], [], Counter()
+        for _, _, skey in index["shards"]:
+            try:
+                array, meta = _shards.open_shard(root, skey)
+            except FileNotFoundError as exc:
+                raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} is missing") from exc
+            files.append((_shards.paths(root, skey)[0], len(array)))
+            kept.extend(meta["kept"])
+            skipped.extend(name for _, name, _ in meta["skipped"])
+            reasons.extend(reason for _, _, reason in meta["skipped"])
+            kinds.update(meta["kinds"])
+        return cls(np.empty((0, size, size), np.uint8), kept=np.asarray(kept, dtype=np.int64), skipped=skipped,
+                   reasons=reasons, key=key, path=index_path, kinds=dict(kinds), shards=files)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -303,17 +304,18 @@ class DecodedCache:
         if cache_dir is None:
             cache = cls._decode_to_memory(items, cache_size, on_error, int(num_workers), verbose, bit_depth)
         else:
-            key = cls.cache_key(items, cache_size, bit_depth)
+            ids = _shards.identity_list(items)
+            key = cls._key_of(ids, cache_size, bit_depth)
             try:
                 cache = cls.open(cache_dir, key)
                 logger.info("reusing decoded cache %s (%d images)", cache.path, len(cache))
             except FileNotFoundError:
-                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose,
-                                            bit_depth)
+                cache = cls._decode_to_shards(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers),
+                                              verbose, bit_depth)
             except ValueError as exc:
                 logger.warning("rebuilding decoded cache: %s", exc)
-                cache = cls._decode_to_file(items, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose,
-                                            bit_depth)
+                cache = cls._decode_to_shards(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers),
+                                              verbose, bit_depth)
         if cache.skipped and on_error == "raise":
             raise _io.ImageReadError(cache.skipped[0], cache.reasons[0])
         _io.report_skipped(cache.skipped, context="decoded cache")
@@ -366,9 +368,10 @@ class DecodedCache:
         return cls(array, kept=np.asarray(kept, dtype=np.int64), skipped=skipped, reasons=reasons, kinds=dict(kinds))
 
     @classmethod
-    def _decode_to_file(
+    def _decode_to_shards(
         cls,
         items: Sequence[Any],
+        ids: Sequence[bytes],
         size: int,
         cache_dir: Path,
         key: str,
@@ -377,39 +380,31 @@ class DecodedCache:
         verbose: int,
         bit_depth: int | None = None,
     ) -> DecodedCache:
-        from .._fileio import atomic_open, atomic_write_bytes
+        """Decode the shards that are not on disk yet (in parallel), then write the set index."""
+        from .._fileio import atomic_write_bytes
 
         cache_dir.mkdir(parents=True, exist_ok=True)
-        data_path, index_path = cls._paths(cache_dir, key)
-        kept = 0
-        skipped: list[str] = []
-        reasons: list[str] = []
-        skipped_at: list[int] = []
-        kinds: Counter = Counter()
-        logger.info("decoding %d images to %s (%d px)", len(items), data_path, size)
-        with atomic_open(data_path) as fh:  # streamed: memory stays flat in the number of images
-            for i, img, note in cls._decoded(items, size, on_error, num_workers, verbose, bit_depth):
-                if img is None:
-                    skipped.append(note[0])
-                    reasons.append(note[1])
-                    skipped_at.append(i)
-                    continue
-                fh.write(img.tobytes())
-                kept += 1
-                kinds[note] += 1
-            if not kept:
-                raise ValueError(f"none of the {len(items)} images could be read")
-        index = {
-            "format": _FORMAT,
-            "version": FORMAT_VERSION,
-            "key": key,
-            "cache_size": size,
-            "n_items": len(items),
-            "n_kept": kept,
-            "skipped_index": skipped_at,
-            "skipped": skipped,
-            "reasons": reasons,
-            "kinds": dict(kinds),
-        }
-        atomic_write_bytes(index_path, json.dumps(index, indent=1).encode("utf-8"))
+        layout = [(lo, hi, _shards.shard_key(ids[lo:hi], size, bit_depth)) for lo, hi in _shards.bounds(ids)]
+        todo = []
+        for lo, hi, skey in layout:
+            try:
+                _shards.open_shard(cache_dir, skey)
+            except (FileNotFoundError, ValueError):
+                todo.append((cache_dir, skey, lo, [items[i] for i in range(lo, hi)], size, bit_depth, on_error))
+        logger.info("decoded cache %s: %d of %d shard(s) to decode (%d of %d images)", cache_dir, len(todo),
+                    len(layout), sum(len(j[3]) for j in todo), len(items))
+        for meta in _shards.fill(todo, num_workers, verbose):
+            if "error" in meta:
+                raise _io.ImageReadError(*meta["error"])
+        if all(not _shards.open_shard(cache_dir, skey)[1]["kept"] for _, _, skey in layout):
+            for _, _, skey in layout:  # nothing readable: leave no cache behind
+                for p in _shards.paths(cache_dir, skey):
+                    p.unlink(missing_ok=True)
+            raise ValueError(f"none of the {len(items)} images could be read")
+        index = {"format": _FORMAT, "version": FORMAT_VERSION, "key": key, "cache_size": size,
+                 "n_items": len(items), "shards": [list(x) for x in layout]}
+        atomic_write_bytes(cls._paths(cache_dir, key)[1], json.dumps(index).encode("utf-8"))
+        removed = _shards.remove_unreferenced(cache_dir)
+        if removed:
+            logger.info("decoded cache %s: removed %d file(s) of shards no index uses", cache_dir, len(removed))
         return cls.open(cache_dir, key)

@@ -71,9 +71,10 @@ def test_cache_size_for():
 def test_memmap_content_equals_load_image_resized(images, tmp_path):
     cache = DecodedCache.build(images, SIZE, cache_dir=tmp_path / "cache")
     assert len(cache) == len(images)
-    assert isinstance(cache.array, np.memmap)
-    assert cache.path is not None and cache.path.name == f"decoded-{cache.key}.u8"
-    assert cache.path.stat().st_size == len(images) * SIZE * SIZE
+    assert isinstance(cache[0], np.memmap), "read from the shard files, not copied into memory"
+    assert cache.path is not None and cache.path.name == f"decoded-{cache.key}.json"
+    shards = sorted((tmp_path / "cache").glob("shard-*.u8"))
+    assert sum(p.stat().st_size for p in shards) == len(images) * SIZE * SIZE
     for i, p in enumerate(images):
         assert cache[i].shape == (SIZE, SIZE) and cache[i].dtype == np.uint8
         np.testing.assert_array_equal(cache[i], expected(p))
@@ -127,25 +128,34 @@ def test_changed_file_list_or_size_rebuilds(images, tmp_path, monkeypatch):
     assert DecodedCache.cache_key(images, SIZE) != second.key
 
 
-def test_crash_mid_build_leaves_no_cache(images, tmp_path, monkeypatch):
+def test_crash_mid_build_loses_at_most_the_shard_in_flight(images, tmp_path, monkeypatch):
+    import codafeat.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)  # 5 images -> shards of 2, 2, 1
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
     cache_dir = tmp_path / "cache"
     counter = CountingLoad(monkeypatch, fail_at=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         DecodedCache.build(images, SIZE, cache_dir=cache_dir)
     assert counter.calls == 3
-    assert files_in(cache_dir) == []  # neither data, index nor temporary file
+    # the first shard is complete; the one in flight left nothing, not even a temporary file
+    assert [p.suffix for p in sorted(cache_dir.iterdir())] == [".json", ".u8"]
+    assert all(p.name.startswith("shard-") for p in cache_dir.iterdir())
     with pytest.raises(FileNotFoundError):
         DecodedCache.open(cache_dir, DecodedCache.cache_key(images, SIZE))
-    # the next build succeeds and decodes everything
-    counter.fail_at = None
+    # the next build decodes only the 3 images of the missing shards
+    counter.fail_at, counter.calls = None, 0
     cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)
-    assert len(cache) == len(images)
-    assert files_in(cache_dir) == sorted([f"decoded-{cache.key}.json", f"decoded-{cache.key}.u8"])
+    assert counter.calls == 3 and len(cache) == len(images)
+    for i, p in enumerate(images):
+        np.testing.assert_array_equal(cache[i], expected(p))
+    assert len(list(cache_dir.glob("shard-*.u8"))) == 3 and (cache_dir / f"decoded-{cache.key}.json").is_file()
 
 
 def test_truncated_data_file_is_rebuilt(images, tmp_path, caplog):
     cache = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
-    with open(cache.path, "r+b") as fh:
+    shard = next(tmp_path.glob("shard-*.u8"))
+    with open(shard, "r+b") as fh:
         fh.truncate(SIZE * SIZE)
     with pytest.raises(ValueError, match="bytes"):
         DecodedCache.open(tmp_path, cache.key)
@@ -249,3 +259,33 @@ def test_open_rejects_foreign_index(tmp_path):
     (tmp_path / "decoded-abc.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not a codafeat"):
         DecodedCache.open(tmp_path, "abc")
+
+
+def test_adding_files_rebuilds_only_the_shards_they_fall_into(tmp_path, monkeypatch):
+    import codafeat.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 8)  # ~8 images per shard
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 64)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(120):
+        paths.append(str(folder / f"{i:04d}.png"))
+        Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(paths[-1])
+    cache_dir = tmp_path / "cache"
+    first = DecodedCache.build(paths, SIZE, cache_dir=cache_dir)
+    n_shards = len(list(cache_dir.glob("shard-*.u8")))
+    assert n_shards >= 5
+    counter = CountingLoad(monkeypatch)
+    assert len(DecodedCache.build(paths, SIZE, cache_dir=cache_dir)) == 120 and counter.calls == 0
+    extra = str(folder / "0050a.png")  # sorts into the middle
+    Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(extra)
+    grown = sorted(paths + [extra])
+    again = DecodedCache.build(grown, SIZE, cache_dir=cache_dir)
+    assert counter.calls < 64, f"one new file decoded {counter.calls} images again"
+    assert len(again) == 121 and again.key != first.key
+    for i, p in enumerate(grown):
+        np.testing.assert_array_equal(again[i], expected(p))
+    # the replaced shard is gone from disk, the others are shared
+    assert len(list(cache_dir.glob("shard-*.u8"))) <= n_shards + 2

@@ -1,0 +1,228 @@
+"""The on-disk decoded cache as fixed-size shards: parallel fill, atomic shards, incremental reuse.
+
+A decoded cache in ``cache_dir`` is a list of shards plus a small set index. The shards are
+``shard-<key>.u8``, the ``uint8`` images, and ``shard-<key>.json``, their metadata, written
+last. The set index is ``decoded-<key>.json``, the shards of one input list in order.
+
+* **Boundaries follow the content** (rsync's idea). Item ``j`` ends a shard when a hash of
+  its identity (path, size, modification time; an array's bytes) is divisible by
+  :data:`TARGET_SHARD`, or when the shard reaches :data:`MAX_SHARD` images. Adding or
+  removing files therefore changes only the shards they fall into, and a 1 % change
+  rebuilds about 1 % of the shards. Every other shard's key is unchanged, and it is reused
+  without decoding.
+* **Each shard is written atomically** (temporary file, fsync, rename, metadata last). A
+  crash or a kill loses at most the shards in flight. The next build decodes only the
+  missing ones.
+* **Shards are filled in parallel**, one shard per pool task, when ``num_workers > 0``.
+  Memory stays flat in the number of images: a shard is streamed to disk image by image.
+
+Shards that no set index in the folder refers to any more are removed after a build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import _fileio
+from . import io as _io
+from . import loader as _loader
+
+logger = logging.getLogger(__name__)
+
+#: Expected images per shard (boundaries are content-defined; see the module doc).
+TARGET_SHARD = 256
+#: Images per shard at most.
+MAX_SHARD = 1024
+SHARD_FORMAT = "codafeat-decoded-shard"
+SHARD_VERSION = 1
+
+
+def identity(item: Any, index: int) -> bytes:
+    """What identifies an input: a path with its size and modification time, or an array's content.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> identity(np.zeros((2, 2), np.uint8), 0) == identity(np.zeros((2, 2), np.uint8), 5)
+    True
+    """
+    if isinstance(item, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(item))
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        return f"path\0{path}\0{stamp}\n".encode("utf-8", "surrogatepass")
+    if isinstance(item, np.ndarray):  # a digest, so that the identities of a large array set stay small
+        digest = hashlib.sha256(np.ascontiguousarray(item).tobytes()).digest()
+        return f"array\0{item.dtype.str}\0{item.shape}\n".encode() + digest
+    if isinstance(item, Image.Image):
+        return f"pil\0{item.mode}\0{item.size}\n".encode() + hashlib.sha256(item.tobytes()).digest()
+    return f"other\0{index}\0{type(item).__name__}\n".encode()  # decoding will reject it
+
+
+def identity_list(items: Sequence[Any]) -> list[bytes]:
+    """:func:`identity` of every input (one ``stat`` per file; arrays are hashed by content)."""
+    return [identity(items[i], i) for i in range(len(items))]
+
+
+def bounds(ids: Sequence[bytes], *, target: int | None = None, limit: int | None = None) -> list[tuple[int, int]]:
+    """Content-defined ``(start, stop)`` shard bounds over the identities ``ids``.
+
+    ``target`` / ``limit`` default to :data:`TARGET_SHARD` / :data:`MAX_SHARD`.
+
+    Examples
+    --------
+    >>> ids = [str(i).encode() for i in range(2000)]
+    >>> b = bounds(ids)
+    >>> b[0][0], b[-1][1], all(hi - lo <= MAX_SHARD for lo, hi in b)
+    (0, 2000, True)
+    >>> moved = bounds([b"new"] + ids)  # one inserted item shifts only the first shard
+    >>> [(lo + 1, hi + 1) for lo, hi in b[1:]] == moved[1:]
+    True
+    """
+    target = TARGET_SHARD if target is None else int(target)
+    limit = MAX_SHARD if limit is None else int(limit)
+    out: list[tuple[int, int]] = []
+    lo = 0
+    for j, ident in enumerate(ids):
+        h = int.from_bytes(hashlib.blake2b(ident, digest_size=8).digest(), "little")
+        if h % target == 0 or j + 1 - lo >= limit:
+            out.append((lo, j + 1))
+            lo = j + 1
+    if lo < len(ids):
+        out.append((lo, len(ids)))
+    return out
+
+
+def shard_key(ids: Sequence[bytes], cache_size: int, bit_depth: int | None) -> str:
+    """The key of a shard: its inputs' identities at this size and intensity rule."""
+    h = hashlib.sha256(f"{SHARD_FORMAT}\0{SHARD_VERSION}\0{int(cache_size)}\0{bit_depth}\0{len(ids)}\n".encode())
+    for ident in ids:
+        h.update(hashlib.sha256(ident).digest())
+    return h.hexdigest()
+
+
+def paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    """``(data, metadata)`` files of shard ``key``."""
+    return cache_dir / f"shard-{key}.u8", cache_dir / f"shard-{key}.json"
+
+
+def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(memmap (n, s, s), metadata)`` of a complete shard.
+
+    Raises
+    ------
+    FileNotFoundError
+        No complete shard (its metadata is written last).
+    ValueError
+        The metadata or the data file is inconsistent.
+    """
+    data, meta_path = paths(cache_dir, key)
+    if not meta_path.is_file():
+        raise FileNotFoundError(str(meta_path))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"decoded-cache shard {str(meta_path)!r} is unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT or meta.get("key") != key:
+        raise ValueError(f"{str(meta_path)!r} is not a codafeat decoded-cache shard for key {key}")
+    n, size = len(meta["kept"]), int(meta["cache_size"])
+    try:
+        actual = data.stat().st_size
+    except OSError as exc:
+        raise ValueError(f"decoded-cache shard data {str(data)!r} is missing ({exc})") from exc
+    if actual != n * size * size:
+        raise ValueError(f"decoded-cache shard data {str(data)!r} has {actual} bytes, expected {n * size * size}")
+    array = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
+    return array, meta
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    out = np.rint(np.asarray(_io.as_unit_float(img), dtype=np.float32) * np.float32(255.0))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class _Abort(Exception):
+    """An unreadable input under ``on_error="raise"``: abandon the shard."""
+
+
+def write_shard(job: tuple[Path, str, int, Sequence[Any], int, int | None, str]) -> dict[str, Any]:
+    """Decode one shard's inputs and write it atomically; returns its metadata. Runs in workers too.
+
+    With ``on_error="raise"`` an unreadable input stops the shard before anything is
+    written; its ``(name, reason)`` is returned under ``"error"``.
+    """
+    cache_dir, key, start, items, size, bit_depth, on_error = job
+    data, meta_path = paths(cache_dir, key)
+    kept: list[int] = []
+    skipped: list[tuple[int, str, str]] = []
+    kinds: Counter = Counter()
+    try:
+        with _fileio.atomic_open(data) as fh:
+            for j, item in enumerate(items):
+                try:
+                    img, kind = _io.decode_image(item, size=size, index=start + j, bit_depth=bit_depth, with_kind=True)
+                except _io.ImageReadError as exc:
+                    if on_error == "raise":
+                        raise _Abort(exc.path, exc.reason) from exc  # nothing of this shard is written
+                    skipped.append((start + j, exc.path, exc.reason))
+                    continue
+                fh.write(_to_u8(img).tobytes())
+                kept.append(start + j)
+                kinds[kind] += 1
+    except _Abort as stop:
+        return {"error": stop.args}
+    meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": key, "cache_size": size, "start": start,
+            "n_items": len(items), "kept": kept, "skipped": skipped, "kinds": dict(kinds)}
+    _fileio.atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
+    return meta
+
+
+def fill(jobs: list[tuple], num_workers: int, verbose: int) -> Iterator[dict[str, Any]]:
+    """Run :func:`write_shard` on every job, in a pool of ``num_workers`` processes when > 0."""
+    from tqdm.auto import tqdm
+
+    total = sum(len(j[3]) for j in jobs)
+    with contextlib.ExitStack() as stack:
+        if num_workers > 0 and len(jobs) > 1:
+            ctx = _loader.worker_context() or multiprocessing.get_context()
+            pool = stack.enter_context(ctx.Pool(min(num_workers, len(jobs))))
+            results: Iterator = pool.imap_unordered(write_shard, jobs)
+        else:
+            results = map(write_shard, jobs)
+        bar = stack.enter_context(tqdm(total=total, desc="decoding images", unit="img", disable=verbose < 1))
+        for meta in results:
+            bar.update(meta.get("n_items", 0) if "error" not in meta else 0)
+            yield meta
+
+
+def remove_unreferenced(cache_dir: Path) -> list[Path]:
+    """Delete shard files that no ``decoded-*.json`` set index in ``cache_dir`` refers to."""
+    used: set[str] = set()
+    for index in cache_dir.glob("decoded-*.json"):
+        try:
+            used.update(s[2] for s in json.loads(index.read_text(encoding="utf-8")).get("shards", []))
+        except (OSError, ValueError, TypeError, IndexError):
+            return []  # an index we cannot read: remove nothing
+    removed = []
+    for p in list(cache_dir.glob("shard-*.u8")) + list(cache_dir.glob("shard-*.json")):
+        key = p.stem[len("shard-"):]
+        if key not in used:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
