@@ -526,7 +526,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     def _prepare(self, X: Any, y: Any, info: D.DistInfo) -> tuple[Any, DecodedCache, np.ndarray, str | None]:
         """Find the images, read the checkpoint to resume, fix the seed, decode: ``(ckpt, cache, labels, data key)``."""
-        items, organ_names, unlabelled = collect_organ_images(X, y, organ_from=self.organ_from, on_error=self.on_error)
+        items, organ_names, unlabelled = collect_organ_images(
+            X, y, organ_from=self.organ_from, on_error=self.on_error, cache_dir=self.cache_dir
+        )
         _check_organs(organ_names, stage="input")
         ckpt = (
             resume.read_for_resume(self.checkpoint_dir, epochs=self.epochs, params=self._resume_signature())

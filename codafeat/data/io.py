@@ -110,7 +110,7 @@ class ImageReadError(ValueError):
 # --------------------------------------------------------------------------- scanning
 def is_image_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` has a recognised image suffix (see :data:`IMAGE_SUFFIXES`)."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_SUFFIXES
 
 
 def find_images(folder: str | os.PathLike) -> list[str]:
@@ -154,7 +154,8 @@ def find_images(folder: str | os.PathLike) -> list[str]:
                 ignored += 1
     if ignored:
         logger.info("%s: ignored %d file(s) without an image suffix", root, ignored)
-    found.sort(key=lambda f: Path(f).relative_to(root).parts)  # by path, folder by folder
+    prefix = os.path.join(str(root), "")  # every found path starts with it (os.walk joins onto root)
+    found.sort(key=lambda f: f[len(prefix):].split(os.sep))  # by path, folder by folder
     return found
 
 

@@ -50,7 +50,8 @@ def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]
     """
     root = Path(folder)
     paths = find_images(root)  # raises FileNotFoundError for a missing folder
-    loose = [p for p in paths if Path(p).parent == root]
+    top, prefix = str(root), os.path.join(str(root), "")
+    loose = [p for p in paths if os.path.dirname(p) == top]  # string operations: fast at a million files
     if loose:
         raise ValueError(
             f"{len(loose)} image(s) lie directly in {str(root)!r} (e.g. {Path(loose[0]).name!r}); the organ "
@@ -61,7 +62,7 @@ def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]
             f"no images found under {str(root)!r} (expected <folder>/<organ>/<image> with suffixes "
             f"{sorted(IMAGE_SUFFIXES)})"
         )
-    labels = np.array([Path(p).relative_to(root).parts[0] for p in paths])
+    labels = np.array([p[len(prefix):].split(os.sep, 1)[0] for p in paths])
     counts = Counter(labels.tolist())
     empty = sorted(
         d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in counts

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .io import ImageReadError, as_image_list
+from .tag_index import TagIndex
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def dicom_body_part(path: str | os.PathLike) -> str:
 
 
 def collect_organ_images(
-    X: Any, y: Any = None, *, organ_from: str = "folder", on_error: str = "raise"
+    X: Any, y: Any = None, *, organ_from: str = "folder", on_error: str = "raise", cache_dir: Any = None
 ) -> tuple[Sequence[Any], np.ndarray, list[str]]:
     """``(items, organ_names, skipped)`` for pretraining.
 
@@ -46,7 +47,9 @@ def collect_organ_images(
     ``path`` and ``organ``, or a sequence of images with organ labels ``y``. With
     ``organ_from="dicom"`` the labels come from each file's BodyPartExamined tag (``X``
     is then a folder or a list of paths); a file whose tag cannot be read raises, or
-    with ``on_error="skip"`` is left out and listed in ``skipped`` (empty otherwise).
+    with ``on_error="skip"`` is left out and listed in ``skipped`` (empty otherwise). With
+    ``cache_dir`` the tags are kept in a :class:`~codafeat.data.tag_index.TagIndex` there, so
+    a later run reads only the headers of new or changed files.
     """
     from .manifest import read_manifest, scan_organ_folder
 
@@ -63,15 +66,19 @@ def collect_organ_images(
         if bad:
             raise ValueError("organ_from='dicom' needs file paths, got in-memory images")
         kept, organs, skipped = [], [], []
+        index = TagIndex(cache_dir) if cache_dir is not None else None
+        read = index.get if index is not None else (lambda p, f: f(p))
         for p in items:
             try:
-                organs.append(dicom_body_part(p))
+                organs.append(read(p, dicom_body_part))
             except ImageReadError as exc:
                 if on_error == "raise":
                     raise
                 skipped.append(exc.path)
                 continue
             kept.append(p)
+        if index is not None:
+            index.save()
         if not kept:
             raise ValueError(f"none of the {len(items)} DICOM file(s) in {X!r} has a readable BodyPartExamined tag")
         return kept, np.asarray(organs), skipped

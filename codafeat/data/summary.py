@@ -13,7 +13,7 @@ import numpy as np
 from .io import DICOM_SUFFIXES
 
 #: DICOM headers read for the summary at most (evenly spaced over the DICOM files).
-MAX_DICOM_HEADERS = 2000
+MAX_DICOM_HEADERS = 256
 
 
 def files_digest(items: Sequence[Any]) -> str | None:
@@ -32,8 +32,9 @@ def files_digest(items: Sequence[Any]) -> str | None:
     if not paths or len(paths) != len(items):
         return None
     root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    cut = len(os.path.join(root, ""))
     h = hashlib.sha256()
-    for rel in sorted(os.path.relpath(p, root) for p in paths):
+    for rel in sorted(p[cut:] for p in paths):
         h.update(rel.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 

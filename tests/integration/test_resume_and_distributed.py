@@ -155,3 +155,35 @@ def test_two_gloo_processes_without_random_state_share_teacher_and_epoch(folder,
     for epoch, idx in seen.items():
         assert sorted(idx) == list(range(n)), f"epoch {epoch} did not visit every image exactly once"
     assert seen[0] != seen[1], "the two epochs drew the same order"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_two_nodes_of_two_processes_match_one_process(folder, tmp_path):
+    """``torchrun --nnodes 2 --nproc_per_node 2`` on localhost (4 gloo processes, two launchers as
+    two "nodes", one rendezvous): the same weights as one process with the same global batch."""
+    params = dict(TINY, epochs=1, batch_size=8, device="cpu", drop_path_rate=0.0)
+    single = tmp_path / "single.safetensors"
+    r = _run(folder, single, params)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "nodes.safetensors"
+    launchers = []
+    for node in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "2",
+               "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
+               WORKER, str(folder), str(out), json.dumps(params)]
+        launchers.append(subprocess.Popen(cmd, env=_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE))
+    for p in launchers:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-3000:]
+    ref = _weights(single)
+    ranks = [_weights(tmp_path / f"nodes.rank{r}.safetensors") for r in range(4)]
+    for k in ref:
+        for r in range(1, 4):
+            torch.testing.assert_close(ranks[r][k], ranks[0][k], rtol=0, atol=0, msg=f"rank {r} differs at {k}")
+        torch.testing.assert_close(ranks[0][k], ref[k], rtol=1e-4, atol=1e-6, msg=f"2 nodes vs 1 process at {k}")
