@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import _fileio
+from .._fileio import atomic_open, atomic_write_bytes
 from . import io as _io
 from . import loader as _loader
 
@@ -172,7 +172,7 @@ def write_shard(job: tuple[Path, str, int, Sequence[Any], int, int | None, str])
     skipped: list[tuple[int, str, str]] = []
     kinds: Counter = Counter()
     try:
-        with _fileio.atomic_open(data) as fh:
+        with atomic_open(data) as fh:
             for j, item in enumerate(items):
                 try:
                     img, kind = _io.decode_image(item, size=size, index=start + j, bit_depth=bit_depth, with_kind=True)
@@ -188,7 +188,7 @@ def write_shard(job: tuple[Path, str, int, Sequence[Any], int, int | None, str])
         return {"error": stop.args}
     meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": key, "cache_size": size, "start": start,
             "n_items": len(items), "kept": kept, "skipped": skipped, "kinds": dict(kinds)}
-    _fileio.atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
+    atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
     return meta
 
 

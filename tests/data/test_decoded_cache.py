@@ -289,3 +289,55 @@ def test_adding_files_rebuilds_only_the_shards_they_fall_into(tmp_path, monkeypa
         np.testing.assert_array_equal(again[i], expected(p))
     # the replaced shard is gone from disk, the others are shared
     assert len(list(cache_dir.glob("shard-*.u8"))) <= n_shards + 2
+
+
+_KILL_CHILD = """
+import sys, time
+from pathlib import Path
+import codafeat.data.io as io_mod
+import codafeat.data.shards as shards_mod
+from codafeat.data.decoded_cache import DecodedCache
+shards_mod.TARGET_SHARD, shards_mod.MAX_SHARD = 10**9, 2
+real, calls = io_mod.decode_image, [0]
+def slow(*a, **k):
+    calls[0] += 1
+    if calls[0] == 5:  # shards of 2: the first two are complete, the third is in flight
+        Path(sys.argv[2]).write_text("paused")
+        time.sleep(600)
+    return real(*a, **k)
+io_mod.decode_image = slow
+DecodedCache.build(sys.argv[3:], 16, cache_dir=sys.argv[1])
+"""
+
+
+def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import codafeat.data.shards as shards_mod
+
+    cache_dir, marker = tmp_path / "cache", tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(cache_dir), str(marker), *images],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "the child never reached the pause"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    names = sorted(p.name for p in cache_dir.iterdir())
+    assert len([n for n in names if n.endswith(".json")]) == 2, names  # two complete shards, no set index
+    assert len([n for n in names if n.endswith(".u8")]) == 2, names
+    assert not any(n.startswith("decoded-") for n in names)
+    # an interrupted temporary file of the third shard may remain; the next build ignores it and
+    # decodes only what is missing
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)
+    counter = CountingLoad(monkeypatch)
+    cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    assert counter.calls == len(images) - 4 and len(cache) == len(images)
+    for i, p in enumerate(images):
+        np.testing.assert_array_equal(cache[i], expected(p))
