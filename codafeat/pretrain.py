@@ -520,6 +520,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run) if ckpt is not None else (0, [])
         )
         self.history_ = self._train(trainer, dataset, sampler, loader, monitor, info, start_epoch, history, run)
+        cache.finish()  # the background fill, if any: every shard on disk, the intensity kinds complete
+        self.intensity_ = {"bit_depth": self.bit_depth, "kinds": dict(sorted(cache.kinds.items()))}
         self.student_ = trainer.student_module.to("cpu").eval()
         self.teacher_ = trainer.teacher.to("cpu").eval()
         self.encoder_ = self._make_encoder(self.teacher_, device)
@@ -622,8 +624,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         cache = DecodedCache.build(
             items, cache_size_for(self.image_size), cache_dir=self.cache_dir, on_error=self.on_error,
             num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0, bit_depth=self.bit_depth,
+            wait=info.is_distributed,  # one process: start training while the shards fill in the background
         )
-        self.intensity_ = {"bit_depth": self.bit_depth, "kinds": dict(sorted(cache.kinds.items()))}
         if info.is_distributed and self.cache_dir is not None and info.is_main:
             D.barrier(info)
         organ_names = np.asarray(organ_names)[np.asarray(cache.kept, dtype=int)]

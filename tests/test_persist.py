@@ -39,3 +39,20 @@ def test_a_missing_device_falls_back_to_the_cpu(caplog):
         pytest.skip("CUDA is available here")
     assert device_after_unpickling("cuda:0") == torch.device("cpu")
     assert "not available after unpickling" in caplog.text
+
+
+def test_pretrainer_round_trip_keeps_student_teacher_and_encoder():
+    from codafeat import CodaPretrainer, make_radiograph_phantoms
+
+    X, organs = make_radiograph_phantoms(6, organs=("chest", "hand"), image_size=48, random_state=0,
+                                         return_variants=False)
+    pre = CodaPretrainer(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2, epochs=1,
+                         batch_size=8, head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, monitor_every=0,
+                         random_state=0).fit(X, organs)
+    data = pickle.dumps(pre)
+    assert b"torch._utils" not in data
+    again = pickle.loads(data)
+    for name in ("student_", "teacher_"):
+        a, b = getattr(again, name).state_dict(), getattr(pre, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(again.transform(X[:2]), pre.transform(X[:2]))

@@ -54,8 +54,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["DecodedCache", "cache_size_for"]
 
 #: Bumped when the stored layout or the decoding rules change (part of the key).
-FORMAT_VERSION = 2  # 2: sharded (codafeat.data.shards); 1: one file per input list
-_FORMAT = "codafeat-decoded-cache"
+FORMAT_VERSION = _shards.SET_VERSION
+_FORMAT = _shards.SET_FORMAT
 
 
 def cache_size_for(image_size: int) -> int:
@@ -122,10 +122,14 @@ class DecodedCache:
         path: Path | None = None,
         kinds: dict[str, int] | None = None,
         shards: Sequence[tuple[Path, int]] | None = None,
+        pending: dict[int, tuple[str, list[str]]] | None = None,
+        bit_depth: int | None = None,
     ) -> None:
         if array.ndim != 3 or array.shape[1] != array.shape[2] or array.dtype != np.uint8:
             raise ValueError(f"a decoded cache is a (n, s, s) uint8 array, got {array.dtype} {array.shape}")
         self._shard_files = list(shards or [])
+        self._pending = dict(pending or {})  # shard position -> (key, paths): not on disk yet
+        self._bit_depth = bit_depth
         self._open_shards(array.shape[1])
         n = len(array) if not self._shard_files else int(self._offsets[-1])
         if len(kept) != n:
@@ -141,8 +145,10 @@ class DecodedCache:
         self.kinds = dict(kinds or {})
 
     def _open_shards(self, size: int) -> None:
+        pending = getattr(self, "_pending", {})
         self._maps = [
-            np.memmap(p, dtype=np.uint8, mode="r", shape=(n, size, size)) for p, n in self._shard_files if n
+            None if s in pending else np.memmap(p, dtype=np.uint8, mode="r", shape=(n, size, size))
+            for s, (p, n) in enumerate(self._shard_files) if n
         ]
         counts = [n for _, n in self._shard_files if n]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -158,7 +164,23 @@ class DecodedCache:
         if not 0 <= i < len(self):
             raise IndexError(f"decoded cache index {i} out of range for {len(self)} images")
         s = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        if self._maps[s] is None and not self._open_pending(s):
+            skey, paths = self._pending[s]
+            j = i - int(self._offsets[s])
+            img = _io.decode_image(paths[j], size=self.cache_size, index=i, bit_depth=self._bit_depth)
+            return _shards.to_u8(img)  # the bytes the shard will hold
         return self._maps[s][i - self._offsets[s]]
+
+    def _open_pending(self, s: int) -> bool:
+        """Memory-map shard ``s`` if the background fill has written it since."""
+        skey, _ = self._pending[s]
+        try:
+            array, _ = _shards.open_shard(self._shard_files[s][0].parent, skey)
+        except (FileNotFoundError, ValueError):
+            return False
+        self._maps[s] = array
+        del self._pending[s]
+        return True
 
     @property
     def array(self) -> np.ndarray:
@@ -176,6 +198,7 @@ class DecodedCache:
         # not as a copy of the whole array.
         state = self.__dict__.copy()
         state.pop("_maps", None)
+        state.pop("_proc", None)
         if self._shard_files:
             state["_array"] = None
         return state
@@ -255,6 +278,7 @@ class DecodedCache:
         num_workers: int = 0,
         verbose: int = 0,
         bit_depth: int | None = None,
+        wait: bool = True,
     ) -> DecodedCache:
         """Decode ``items`` to ``cache_size`` x ``cache_size`` uint8, or reuse a matching cache.
 
@@ -279,6 +303,12 @@ class DecodedCache:
             Fixed bit depth of integer images of more than 8 bits (see
             :func:`codafeat.data.io.decode_image`); part of the cache key. The rules applied
             are counted in ``kinds``.
+        wait : bool, default=True
+            ``False`` returns at once, while a background process fills the missing shards.
+            This needs ``cache_dir``, file paths and ``on_error="raise"``; otherwise the call
+            waits. Until a shard is on disk, its images are decoded on access, to the very
+            same bytes, so training can start before the cache is complete. Call
+            :meth:`finish` to wait for the fill (``kinds`` are complete after it).
 
         Returns
         -------
@@ -310,8 +340,9 @@ class DecodedCache:
                 cache = cls.open(cache_dir, key)
                 logger.info("reusing decoded cache %s (%d images)", cache.path, len(cache))
             except FileNotFoundError:
-                cache = cls._decode_to_shards(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers),
-                                              verbose, bit_depth)
+                lazy = not wait and on_error == "raise" and all(isinstance(i, (str, os.PathLike)) for i in items)
+                build = cls._decode_in_background if lazy else cls._decode_to_shards
+                cache = build(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose, bit_depth)
             except ValueError as exc:
                 logger.warning("rebuilding decoded cache: %s", exc)
                 cache = cls._decode_to_shards(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers),
@@ -368,6 +399,58 @@ class DecodedCache:
         return cls(array, kept=np.asarray(kept, dtype=np.int64), skipped=skipped, reasons=reasons, kinds=dict(kinds))
 
     @classmethod
+    def _decode_in_background(
+        cls,
+        items: Sequence[Any],
+        ids: Sequence[bytes],
+        size: int,
+        cache_dir: Path,
+        key: str,
+        on_error: str,
+        num_workers: int,
+        verbose: int,
+        bit_depth: int | None = None,
+    ) -> DecodedCache:
+        """A cache that decodes on access until a background process has written each missing shard."""
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        layout = [(lo, hi, _shards.shard_key(ids[lo:hi], size, bit_depth)) for lo, hi in _shards.bounds(ids)]
+        files, pending, kinds = [], {}, Counter()
+        for s, (lo, hi, skey) in enumerate(layout):
+            try:
+                array, meta = _shards.open_shard(cache_dir, skey)
+                files.append((_shards.paths(cache_dir, skey)[0], len(array)))
+                kinds.update(meta["kinds"])
+            except (FileNotFoundError, ValueError):
+                files.append((_shards.paths(cache_dir, skey)[0], hi - lo))  # size known: no input is skipped
+                pending[s] = (skey, [os.fspath(items[i]) for i in range(lo, hi)])
+        proc = _shards.fill_in_background(cache_dir, key, layout, pending, size, bit_depth, num_workers)
+        logger.info("decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
+                    cache_dir, len(pending), len(layout))
+        cache = cls(np.empty((0, size, size), np.uint8), kept=np.arange(len(items), dtype=np.int64), key=key,
+                    path=cls._paths(cache_dir, key)[1], kinds=dict(kinds), shards=files, pending=pending,
+                    bit_depth=bit_depth)
+        cache._proc = proc
+        return cache
+
+    def finish(self) -> "DecodedCache":
+        """Wait for a background fill (see ``wait`` in :meth:`build`); afterwards every shard is on disk.
+
+        Raises
+        ------
+        ImageReadError or RuntimeError
+            The fill failed: an unreadable input, or the background process died.
+        """
+        proc = self.__dict__.pop("_proc", None)
+        if proc is None:
+            return self
+        err = proc.communicate()[1]
+        if proc.returncode != 0:
+            raise RuntimeError(f"filling the decoded cache {self.path} failed: {err.decode(errors='replace')[-2000:]}")
+        done = type(self).open(self.path.parent, self.key)
+        self.__dict__.update({k: v for k, v in done.__dict__.items() if k != "_proc"})
+        return self
+
+    @classmethod
     def _decode_to_shards(
         cls,
         items: Sequence[Any],
@@ -381,7 +464,6 @@ class DecodedCache:
         bit_depth: int | None = None,
     ) -> DecodedCache:
         """Decode the shards that are not on disk yet (in parallel), then write the set index."""
-        from .._fileio import atomic_write_bytes
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         layout = [(lo, hi, _shards.shard_key(ids[lo:hi], size, bit_depth)) for lo, hi in _shards.bounds(ids)]
@@ -401,9 +483,7 @@ class DecodedCache:
                 for p in _shards.paths(cache_dir, skey):
                     p.unlink(missing_ok=True)
             raise ValueError(f"none of the {len(items)} images could be read")
-        index = {"format": _FORMAT, "version": FORMAT_VERSION, "key": key, "cache_size": size,
-                 "n_items": len(items), "shards": [list(x) for x in layout]}
-        atomic_write_bytes(cls._paths(cache_dir, key)[1], json.dumps(index).encode("utf-8"))
+        _shards.write_set_index(cache_dir, key, size, len(items), layout)
         removed = _shards.remove_unreferenced(cache_dir)
         if removed:
             logger.info("decoded cache %s: removed %d file(s) of shards no index uses", cache_dir, len(removed))

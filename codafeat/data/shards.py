@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +48,18 @@ TARGET_SHARD = 256
 MAX_SHARD = 1024
 SHARD_FORMAT = "codafeat-decoded-shard"
 SHARD_VERSION = 1
+#: The set index (``decoded-<key>.json``): its format name and version.
+SET_FORMAT = "codafeat-decoded-cache"
+SET_VERSION = 2  # 2: sharded; 1 (codafeat 0.1): one file per input list
+
+
+def write_set_index(cache_dir: Path, key: str, size: int, n_items: int, layout: Sequence[Sequence[Any]]) -> Path:
+    """Write ``decoded-<key>.json``, the shards of one input list in order (atomically, after the shards)."""
+    index = {"format": SET_FORMAT, "version": SET_VERSION, "key": key, "cache_size": int(size), "n_items": int(n_items),
+             "shards": [list(x) for x in layout]}
+    path = cache_dir / f"decoded-{key}.json"
+    atomic_write_bytes(path, json.dumps(index).encode("utf-8"))
+    return path
 
 
 def identity(item: Any, index: int) -> bytes:
@@ -151,7 +164,8 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
     return array, meta
 
 
-def _to_u8(img: np.ndarray) -> np.ndarray:
+def to_u8(img: np.ndarray) -> np.ndarray:
+    """A decoded image as the shards store it: ``uint8``, ``round(255 * x)``."""
     out = np.rint(np.asarray(_io.as_unit_float(img), dtype=np.float32) * np.float32(255.0))
     return np.clip(out, 0, 255).astype(np.uint8)
 
@@ -181,7 +195,7 @@ def write_shard(job: tuple[Path, str, int, Sequence[Any], int, int | None, str])
                         raise _Abort(exc.path, exc.reason) from exc  # nothing of this shard is written
                     skipped.append((start + j, exc.path, exc.reason))
                     continue
-                fh.write(_to_u8(img).tobytes())
+                fh.write(to_u8(img).tobytes())
                 kept.append(start + j)
                 kinds[kind] += 1
     except _Abort as stop:
@@ -226,3 +240,42 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[int, tuple[str, list[str]]], size: int,
+                       bit_depth: int | None, num_workers: int) -> Any:
+    """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
+
+    The job travels as a JSON file in ``cache_dir`` (file paths only), and the result as the
+    files themselves: the parent process shares no thread, lock or pipe with the fill
+    except stderr.
+    """
+    import subprocess
+
+    job = {"cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
+           "bit_depth": bit_depth, "num_workers": num_workers,
+           "pending": [[int(s), skey, paths] for s, (skey, paths) in pending.items()]}
+    job_path = cache_dir / f".fill-{key}.json"
+    atomic_write_bytes(job_path, json.dumps(job).encode("utf-8"))
+    return subprocess.Popen([sys.executable, "-m", "codafeat.data.shards", str(job_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _fill_job(job_path: str) -> int:
+    """The background fill (``python -m codafeat.data.shards JOB``): pending shards, then the set index."""
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    cache_dir = Path(job["cache_dir"])
+    jobs = [(cache_dir, skey, job["layout"][s][0], paths, job["size"], job["bit_depth"], "raise")
+            for s, skey, paths in job["pending"]]
+    for meta in fill(jobs, int(job["num_workers"]), 0):
+        if "error" in meta:
+            name, reason = meta["error"]
+            print(f"cannot read image {name!r}: {reason}", file=sys.stderr)
+            return 1
+    write_set_index(cache_dir, job["key"], job["size"], job["layout"][-1][1], job["layout"])
+    Path(job_path).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a background process, tested through DecodedCache
+    sys.exit(_fill_job(sys.argv[1]))

@@ -341,3 +341,43 @@ def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypat
     assert counter.calls == len(images) - 4 and len(cache) == len(images)
     for i, p in enumerate(images):
         np.testing.assert_array_equal(cache[i], expected(p))
+
+
+def test_background_fill_serves_the_same_bytes_before_and_after(images, tmp_path, monkeypatch):
+    import codafeat.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)
+    cache_dir = tmp_path / "cache"
+    lazy = DecodedCache.build(images, SIZE, cache_dir=cache_dir, wait=False)
+    assert len(lazy) == len(images) and lazy.kept.tolist() == list(range(len(images)))
+    early = [np.array(lazy[i]) for i in range(len(images))]  # decoded on access, or from shards already written
+    for i, p in enumerate(images):
+        np.testing.assert_array_equal(early[i], expected(p))
+    lazy.finish()
+    assert (cache_dir / f"decoded-{lazy.key}.json").is_file() and not list(cache_dir.glob(".fill-*"))
+    assert sum(lazy.kinds.values()) == len(images)
+    for i in range(len(images)):
+        assert isinstance(lazy[i], np.memmap)
+        np.testing.assert_array_equal(lazy[i], early[i])
+    counter = CountingLoad(monkeypatch)
+    again = DecodedCache.build(images, SIZE, cache_dir=cache_dir, wait=False)
+    assert counter.calls == 0 and again.finish() is again  # complete: nothing in the background
+
+
+def test_background_fill_is_only_for_paths_that_must_all_be_read(images, tmp_path):
+    arrays = [np.zeros((8, 8), np.uint8), np.ones((8, 8), np.uint8)]
+    cache = DecodedCache.build(arrays, SIZE, cache_dir=tmp_path / "a", wait=False)  # arrays: waits
+    assert (tmp_path / "a" / f"decoded-{cache.key}.json").is_file()
+    skip = DecodedCache.build(images, SIZE, cache_dir=tmp_path / "b", wait=False, on_error="skip")
+    assert (tmp_path / "b" / f"decoded-{skip.key}.json").is_file(), "skip needs every file read before training"
+
+
+def test_background_fill_reports_an_unreadable_file(images, tmp_path):
+    bad = Path(images[0]).parent / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    cache = DecodedCache.build(images + [str(bad)], SIZE, cache_dir=tmp_path / "c", wait=False)
+    with pytest.raises(ImageReadError, match="broken.png"):
+        cache[len(images)]
+    with pytest.raises(RuntimeError, match="broken.png"):
+        cache.finish()
