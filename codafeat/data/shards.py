@@ -38,7 +38,6 @@ from PIL import Image
 
 from .._fileio import atomic_open, atomic_write_bytes
 from . import io as _io
-from . import loader as _loader
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,9 @@ def identity(item: Any, index: int) -> bytes:
     True
     """
     if isinstance(item, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(item))
+        path = os.fspath(item)
+        if not os.path.isabs(path):
+            path = os.path.abspath(path)
         try:
             st = os.stat(path)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
@@ -213,7 +214,9 @@ def fill(jobs: list[tuple], num_workers: int, verbose: int) -> Iterator[dict[str
     total = sum(len(j[3]) for j in jobs)
     with contextlib.ExitStack() as stack:
         if num_workers > 0 and len(jobs) > 1:
-            ctx = _loader.worker_context() or multiprocessing.get_context()
+            from .loader import worker_context  # (torch, for the loader; not needed by the fill process)
+
+            ctx = worker_context() or multiprocessing.get_context()
             pool = stack.enter_context(ctx.Pool(min(num_workers, len(jobs))))
             results: Iterator = pool.imap_unordered(write_shard, jobs)
         else:

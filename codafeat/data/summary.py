@@ -28,10 +28,13 @@ def files_digest(items: Sequence[Any]) -> str | None:
     >>> files_digest([]) is None
     True
     """
-    paths = [os.path.abspath(os.fspath(p)) for p in items if isinstance(p, (str, os.PathLike))]
+    paths = [os.fspath(p) for p in items if isinstance(p, (str, os.PathLike))]
     if not paths or len(paths) != len(items):
         return None
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    paths = [p if os.path.isabs(p) else os.path.abspath(p) for p in paths]
+    # the common folder from the two extreme paths (commonpath over all of them is slow at 100k)
+    prefix = os.path.commonprefix([min(paths), max(paths)])
+    root = prefix if prefix.endswith(os.sep) and len(paths) > 1 else os.path.dirname(prefix)
     cut = len(os.path.join(root, ""))
     h = hashlib.sha256()
     for rel in sorted(p[cut:] for p in paths):
