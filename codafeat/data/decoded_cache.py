@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -65,12 +64,6 @@ def cache_size_for(image_size: int) -> int:
     return max(1, round(int(image_size) * 8 / 7))
 
 
-def _to_u8(img: np.ndarray) -> np.ndarray:
-    """[0, 1] float image -> uint8 by rounding (exact for 8-bit sources)."""
-    out = np.rint(np.asarray(img, dtype=np.float32) * np.float32(255.0))
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
 def _decode_one(job: tuple[int, Any, int, int | None]) -> tuple[int, np.ndarray | None, Any]:
     """Decode one input to ``(i, uint8 image, kind)``; an unreadable one gives ``(i, None, (name, reason))``.
 
@@ -81,7 +74,7 @@ def _decode_one(job: tuple[int, Any, int, int | None]) -> tuple[int, np.ndarray 
         img, kind = _io.decode_image(item, size=size, index=i, bit_depth=bit_depth, with_kind=True)
     except _io.ImageReadError as exc:
         return i, None, (exc.path, exc.reason)
-    return i, _to_u8(_io.as_unit_float(img)), kind
+    return i, _shards.to_u8(img), kind
 
 
 class DecodedCache:
@@ -223,11 +216,6 @@ class DecodedCache:
             h.update(ident)
         return h.hexdigest()
 
-    @staticmethod
-    def _paths(cache_dir: str | os.PathLike, key: str) -> tuple[Path, Path]:
-        root = Path(cache_dir)
-        return root / f"decoded-{key}.u8", root / f"decoded-{key}.json"
-
     @classmethod
     def open(cls, cache_dir: str | os.PathLike, key: str) -> DecodedCache:
         """Open the cache with ``key`` in ``cache_dir`` (read-only memmaps of its shards).
@@ -240,15 +228,8 @@ class DecodedCache:
             The index or a shard is inconsistent (names the file).
         """
         root = Path(cache_dir)
-        _, index_path = cls._paths(root, key)
-        if not index_path.is_file():
-            raise FileNotFoundError(f"no decoded cache {str(index_path)!r}")
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"decoded cache index {str(index_path)!r} is unreadable ({exc})") from exc
-        if not isinstance(index, dict) or index.get("format") != _FORMAT or index.get("key") != key:
-            raise ValueError(f"{str(index_path)!r} is not a codafeat decoded-cache index for key {key}")
+        index_path = _shards.set_index_path(root, key)
+        index = _shards.read_meta(index_path, _FORMAT, key, "decoded cache index")
         if index.get("version") != FORMAT_VERSION:
             raise ValueError(f"{str(index_path)!r}: unsupported version {index.get('version')!r}")
         size = int(index["cache_size"])
@@ -413,7 +394,7 @@ class DecodedCache:
     ) -> DecodedCache:
         """A cache that decodes on access until a background process has written each missing shard."""
         cache_dir.mkdir(parents=True, exist_ok=True)
-        layout = [(lo, hi, _shards.shard_key(ids[lo:hi], size, bit_depth)) for lo, hi in _shards.bounds(ids)]
+        layout = _shards.layout(ids, size, bit_depth)
         files, pending, kinds = [], {}, Counter()
         for s, (lo, hi, skey) in enumerate(layout):
             try:
@@ -427,7 +408,7 @@ class DecodedCache:
         logger.info("decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
                     cache_dir, len(pending), len(layout))
         cache = cls(np.empty((0, size, size), np.uint8), kept=np.arange(len(items), dtype=np.int64), key=key,
-                    path=cls._paths(cache_dir, key)[1], kinds=dict(kinds), shards=files, pending=pending,
+                    path=_shards.set_index_path(cache_dir, key), kinds=dict(kinds), shards=files, pending=pending,
                     bit_depth=bit_depth)
         cache._proc = proc
         return cache
@@ -466,7 +447,7 @@ class DecodedCache:
         """Decode the shards that are not on disk yet (in parallel), then write the set index."""
 
         cache_dir.mkdir(parents=True, exist_ok=True)
-        layout = [(lo, hi, _shards.shard_key(ids[lo:hi], size, bit_depth)) for lo, hi in _shards.bounds(ids)]
+        layout = _shards.layout(ids, size, bit_depth)
         todo = []
         for lo, hi, skey in layout:
             try:

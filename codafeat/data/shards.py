@@ -52,13 +52,44 @@ SET_FORMAT = "codafeat-decoded-cache"
 SET_VERSION = 2  # 2: sharded; 1 (codafeat 0.1): one file per input list
 
 
+def set_index_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    """The set index ``decoded-<key>.json`` of one input list."""
+    return Path(cache_dir) / f"decoded-{key}.json"
+
+
 def write_set_index(cache_dir: Path, key: str, size: int, n_items: int, layout: Sequence[Sequence[Any]]) -> Path:
     """Write ``decoded-<key>.json``, the shards of one input list in order (atomically, after the shards)."""
     index = {"format": SET_FORMAT, "version": SET_VERSION, "key": key, "cache_size": int(size), "n_items": int(n_items),
              "shards": [list(x) for x in layout]}
-    path = cache_dir / f"decoded-{key}.json"
+    path = set_index_path(cache_dir, key)
     atomic_write_bytes(path, json.dumps(index).encode("utf-8"))
     return path
+
+
+def read_meta(path: Path, fmt: str, key: str, what: str) -> dict[str, Any]:
+    """The JSON object of ``path``, checked to be a ``fmt`` file for ``key``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file (a shard or an index is written last, so it is incomplete).
+    ValueError
+        Unreadable JSON, or another format or key; the message names ``what`` and the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} {str(path)!r}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("key") != key:
+        raise ValueError(f"{str(path)!r} is not a codafeat {what} for key {key}")
+    return meta
+
+
+def layout(ids: Sequence[bytes], cache_size: int, bit_depth: int | None) -> list[tuple[int, int, str]]:
+    """``(start, stop, shard key)`` of every shard of the inputs with identities ``ids``."""
+    return [(lo, hi, shard_key(ids[lo:hi], cache_size, bit_depth)) for lo, hi in bounds(ids)]
 
 
 def identity(item: Any, index: int) -> bytes:
@@ -146,14 +177,7 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
         The metadata or the data file is inconsistent.
     """
     data, meta_path = paths(cache_dir, key)
-    if not meta_path.is_file():
-        raise FileNotFoundError(str(meta_path))
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"decoded-cache shard {str(meta_path)!r} is unreadable ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT or meta.get("key") != key:
-        raise ValueError(f"{str(meta_path)!r} is not a codafeat decoded-cache shard for key {key}")
+    meta = read_meta(meta_path, SHARD_FORMAT, key, "decoded-cache shard")
     n, size = len(meta["kept"]), int(meta["cache_size"])
     try:
         actual = data.stat().st_size

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from test_io import write_dicom
 from test_pretrain import TINY, make_organ_folder
 
 from codafeat import CodaEncoder, CodaPretrainer
@@ -43,24 +44,10 @@ def test_kinds_name_every_rule(tmp_path):
 
 
 def test_dicom_kinds_and_fixed_depth(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    pytest.importorskip("pydicom")
 
     def write(name, arr, **tags):
-        meta = FileMetaDataset()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds = FileDataset(str(tmp_path / name), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.Rows, ds.Columns = arr.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        for k, v in tags.items():
-            setattr(ds, k, v)
-        ds.PixelData = arr.astype(np.uint16).tobytes()
-        ds.save_as(str(tmp_path / name), enforce_file_format=True)
-        return str(tmp_path / name)
+        return str(write_dicom(tmp_path / name, arr, bits_stored=12, **tags))
 
     arr = np.array([[0, 1000], [2000, 4095]], np.uint16)
     plain = write("plain.dcm", arr)
@@ -69,7 +56,6 @@ def test_dicom_kinds_and_fixed_depth(tmp_path):
     assert kind == "fixed" and img[0, 1] == pytest.approx(1000 / 4095)
     windowed = write("voi.dcm", arr, WindowCenter=2048, WindowWidth=4096)
     assert decode_image(windowed, bit_depth=12, with_kind=True)[1] == "voi", "a VOI window wins over the bit depth"
-    assert pydicom is not None
 
 
 def test_cache_key_and_kinds_follow_the_bit_depth(tmp_path):

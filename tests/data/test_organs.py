@@ -7,27 +7,15 @@ import os
 import numpy as np
 import pytest
 
+from test_io import write_dicom
+
 import codafeat.data.organs as organs_mod
 from codafeat.data.organs import collect_organ_images
 from codafeat.data.tag_index import INDEX_NAME
 
 
 def _dicom(path, part):
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.BodyPartExamined = part
-    ds.Rows = ds.Columns = 2
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(4)
-    ds.save_as(str(path), enforce_file_format=True)
-    return str(path)
+    return str(write_dicom(path, np.zeros((2, 2), np.uint8), BodyPartExamined=part))
 
 
 def test_dicom_tags_are_read_once_across_runs(tmp_path, monkeypatch):

@@ -15,21 +15,13 @@ import warnings
 import pytest
 from sklearn.utils import estimator_checks as ec
 
+from test_encoder import DATA_FREE_CHECKS
+
 from codafeat import CodaEncoder, CodaPretrainer, CodaSegmenter
 
-CHECKS = [
-    ec.check_estimator_cloneable,
-    ec.check_estimator_tags_renamed,
-    ec.check_valid_tag_types,
-    ec.check_estimator_repr,
-    ec.check_no_attributes_set_in_init,
-    ec.check_get_params_invariance,
-    ec.check_set_params,
-    ec.check_mixin_order,
-    ec.check_parameters_default_constructible,
-    ec.check_do_not_raise_errors_in_init_or_set_params,
-    ec.check_param_validation,  # every invalid value is refused by fit, naming the parameter, before any data is read
-]
+#: The encoder's data-free checks (tests/test_encoder.py), plus parameter validation: every
+#: invalid value is refused by fit, naming the parameter, before any data is read.
+CHECKS = [*DATA_FREE_CHECKS, ec.check_param_validation]
 
 ESTIMATORS = [
     CodaPretrainer(backbone="test_convnext", epochs=1),
