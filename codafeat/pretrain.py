@@ -541,7 +541,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
         data_key = resume.data_key(items, cache.kept, labels) if self.checkpoint_dir is not None else None
         kept = [items[int(i)] for i in cache.kept]
-        self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels])
+        self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels],
+                                                   cache_dir=self.cache_dir)
         self.data_summary_["n_images"] = int(len(labels))
         return ckpt, cache, labels, data_key
 

@@ -404,7 +404,7 @@ class DecodedCache:
             except (FileNotFoundError, ValueError):
                 files.append((_shards.paths(cache_dir, skey)[0], hi - lo))  # size known: no input is skipped
                 pending[s] = (skey, [os.fspath(items[i]) for i in range(lo, hi)])
-        proc = _shards.fill_in_background(cache_dir, key, layout, pending, size, bit_depth, num_workers)
+        proc = _shards.fill_in_background(cache_dir, key, layout, pending, size, bit_depth, num_workers, ids)
         logger.info("decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
                     cache_dir, len(pending), len(layout))
         cache = cls(np.empty((0, size, size), np.uint8), kept=np.arange(len(items), dtype=np.int64), key=key,
@@ -448,14 +448,18 @@ class DecodedCache:
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         layout = _shards.layout(ids, size, bit_depth)
-        todo = []
-        for lo, hi, skey in layout:
+        missing = []
+        for s, (_, _, skey) in enumerate(layout):
             try:
                 _shards.open_shard(cache_dir, skey)
             except (FileNotFoundError, ValueError):
-                todo.append((cache_dir, skey, lo, [items[i] for i in range(lo, hi)], size, bit_depth, on_error))
-        logger.info("decoded cache %s: %d of %d shard(s) to decode (%d of %d images)", cache_dir, len(todo),
-                    len(layout), sum(len(j[3]) for j in todo), len(items))
+                missing.append(s)
+        digests = [_shards.item_digest(ident) for ident in ids]
+        todo = _shards.jobs_for(cache_dir, layout, missing, lambda s: [items[i] for i in range(*layout[s][:2])], digests,
+                                size, bit_depth, on_error)
+        logger.info("decoded cache %s: %d of %d shard(s) to write (%d of %d images, %d of them copied from replaced "
+                    "shards)", cache_dir, len(todo), len(layout), sum(len(j.items) for j in todo), len(items),
+                    sum(len(j.donors) for j in todo))
         for meta in _shards.fill(todo, num_workers, verbose):
             if "error" in meta:
                 raise _io.ImageReadError(*meta["error"])

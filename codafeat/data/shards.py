@@ -9,7 +9,9 @@ last. The set index is ``decoded-<key>.json``, the shards of one input list in o
   :data:`TARGET_SHARD`, or when the shard reaches :data:`MAX_SHARD` images. Adding or
   removing files therefore changes only the shards they fall into, and a 1 % change
   rebuilds about 1 % of the shards. Every other shard's key is unchanged, and it is reused
-  without decoding.
+  without decoding. A rebuilt shard copies the images it shares with the shards it replaces
+  (each shard lists its items' identity digests, see :func:`find_donors`) and decodes only
+  the new ones.
 * **Each shard is written atomically** (temporary file, fsync, rename, metadata last). A
   crash or a kill loses at most the shards in flight. The next build decodes only the
   missing ones.
@@ -29,9 +31,9 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -189,6 +191,92 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
     return array, meta
 
 
+def item_digest(ident: bytes) -> str:
+    """A short digest of an input's :func:`identity`, stored per image in its shard's metadata."""
+    return hashlib.blake2b(ident, digest_size=8).hexdigest()
+
+
+#: Where an already decoded image is: ``(shard data file, row, intensity kind)``.
+Donor = tuple[str, int, str]
+
+
+class ShardJob(NamedTuple):
+    """What :func:`write_shard` needs to write one shard (picklable, for worker processes)."""
+
+    cache_dir: Path
+    key: str
+    start: int
+    items: Sequence[Any]
+    size: int
+    bit_depth: int | None
+    on_error: str
+    digests: Sequence[str]
+    donors: dict[int, Donor]  # position in the shard -> the same image, decoded in another shard
+
+
+def find_donors(cache_dir: Path, keep: set[str], wanted: set[str], size: int, bit_depth: int | None) -> dict[str, Donor]:
+    """``digest -> donor`` for the ``wanted`` item digests, from shards on disk whose key is not in ``keep``.
+
+    A shard that a new layout no longer uses (``keep``: the new layout's keys) may hold
+    images of the shards that replace it: the same input (same identity: path, size,
+    modification time) at the same size and intensity rule has the same decoded bytes.
+    Only shard metadata is read; shards written before digests were stored, or for another
+    size or bit depth, give nothing. Memory is bounded by ``wanted``.
+    """
+    found: dict[str, Donor] = {}
+    if not wanted:
+        return found
+    for meta_path in cache_dir.glob("shard-*.json"):
+        skey = meta_path.stem[len("shard-"):]
+        if skey in keep:
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("cache_size") != size or meta.get("bit_depth", "?") != bit_depth or "ids" not in meta:
+                continue
+            data = str(paths(cache_dir, skey)[0])
+            for row, (digest, kind) in enumerate(zip(meta["ids"], meta["item_kinds"])):
+                if digest in wanted and digest not in found:
+                    found[digest] = (data, row, kind)
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # an unreadable donor: its images are decoded instead
+    return found
+
+
+def jobs_for(cache_dir: Path, layout: Sequence[Sequence[Any]], todo: Sequence[int],
+             items_of: Callable[[int], Sequence[Any]], digests: Sequence[str], size: int, bit_depth: int | None,
+             on_error: str) -> list[ShardJob]:
+    """One :class:`ShardJob` per shard index in ``todo``, with the donors of its images.
+
+    ``items_of(s)`` gives the inputs of shard ``s`` of ``layout``; ``digests`` are the
+    :func:`item_digest` of all inputs (only those of the ``todo`` shards are read).
+    """
+    wanted = {digests[i] for s in todo for i in range(layout[s][0], layout[s][1])}
+    donors = find_donors(cache_dir, {x[2] for x in layout}, wanted, size, bit_depth)
+    jobs = []
+    for s in todo:
+        lo, hi, skey = layout[s]
+        mine = {j: donors[digests[lo + j]] for j in range(hi - lo) if digests[lo + j] in donors}
+        jobs.append(ShardJob(cache_dir, skey, lo, items_of(s), size, bit_depth, on_error,
+                             list(digests[lo:hi]), mine))
+    return jobs
+
+
+def _copy_from(donor: Donor, size: int, opened: dict[str, np.ndarray]) -> bytes | None:
+    """The donor image's bytes, or ``None`` when its shard is gone or inconsistent (then decode)."""
+    path, row, _ = donor
+    try:
+        if path not in opened:
+            n, rest = divmod(os.path.getsize(path), size * size)
+            if rest:
+                return None
+            opened[path] = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, size, size))
+        array = opened[path]
+        return array[row].tobytes() if 0 <= row < len(array) else None
+    except (OSError, ValueError):
+        return None
+
+
 def to_u8(img: np.ndarray) -> np.ndarray:
     """A decoded image as the shards store it: ``uint8``, ``round(255 * x)``."""
     out = np.rint(np.asarray(_io.as_unit_float(img), dtype=np.float32) * np.float32(255.0))
@@ -199,43 +287,57 @@ class _Abort(Exception):
     """An unreadable input under ``on_error="raise"``: abandon the shard."""
 
 
-def write_shard(job: tuple[Path, str, int, Sequence[Any], int, int | None, str]) -> dict[str, Any]:
-    """Decode one shard's inputs and write it atomically; returns its metadata. Runs in workers too.
+def write_shard(job: ShardJob) -> dict[str, Any]:
+    """Decode one shard's inputs (or copy them from donors) and write it atomically; returns its metadata.
 
-    With ``on_error="raise"`` an unreadable input stops the shard before anything is
-    written; its ``(name, reason)`` is returned under ``"error"``.
+    Runs in workers too. With ``on_error="raise"`` an unreadable input stops the shard
+    before anything is written; its ``(name, reason)`` is returned under ``"error"``.
     """
-    cache_dir, key, start, items, size, bit_depth, on_error = job
-    data, meta_path = paths(cache_dir, key)
+    data, meta_path = paths(job.cache_dir, job.key)
     kept: list[int] = []
     skipped: list[tuple[int, str, str]] = []
-    kinds: Counter = Counter()
+    kinds: list[str] = []
+    opened: dict[str, np.ndarray] = {}
+    copied = 0
     try:
         with atomic_open(data) as fh:
-            for j, item in enumerate(items):
-                try:
-                    img, kind = _io.decode_image(item, size=size, index=start + j, bit_depth=bit_depth, with_kind=True)
-                except _io.ImageReadError as exc:
-                    if on_error == "raise":
-                        raise _Abort(exc.path, exc.reason) from exc  # nothing of this shard is written
-                    skipped.append((start + j, exc.path, exc.reason))
-                    continue
-                fh.write(to_u8(img).tobytes())
-                kept.append(start + j)
-                kinds[kind] += 1
+            for j, item in enumerate(job.items):
+                donor = job.donors.get(j)
+                raw = _copy_from(donor, job.size, opened) if donor is not None else None
+                if raw is not None:
+                    kind = donor[2]
+                    copied += 1
+                else:
+                    try:
+                        img, kind = _io.decode_image(item, size=job.size, index=job.start + j, bit_depth=job.bit_depth,
+                                                     with_kind=True)
+                    except _io.ImageReadError as exc:
+                        if job.on_error == "raise":
+                            raise _Abort(exc.path, exc.reason) from exc  # nothing of this shard is written
+                        skipped.append((job.start + j, exc.path, exc.reason))
+                        continue
+                    raw = to_u8(img).tobytes()
+                fh.write(raw)
+                kept.append(job.start + j)
+                kinds.append(kind)
     except _Abort as stop:
         return {"error": stop.args}
-    meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": key, "cache_size": size, "start": start,
-            "n_items": len(items), "kept": kept, "skipped": skipped, "kinds": dict(kinds)}
+    finally:
+        opened.clear()
+    first = job.start
+    meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": job.key, "cache_size": job.size,
+            "bit_depth": job.bit_depth, "start": first, "n_items": len(job.items), "kept": kept, "skipped": skipped,
+            "kinds": dict(Counter(kinds)), "ids": [job.digests[i - first] for i in kept], "item_kinds": kinds,
+            "copied": copied}
     atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
     return meta
 
 
-def fill(jobs: list[tuple], num_workers: int, verbose: int) -> Iterator[dict[str, Any]]:
+def fill(jobs: list[ShardJob], num_workers: int, verbose: int) -> Iterator[dict[str, Any]]:
     """Run :func:`write_shard` on every job, in a pool of ``num_workers`` processes when > 0."""
     from tqdm.auto import tqdm
 
-    total = sum(len(j[3]) for j in jobs)
+    total = sum(len(j.items) for j in jobs)
     with contextlib.ExitStack() as stack:
         if num_workers > 0 and len(jobs) > 1:
             from .loader import worker_context  # (torch, for the loader; not needed by the fill process)
@@ -270,18 +372,21 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
 
 
 def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[int, tuple[str, list[str]]], size: int,
-                       bit_depth: int | None, num_workers: int) -> Any:
+                       bit_depth: int | None, num_workers: int, ids: Sequence[bytes]) -> Any:
     """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
 
-    The job travels as a JSON file in ``cache_dir`` (file paths only), and the result as the
-    files themselves: the parent process shares no thread, lock or pipe with the fill
-    except stderr.
+    The job travels as a JSON file in ``cache_dir`` (file paths, and the digests of their
+    identities ``ids``),
+    and the result as the files themselves: the parent process shares no thread, lock or
+    pipe with the fill except stderr. The fill looks for donors (:func:`find_donors`) itself,
+    so that the parent does not wait for it.
     """
     import subprocess
 
     job = {"cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
            "bit_depth": bit_depth, "num_workers": num_workers,
-           "pending": [[int(s), skey, paths] for s, (skey, paths) in pending.items()]}
+           "pending": [[int(s), skey, paths, [item_digest(i) for i in ids[layout[s][0]:layout[s][1]]]]
+                       for s, (skey, paths) in pending.items()]}
     job_path = cache_dir / f".fill-{key}.json"
     atomic_write_bytes(job_path, json.dumps(job).encode("utf-8"))
     return subprocess.Popen([sys.executable, "-m", "codafeat.data.shards", str(job_path)],
@@ -291,15 +396,19 @@ def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[in
 def _fill_job(job_path: str) -> int:
     """The background fill (``python -m codafeat.data.shards JOB``): pending shards, then the set index."""
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    cache_dir = Path(job["cache_dir"])
-    jobs = [(cache_dir, skey, job["layout"][s][0], paths, job["size"], job["bit_depth"], "raise")
-            for s, skey, paths in job["pending"]]
+    cache_dir, layout = Path(job["cache_dir"]), job["layout"]
+    by_shard = {int(s): (p, d) for s, _, p, d in job["pending"]}
+    digests = [""] * layout[-1][1]
+    for s, (_, d) in by_shard.items():
+        digests[layout[s][0]:layout[s][1]] = d
+    jobs = jobs_for(cache_dir, layout, sorted(by_shard), lambda s: by_shard[s][0], digests, job["size"],
+                    job["bit_depth"], "raise")
     for meta in fill(jobs, int(job["num_workers"]), 0):
         if "error" in meta:
             name, reason = meta["error"]
             print(f"cannot read image {name!r}: {reason}", file=sys.stderr)
             return 1
-    write_set_index(cache_dir, job["key"], job["size"], job["layout"][-1][1], job["layout"])
+    write_set_index(cache_dir, job["key"], job["size"], layout[-1][1], layout)
     Path(job_path).unlink(missing_ok=True)
     return 0
 

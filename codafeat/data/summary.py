@@ -14,6 +14,23 @@ from .io import DICOM_SUFFIXES
 
 #: DICOM headers read for the summary at most (evenly spaced over the DICOM files).
 MAX_DICOM_HEADERS = 256
+#: The :class:`~codafeat.data.tag_index.TagIndex` file of the sampled headers in ``cache_dir``.
+SUMMARY_INDEX_NAME = "summary-tags.jsonl"
+
+
+def _relative(paths: list[str]) -> list[str]:
+    """``paths`` (absolute) relative to their common folder (found from the two extreme paths)."""
+    prefix = os.path.commonprefix([min(paths), max(paths)])  # commonpath over all of them is slow at 100k
+    root = prefix if prefix.endswith(os.sep) and len(paths) > 1 else os.path.dirname(prefix)
+    cut = len(os.path.join(root, ""))
+    return [p[cut:] for p in paths]
+
+
+def _file_paths(items: Sequence[Any]) -> list[str] | None:
+    paths = [os.fspath(p) for p in items if isinstance(p, (str, os.PathLike))]
+    if not paths or len(paths) != len(items):
+        return None
+    return [p if os.path.isabs(p) else os.path.abspath(p) for p in paths]
 
 
 def files_digest(items: Sequence[Any]) -> str | None:
@@ -28,40 +45,78 @@ def files_digest(items: Sequence[Any]) -> str | None:
     >>> files_digest([]) is None
     True
     """
-    paths = [os.fspath(p) for p in items if isinstance(p, (str, os.PathLike))]
-    if not paths or len(paths) != len(items):
+    paths = _file_paths(items)
+    if paths is None:
         return None
-    paths = [p if os.path.isabs(p) else os.path.abspath(p) for p in paths]
-    # the common folder from the two extreme paths (commonpath over all of them is slow at 100k)
-    prefix = os.path.commonprefix([min(paths), max(paths)])
-    root = prefix if prefix.endswith(os.sep) and len(paths) > 1 else os.path.dirname(prefix)
-    cut = len(os.path.join(root, ""))
-    h = hashlib.sha256()
-    for rel in sorted(p[cut:] for p in paths):
-        h.update(rel.encode("utf-8", "surrogateescape") + b"\n")
-    return h.hexdigest()
+    text = "".join(rel + "\n" for rel in sorted(_relative(paths)))
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _dicom_tags(paths: Sequence[str]) -> dict[str, Any]:
+def dicom_sample(paths: Sequence[str], k: int = MAX_DICOM_HEADERS) -> list[str]:
+    """At most ``k`` of ``paths``: those whose relative path hashes lowest (a bottom-k sample).
+
+    The sample depends only on the relative paths, so the same tree gives the same sample on
+    any machine, and adding or removing 1 % of the files changes about 1 % of it (an evenly
+    spaced sample would shift almost entirely); :class:`~codafeat.data.tag_index.TagIndex`
+    then reads only the new headers.
+
+    Examples
+    --------
+    >>> paths = [f"/data/chest/{i}.dcm" for i in range(1000)]
+    >>> sample = dicom_sample(paths, 10)
+    >>> len(sample), len(set(sample) & set(dicom_sample(paths + ["/data/chest/new.dcm"], 10))) >= 9
+    (10, True)
+    """
+    paths = list(paths)
+    if len(paths) <= k:
+        return paths
+    rel = _relative(paths)
+    order = sorted(range(len(paths)), key=lambda i: hashlib.blake2b(rel[i].encode("utf-8", "surrogateescape"),
+                                                                      digest_size=8).digest())
+    return [paths[i] for i in sorted(order[:k])]
+
+
+def _read_header(path: str) -> str:
+    """``"manufacturer\tbody part"`` of a DICOM file (``unknown`` where absent); ``"\t"`` if unreadable."""
+    import pydicom  # here: a run whose headers are all in the index does not import it
+
     try:
-        import pydicom
-    except ImportError:  # pragma: no cover - DICOM files cannot have been read without it
-        return {}
-    take = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), MAX_DICOM_HEADERS)).astype(int))
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - a header that cannot be read is not counted
+        return "\t"
+    maker = str(getattr(ds, "Manufacturer", "") or "unknown").strip() or "unknown"
+    part = str(getattr(ds, "BodyPartExamined", "") or "unknown").strip() or "unknown"
+    return f"{maker}\t{part}"
+
+
+def _dicom_tags(paths: Sequence[str], cache_dir: Any = None) -> dict[str, Any]:
+    from .tag_index import TagIndex
+
+    take = dicom_sample(paths)
+    index = TagIndex(cache_dir, name=SUMMARY_INDEX_NAME) if cache_dir is not None else None
+    read = index.get if index is not None else (lambda p, f: f(p))
     makers: Counter = Counter()
     parts: Counter = Counter()
-    for i in take:
+    for p in take:
         try:
-            ds = pydicom.dcmread(paths[int(i)], stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - a header that cannot be read is not counted
-            continue
-        makers[str(getattr(ds, "Manufacturer", "") or "unknown").strip() or "unknown"] += 1
-        parts[str(getattr(ds, "BodyPartExamined", "") or "unknown").strip() or "unknown"] += 1
+            maker, part = read(p, _read_header).split("\t", 1)
+        except ImportError:  # pragma: no cover - DICOM files cannot have been decoded without pydicom
+            return {}
+        if maker:  # an unreadable header is not counted
+            makers[maker] += 1
+            parts[part] += 1
+    if index is not None:
+        index.save()
     return {"dicom_manufacturers": dict(makers), "dicom_body_parts": dict(parts), "dicom_sampled": int(len(take))}
 
 
-def training_data_summary(items: Sequence[Any], organs: Sequence[Any]) -> dict[str, Any]:
+def training_data_summary(items: Sequence[Any], organs: Sequence[Any], *, cache_dir: Any = None) -> dict[str, Any]:
     """``organs`` (name -> count), ``n_images``, ``files_sha256`` and, for DICOM files, their tags.
+
+    The tags (manufacturer, body part) are read from at most :data:`MAX_DICOM_HEADERS`
+    headers (:func:`dicom_sample`); with ``cache_dir`` they are kept in a
+    :class:`~codafeat.data.tag_index.TagIndex` there, so an unchanged file's header is read
+    once across runs.
 
     Examples
     --------
@@ -74,8 +129,9 @@ def training_data_summary(items: Sequence[Any], organs: Sequence[Any]) -> dict[s
         "n_images": int(len(items)),
         "files_sha256": files_digest(items),
     }
-    dicom = [os.fspath(p) for p in items
-             if isinstance(p, (str, os.PathLike)) and os.path.splitext(os.fspath(p))[1].lower() in DICOM_SUFFIXES]
+    suffixes = tuple(DICOM_SUFFIXES)
+    files = [os.fspath(i) for i in items if isinstance(i, (str, os.PathLike))]
+    dicom = [p if os.path.isabs(p) else os.path.abspath(p) for p in files if p.lower().endswith(suffixes)]
     if dicom:
-        summary.update(_dicom_tags(dicom))
+        summary.update(_dicom_tags(dicom, cache_dir))
     return summary

@@ -28,6 +28,13 @@ INDEX_NAME = "tags.jsonl"
 class TagIndex:
     """``tag = index.get(path, read)``: the stored tag of an unchanged file, else ``read(path)``.
 
+    Parameters
+    ----------
+    cache_dir : str or path
+        Folder of the index file.
+    name : str, default="tags.jsonl"
+        The index file's name (one per kind of tag: the organ labels, the model card's sample).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -48,8 +55,8 @@ class TagIndex:
     1
     """
 
-    def __init__(self, cache_dir: str | os.PathLike) -> None:
-        self.path = Path(cache_dir) / INDEX_NAME
+    def __init__(self, cache_dir: str | os.PathLike, *, name: str = INDEX_NAME) -> None:
+        self.path = Path(cache_dir) / name
         self._old: dict[str, str] = {}
         self._new: dict[str, str] = {}
         self.hits = self.reads = 0

@@ -113,7 +113,7 @@ def test_changed_file_list_or_size_rebuilds(images, tmp_path, monkeypatch):
     st = os.stat(images[0])
     os.utime(images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     second = DecodedCache.build(images, SIZE, cache_dir=tmp_path)
-    assert counter.calls == len(images)
+    assert counter.calls == 1, "only the changed file is decoded; the others are copied from the old shard"
     assert second.key != first.key
     np.testing.assert_array_equal(second[0], np.full((SIZE, SIZE), 200, np.uint8))
     # the old cache is still intact and openable under its own key
@@ -283,7 +283,7 @@ def test_adding_files_rebuilds_only_the_shards_they_fall_into(tmp_path, monkeypa
     Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(extra)
     grown = sorted(paths + [extra])
     again = DecodedCache.build(grown, SIZE, cache_dir=cache_dir)
-    assert counter.calls < 64, f"one new file decoded {counter.calls} images again"
+    assert counter.calls == 1, f"one new file decoded {counter.calls} images: the rest are copied from the old shard"
     assert len(again) == 121 and again.key != first.key
     for i, p in enumerate(grown):
         np.testing.assert_array_equal(again[i], expected(p))
@@ -381,3 +381,63 @@ def test_background_fill_reports_an_unreadable_file(images, tmp_path):
         cache[len(images)]
     with pytest.raises(RuntimeError, match="broken.png"):
         cache.finish()
+
+
+def _grown_folder(tmp_path, monkeypatch, n=60):
+    """``n`` small PNGs in shards of ~8, and one more file that sorts into the middle."""
+    import codafeat.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 8)
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 64)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n + 1):
+        paths.append(str(folder / (f"{i:04d}.png" if i < n else f"{n // 2:04d}a.png")))
+        Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(paths[-1])
+    return sorted(paths[:n]), sorted(paths)
+
+
+def test_a_rebuilt_shard_copies_only_from_matching_donors(tmp_path, monkeypatch):
+    old, grown = _grown_folder(tmp_path, monkeypatch)
+    cache_dir = tmp_path / "cache"
+    DecodedCache.build(old, SIZE, cache_dir=cache_dir)
+    counter = CountingLoad(monkeypatch)
+    # another intensity rule: the old shards hold other bytes, nothing may be copied
+    deep = DecodedCache.build(grown, SIZE, cache_dir=cache_dir, bit_depth=12)
+    assert counter.calls == len(grown)
+    # another size: likewise
+    counter.calls = 0
+    DecodedCache.build(grown, SIZE + 1, cache_dir=cache_dir)
+    assert counter.calls == len(grown)
+    for i, p in enumerate(grown):
+        np.testing.assert_array_equal(deep[i], np.rint(load_image(p, size=SIZE, bit_depth=12) * 255).astype(np.uint8))
+
+
+def test_a_damaged_donor_is_decoded_instead(tmp_path, monkeypatch):
+    old, grown = _grown_folder(tmp_path, monkeypatch)
+    cache_dir = tmp_path / "cache"
+    DecodedCache.build(old, SIZE, cache_dir=cache_dir)
+    for data in cache_dir.glob("shard-*.u8"):  # every old shard loses its last byte
+        with open(data, "r+b") as fh:
+            fh.truncate(data.stat().st_size - 1)
+    counter = CountingLoad(monkeypatch)
+    again = DecodedCache.build(grown, SIZE, cache_dir=cache_dir, on_error="skip")
+    assert counter.calls >= 2, "the donor's shard is inconsistent: its images are decoded, not copied"
+    for i, p in enumerate(grown):
+        np.testing.assert_array_equal(again[i], expected(p))
+
+
+def test_background_fill_copies_from_replaced_shards(tmp_path, monkeypatch):
+    import json
+
+    old, grown = _grown_folder(tmp_path, monkeypatch)
+    cache_dir = tmp_path / "cache"
+    DecodedCache.build(old, SIZE, cache_dir=cache_dir)
+    before = {p.name for p in cache_dir.glob("shard-*.json")}
+    lazy = DecodedCache.build(grown, SIZE, cache_dir=cache_dir, wait=False).finish()
+    new = [json.loads(p.read_text()) for p in cache_dir.glob("shard-*.json") if p.name not in before]
+    assert len(new) >= 1 and sum(m["n_items"] - m["copied"] for m in new) == 1, "only the new file is decoded"
+    for i, p in enumerate(grown):
+        np.testing.assert_array_equal(lazy[i], expected(p))
