@@ -56,6 +56,9 @@ CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "sym_m99_intra": ("sym_m99", dict(lambda_inter=0.0)),
     "sym_m99_li03": ("sym_m99", dict(lambda_inter=0.3)),
     "sym_m99_tau02": ("sym_m99", dict(temperature=0.2)),
+    # DINO's uniform collapse: a KoLeo term on the intra-organ bottleneck, then sharper targets
+    "sym_m99_kl": ("sym_m99", dict(koleo_weight=0.1)),
+    "sym_m99_kl_t02": ("sym_m99_kl", dict(teacher_temp=0.02, warmup_teacher_temp=0.02)),
 }
 
 

@@ -284,8 +284,10 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
             log(f"{stage}: done before ({run.path(stage)}), skipped")
             continue
         t = time.perf_counter()
+        # the intra-organ branch's KoLeo term goes with that branch
+        branch = {"koleo_weight": 0.0} if l_intra == 0 and "koleo_weight" in settings else {}
         pre = CodaPretrainer(
-            **settings,
+            **{**settings, **branch},
             lambda_inter=l_inter,
             lambda_intra=l_intra,
             device=args.device,

@@ -69,6 +69,7 @@ PRETRAIN: dict[str, Any] = {
     "center_momentum": 0.9,
     "lambda_inter": 1.0,
     "lambda_intra": 1.0,
+    "koleo_weight": 0.0,
     "clip_grad": 3.0,
     "freeze_last_layer": 1,
     "accumulate_steps": 1,

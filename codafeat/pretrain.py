@@ -158,6 +158,15 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         Momentum of the teacher centre (DINO).
     lambda_inter, lambda_intra : float, default=1.0
         Loss weights; 0 removes a branch (the paper's Table 2 ablation).
+    koleo_weight : float, default=0.0
+        Weight of a KoLeo term (:class:`~codafeat.losses.KoLeoLoss`; DINOv2's spreading
+        regulariser, not in the Coda paper, so off by default) on the student's
+        intra-organ bottleneck vectors of each global view. It counters DINO's uniform
+        collapse, where every image's bottleneck drifts to one direction and the teacher's
+        targets become uniform. DINOv2 uses 0.1 on its backbone's class token; here it
+        acts on the intra-organ head, where the ablation in ``benchmarks/RESULTS.md``
+        ("Small-compute recipe") found it keeps the targets informative. Needs
+        ``lambda_intra > 0`` and at least 2 images per process and accumulation part.
     clip_grad : float, default=3.0
         Per-parameter gradient-norm clipping (DINO); 0 disables.
     freeze_last_layer : int, default=1
@@ -224,7 +233,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     encoder_ : CodaEncoder
         Fitted encoder on the EMA teacher's backbone.
     history_ : list of dict
-        Per epoch: ``loss``, ``loss_inter``, ``loss_intra``, ``inter_skipped_steps`` (steps
+        Per epoch: ``loss``, ``loss_inter``, ``loss_intra`` (and ``loss_koleo`` when
+        ``koleo_weight > 0``), ``inter_skipped_steps`` (steps
         whose global batch held one organ), ``lr``, ``weight_decay``, ``momentum``,
         ``teacher_temp``, ``images_per_s``, ``seconds``, ``data_wait_share`` (the share of the
         epoch spent waiting for the DataLoader: near 1, training is data-bound; raise
@@ -308,6 +318,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         "center_momentum": [Interval(Real, 0, 1, closed="both")],
         "lambda_inter": [Interval(Real, 0, 1000, closed="both")],
         "lambda_intra": [Interval(Real, 0, 1000, closed="both")],
+        "koleo_weight": [Interval(Real, 0, 1000, closed="both")],
         "clip_grad": [Interval(Real, 0, 1e6, closed="both")],
         "freeze_last_layer": [Interval(Integral, 0, 1_000_000, closed="both")],
         "accumulate_steps": [Interval(Integral, 1, 1024, closed="both")],
@@ -363,6 +374,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         center_momentum: float = P["center_momentum"],
         lambda_inter: float = P["lambda_inter"],
         lambda_intra: float = P["lambda_intra"],
+        koleo_weight: float = P["koleo_weight"],
         clip_grad: float = P["clip_grad"],
         freeze_last_layer: int = P["freeze_last_layer"],
         accumulate_steps: int = P["accumulate_steps"],
@@ -414,6 +426,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.center_momentum = center_momentum
         self.lambda_inter = lambda_inter
         self.lambda_intra = lambda_intra
+        self.koleo_weight = koleo_weight
         self.clip_grad = clip_grad
         self.freeze_last_layer = freeze_last_layer
         self.accumulate_steps = accumulate_steps
@@ -452,6 +465,11 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
         if self.lambda_inter == 0 and self.lambda_intra == 0:
             raise ValueError("lambda_inter and lambda_intra are both 0: nothing to train")
+        if self.koleo_weight > 0 and self.lambda_intra == 0:
+            raise ValueError(
+                f"koleo_weight={self.koleo_weight} acts on the intra-organ head, which lambda_intra=0 removes: "
+                "set koleo_weight=0 too"
+            )
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
 
@@ -731,6 +749,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
             device=device, dist_info=info, n_local_crops=self.n_local_crops, symmetric=self.symmetric,
             accumulate_steps=self.accumulate_steps, compile=self.compile,
+            koleo_weight=self.koleo_weight,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -750,6 +769,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             "batch_size": int(self.batch_size),
             "lambda_inter": float(self.lambda_inter),
             "lambda_intra": float(self.lambda_intra),
+            "koleo_weight": float(self.koleo_weight),
             "final_loss": last.get("loss"),
             "final_loss_inter": last.get("loss_inter"),
             "final_loss_intra": last.get("loss_intra"),

@@ -182,6 +182,10 @@ def test_labels_missing_or_misaligned(organ_folder):
 def test_both_lambdas_zero_and_bad_params_are_rejected(organ_folder):
     with pytest.raises(ValueError, match="nothing to train"):
         CodaPretrainer(**dict(TINY, lambda_inter=0.0, lambda_intra=0.0)).fit(organ_folder)
+    with pytest.raises(ValueError, match="koleo_weight=0.1 acts on the intra-organ head"):
+        CodaPretrainer(**dict(TINY, lambda_intra=0.0, koleo_weight=0.1)).fit(organ_folder)
+    with pytest.raises(ValueError, match="koleo_weight"):
+        CodaPretrainer(**dict(TINY, koleo_weight=-1.0)).fit(organ_folder)
     with pytest.raises(ValueError, match="local_scale"):
         CodaPretrainer(**dict(TINY, local_scale=(0.7, 0.4))).fit(organ_folder)
     with pytest.raises(ValueError, match="batch_size"):

@@ -11,8 +11,10 @@ One step, following the paper and DESIGN.md:
    views except a global view with itself;
 3. ``t_org`` and the organ labels are gathered over ranks, so negatives come from the
    global batch;
-4. ``L = lambda_inter * L_inter + lambda_intra * L_intra``; a single-organ global batch
-   has no negatives: its inter-organ term is skipped and counted in the history;
+4. ``L = lambda_inter * L_inter + lambda_intra * L_intra (+ koleo_weight * L_koleo)``; a
+   single-organ global batch has no negatives: its inter-organ term is skipped and counted
+   in the history; the optional KoLeo term spreads the student's intra-organ bottleneck
+   vectors of each global view (:class:`~codafeat.losses.KoLeoLoss`);
 5. a non-finite loss raises :class:`FloatingPointError` before any update, so the last
    checkpoint stays the last good state;
 6. backward, DINO's per-parameter gradient clipping, last layer frozen during the first
@@ -35,6 +37,7 @@ from torch import nn
 
 from ..losses.inter_organ import InterOrganLoss
 from ..losses.intra_organ import IntraOrganLoss
+from ..losses.koleo import KoLeoLoss
 from ..nn.coda_model import CodaNetwork
 from ..nn.ema import ema_update
 from .._device import DevicePolicy
@@ -59,18 +62,25 @@ class StepResult:
     loss_inter: float
     loss_intra: float
     inter_skipped: bool
+    loss_koleo: float = 0.0
+
+
+_LOSS_KEYS = ("loss", "loss_inter", "loss_intra", "loss_koleo")
 
 
 @dataclass
 class EpochStats:
-    sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "loss_inter": 0.0, "loss_intra": 0.0})
-    counts: dict[str, int] = field(default_factory=lambda: {"loss": 0, "loss_inter": 0, "loss_intra": 0})
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LOSS_KEYS, 0.0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_LOSS_KEYS, 0))
     inter_skipped_steps: int = 0
     images: int = 0
 
-    def add(self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float) -> None:
+    def add(self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float, koleo_weight: float = 0.0) -> None:
         self.sums["loss"] += r.loss
         self.counts["loss"] += 1
+        if koleo_weight > 0:
+            self.sums["loss_koleo"] += r.loss_koleo
+            self.counts["loss_koleo"] += 1
         if lambda_inter > 0 and not r.inter_skipped:
             self.sums["loss_inter"] += r.loss_inter
             self.counts["loss_inter"] += 1
@@ -131,8 +141,11 @@ class CodaTrainer:
         symmetric: bool = False,
         accumulate_steps: int = 1,
         compile: bool | str = False,
+        koleo_weight: float = 0.0,
     ) -> None:
         self.student_module = student
+        self.koleo_weight = float(koleo_weight)
+        self.koleo = KoLeoLoss() if self.koleo_weight > 0 else None
         self.accumulate_steps = int(accumulate_steps)
         self.symmetric = bool(symmetric)
         # Symmetric intra-organ pairs (DINO): student views [g1, g2, crops] x teacher views
@@ -186,28 +199,33 @@ class CodaTrainer:
         return mean_inter * (n_local * self.dist.world_size / n_global), False
 
     def forward(self, g1: torch.Tensor, g2: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """``(t_org, t_ins, s_org, s_ins)`` of a placed batch (steps 1-2 of the module doc)."""
+        """``(t_org, t_ins, s_org, s_ins, s_bottleneck)`` of a placed batch (steps 1-2 of the module doc).
+
+        ``s_bottleneck`` (the student's intra-organ bottleneck of its global views) is
+        ``None`` unless the KoLeo term is on.
+        """
         policy = self.policy
+        extra = {"return_bottleneck": True} if self.koleo is not None and self.lambda_intra > 0 else {}
         if self.symmetric:
             # DINO's form: both global views through both networks.
             both = torch.cat([g1, g2])
             with torch.no_grad(), policy.autocast():
                 t_org, t_ins = self._teacher_forward(both)
             with policy.autocast():
-                s_org, s_ins = self.student(both, crops, ins_on_global=True)
+                s_org, s_ins, *s_b = self.student(both, crops, ins_on_global=True, **extra)
         else:
             # Coda's form as printed: teacher(g2) against student(g1) and the crops.
             with torch.no_grad(), policy.autocast():
                 t_org, t_ins = self._teacher_forward(g2)
             with policy.autocast():
-                s_org, s_ins = self.student(g1, crops)
-        return t_org, t_ins, s_org, s_ins
+                s_org, s_ins, *s_b = self.student(g1, crops, **extra)
+        return t_org, t_ins, s_org, s_ins, (s_b[0] if s_b else None)
 
     def losses(
         self, outputs: tuple[torch.Tensor, ...], labels: torch.Tensor, epoch: int
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """``(loss_inter, loss_intra, inter_skipped)`` from :meth:`forward`'s outputs (steps 3-4)."""
-        t_org, t_ins, s_org, s_ins = outputs
+        t_org, t_ins, s_org, s_ins, _ = outputs
         b = labels.shape[0]
         zero = torch.zeros((), device=self.device)
         loss_inter, loss_intra, inter_skipped = zero, zero, False
@@ -228,6 +246,14 @@ class CodaTrainer:
             else:
                 loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
         return loss_inter, loss_intra, inter_skipped
+
+    def koleo_term(self, outputs: tuple[torch.Tensor, ...], b: int) -> torch.Tensor:
+        """Mean KoLeo loss of the student's bottleneck vectors, per global view of ``b`` images (0 when off)."""
+        bottleneck = outputs[4]
+        if bottleneck is None or b < 2:  # one image has no neighbour
+            return torch.zeros((), device=self.device)
+        chunks = bottleneck.float().split(b)  # g1 (and g2 in the symmetric form)
+        return torch.stack([self.koleo(c) for c in chunks]).mean()
 
     def update(self, t_ins: torch.Tensor | None, epoch: int, it: int) -> None:
         """Clipping, AdamW step, EMA teacher and centre (steps 6-8), after the backward passes."""
@@ -276,14 +302,15 @@ class CodaTrainer:
             group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         parts = self._micro_batches(batch)
-        totals = torch.zeros(3, device=self.device)
+        totals = torch.zeros(4, device=self.device)
         t_ins_all, skipped = [], False
         for j, part in enumerate(parts):
             crops = self.policy.batch(part["locals"]) if self.lambda_intra > 0 else None
             outputs = self.forward(self.policy.batch(part["g1"]), self.policy.batch(part["g2"]), crops)
             labels = part["labels"].to(self.device, non_blocking=True)
             loss_inter, loss_intra, inter_skipped = self.losses(outputs, labels, epoch)
-            loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra
+            loss_koleo = self.koleo_term(outputs, labels.shape[0])
+            loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra + self.koleo_weight * loss_koleo
             if not torch.isfinite(loss.detach()).item():
                 raise FloatingPointError(
                     f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
@@ -294,15 +321,16 @@ class CodaTrainer:
                 else self.student.no_sync()  # DDP: one gradient all-reduce per optimiser step
             with sync:
                 self.scaler.scale(loss / len(parts)).backward()
-            totals += torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach()]).float() / len(parts)
+            totals += torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach(),
+                                   loss_koleo.detach()]).float() / len(parts)
             t_ins_all.append(outputs[1])
             skipped = skipped or inter_skipped
         t_ins = torch.cat(t_ins_all) if self.lambda_intra > 0 else None
         self.update(t_ins, epoch, it)
         # Losses reported as global-batch means.
         vals = D.all_reduce_sum(totals, self.dist) / self.dist.world_size
-        loss_v, inter_v, intra_v = (float(v) for v in vals.tolist())
-        return StepResult(loss_v, inter_v, intra_v, skipped)
+        loss_v, inter_v, intra_v, koleo_v = (float(v) for v in vals.tolist())
+        return StepResult(loss_v, inter_v, intra_v, skipped, koleo_v)
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, loader, epoch: int, *, progress=None, seed: int = 0) -> dict[str, Any]:
@@ -329,7 +357,8 @@ class CodaTrainer:
                     break
                 it = epoch * self.steps_per_epoch + b
                 r = self.step(batch, epoch, it)
-                stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra)
+                stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra,
+                          self.koleo_weight)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(
@@ -337,7 +366,9 @@ class CodaTrainer:
                     )
         elapsed = time.perf_counter() - t0
         last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1
+        koleo = {"loss_koleo": stats.mean("loss_koleo")} if self.koleo_weight > 0 else {}
         return {
+            **koleo,
             "epoch": epoch + 1,
             "loss": stats.mean("loss"),
             "loss_inter": stats.mean("loss_inter"),

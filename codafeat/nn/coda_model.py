@@ -69,6 +69,7 @@ class CodaNetwork(nn.Module):
         local_views: torch.Tensor | None = None,
         *,
         ins_on_global: bool = False,
+        return_bottleneck: bool = False,
     ):
         """``(z_org(global_view) | None, z_ins | None)``.
 
@@ -77,17 +78,29 @@ class CodaNetwork(nn.Module):
         crops only (Coda's asymmetric form), or, with ``ins_on_global=True``, the global
         views followed by the crops (DINO's symmetric form): ``z_ins`` is then
         ``head_ins(cat[encoder(global_view), encoder(local_views)])``.
+
+        With ``return_bottleneck=True`` a third output is the intra-organ head's
+        l2-normalised bottleneck of the global view(s), ``(len(global_view), bottleneck)``
+        (``None`` without that head), for :class:`~codafeat.losses.KoLeoLoss`.
         """
         feats = self.encoder(global_view)
         z_org = self.head_org(feats) if self.head_org is not None else None
         if self.head_ins is None:
-            return z_org, None
+            return (z_org, None, None) if return_bottleneck else (z_org, None)
+        n_global = feats.shape[0]
         if local_views is None:
-            return z_org, self.head_ins(feats)
-        local_feats = self.encoder(local_views)
-        if ins_on_global:
-            local_feats = torch.cat([feats, local_feats])
-        return z_org, self.head_ins(local_feats)
+            z_ins, bottleneck = self.head_ins(feats, return_bottleneck=True)
+        else:
+            local_feats = self.encoder(local_views)
+            if ins_on_global:
+                z_ins, bottleneck = self.head_ins(torch.cat([feats, local_feats]), return_bottleneck=True)
+            else:
+                z_ins = self.head_ins(local_feats)
+                # the asymmetric form sends no global view through this head; a regulariser gets one pass
+                bottleneck = self.head_ins(feats, return_bottleneck=True)[1] if return_bottleneck else None
+        if not return_bottleneck:
+            return z_org, z_ins
+        return z_org, z_ins, bottleneck[:n_global]
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the heads' weight-normalised output layers (frozen in epoch 0, DINO)."""

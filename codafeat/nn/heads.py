@@ -155,10 +155,16 @@ class DINOHead(nn.Module):
     def out_dim(self) -> int:
         return self.last_layer.out_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_dim)`` features -> ``(B, out_dim)`` outputs."""
+    def forward(self, x: torch.Tensor, *, return_bottleneck: bool = False):
+        """``(B, in_dim)`` features -> ``(B, out_dim)`` outputs.
+
+        With ``return_bottleneck=True``: ``(outputs, z)``, ``z`` the l2-normalised
+        ``(B, bottleneck_dim)`` MLP output that the last layer projects (for a regulariser
+        such as :class:`~codafeat.losses.KoLeoLoss`).
+        """
         z = F.normalize(self.mlp(x), dim=-1)
-        return self.last_layer(z)
+        out = self.last_layer(z)
+        return (out, z) if return_bottleneck else out
 
     def last_layer_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the last layer, whose gradients DINO drops in the first epoch."""

@@ -193,3 +193,33 @@ def test_fp32_last_layer_under_autocast():
         head = DINOHead(16, out_dim=32, hidden_dim=8, bottleneck_dim=4, last_layer_fp32=fp32)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert head(x).dtype == dtype
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_koleo_term_is_the_student_bottlenecks_spread_per_global_view(symmetric):
+    from losses.test_koleo import _reference
+
+    tr = _trainer(symmetric, koleo_weight=0.5)
+    batch = _batch()
+    inter, intra = _expected(tr, batch)
+    with torch.no_grad():
+        tr.student_module.train()
+        views = (batch["g1"], batch["g2"]) if symmetric else (batch["g1"],)
+        z = [tr.student_module.head_ins(tr.student_module.encoder(v), return_bottleneck=True)[1] for v in views]
+        koleo = float(np.mean([_reference(v.numpy()) for v in z]))
+    r = tr.step(batch, epoch=0, it=0)
+    assert r.loss_koleo == pytest.approx(koleo, rel=1e-4)
+    assert r.loss == pytest.approx(inter + intra + 0.5 * koleo, rel=1e-4)
+    assert r.loss_intra == pytest.approx(intra, rel=1e-4), "the other terms are unchanged"
+
+
+def test_koleo_weight_changes_the_update_and_is_recorded_per_epoch():
+    batch = _batch()
+    plain, spread = _trainer(True), _trainer(True, koleo_weight=1.0)
+    plain.step(batch, epoch=0, it=0)
+    spread.step(batch, epoch=0, it=0)
+    a = torch.cat([p.flatten() for p in plain.student_module.head_ins.mlp.parameters()])
+    b = torch.cat([p.flatten() for p in spread.student_module.head_ins.mlp.parameters()])
+    assert not torch.allclose(a, b), "the KoLeo term has a gradient into the intra-organ head"
+    record = spread.run_epoch([batch, batch], epoch=0)
+    assert np.isfinite(record["loss_koleo"]) and "loss_koleo" not in plain.run_epoch([batch], epoch=0)
