@@ -152,9 +152,7 @@ class CodaTrainer:
         # [g1, g2], leaving out each global view paired with itself.
         self._pairs = torch.ones(n_local_crops + 2, 2, dtype=torch.bool)
         self._pairs[0, 0] = self._pairs[1, 1] = False
-        self.teacher = teacher
-        self.inter_loss = inter_loss
-        self.intra_loss = intra_loss
+        self.teacher, self.inter_loss, self.intra_loss = teacher, inter_loss, intra_loss
         self.lambda_inter = float(lambda_inter)
         self.lambda_intra = float(lambda_intra)
         self.schedules = schedules
