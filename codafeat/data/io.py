@@ -62,7 +62,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Union
@@ -140,33 +140,49 @@ def find_images(folder: str | os.PathLike) -> list[str]:
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
+    # Depth first, every folder's entries sorted by name: the same order as sorting the paths
+    # by their components, without that sort (and string operations only: a million files).
     found: list[str] = []
     ignored = 0
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
+    stack = [_sorted_entries(os.path.join(str(root), "")[:-1], seen)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
             continue
-        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already read
-            logger.info("%s: already read through another path (symbolic link), not read again", dirpath)
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if is_image_file(name):
-                found.append(os.path.join(dirpath, name))
-            else:
-                ignored += 1
+        path, is_dir = entry
+        if is_dir:
+            stack.append(_sorted_entries(path, seen))
+        elif path.lower().endswith(_SUFFIX_TUPLE):
+            found.append(path)
+        else:
+            ignored += 1
     if ignored:
         logger.info("%s: ignored %d file(s) without an image suffix", root, ignored)
-    prefix = os.path.join(str(root), "")  # every found path starts with it (os.walk joins onto root)
-    found.sort(key=lambda f: f[len(prefix):].split(os.sep))  # by path, folder by folder
     return found
+
+
+def _sorted_entries(folder: str, seen: set[tuple[int, int]]) -> Iterator[tuple[str, bool]]:
+    """``(path, is_dir)`` of ``folder``'s visible entries by name; nothing for a folder already read."""
+    try:
+        st = os.stat(folder or os.sep)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already read
+            logger.info("%s: already read through another path (symbolic link), not read again", folder)
+            return iter(())
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(folder or os.sep) as it:
+            names = sorted((e.name, e) for e in it if not e.name.startswith("."))
+    except OSError:
+        return iter(())
+    out = []
+    for name, e in names:
+        try:
+            is_dir = e.is_dir()  # follows symbolic links
+        except OSError:
+            is_dir = False
+        out.append((folder + os.sep + name, is_dir))
+    return iter(out)
 
 
 def as_image_list(X: Any) -> Sequence[ImageLike]:

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from codafeat.data.io import (
+    IMAGE_SUFFIXES,
     ImageReadError,
     as_image_list,
     as_unit_float,
@@ -502,3 +503,43 @@ def test_png_roundtrip_property(tmp_path, a, size):
     p = save(a, tmp_path / "h.png")
     np.testing.assert_array_equal(decode_image(p), a)
     np.testing.assert_array_equal(decode_image(p, size=size), decode_image(a, size=size))
+
+
+def test_folder_order_is_the_component_order_of_an_independent_walk(tmp_path):
+    """find_images against os.walk + a sort by path components, on random trees (hypothesis)."""
+    import os
+    import shutil
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    name = st.text(alphabet="ab-_.B1", min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
+    entry = st.tuples(st.lists(name, min_size=0, max_size=3), name, st.sampled_from([".png", ".PNG", ".txt", ".dcm", ""]))
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(entry, min_size=1, max_size=12))
+    def check(entries):
+        root = tmp_path / "tree"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        for dirs, stem, suffix in entries:
+            folder = root.joinpath(*dirs)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / (stem + suffix)
+                if not target.is_dir():
+                    target.write_bytes(b"")
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                continue  # a name used both as a file and as a folder
+        expected = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = os.path.relpath(dirpath, root)
+            if any(part.startswith(".") for part in Path(rel).parts if part != "."):
+                continue
+            expected += [os.path.join(dirpath, f) for f in filenames
+                         if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+        expected.sort(key=lambda p: os.path.relpath(p, root).split(os.sep))
+        assert find_images(root) == expected
+
+    check()
