@@ -252,15 +252,18 @@ def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict
         "accuracy and NMI, the teacher's intra-organ target entropy over ln K (1 = uniform: nothing to "
         "distil) and the information its targets carry about the image (MI, nats; 0 = collapse).",
         "",
-        "| epoch | loss | inter-organ | intra-organ | monitor kNN | monitor NMI | H_t / ln K | MI | lr | img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "`loss` = inter-organ + intra-organ" + (f" + {params['koleo_weight']} x KoLeo" if params.get("koleo_weight") else "")
+        + " (the recipe's weights).",
+        "",
+        "| epoch | loss | inter-organ | intra-organ | KoLeo | monitor kNN | monitor NMI | H_t / ln K | MI | lr | img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for h in r.history:
         ratio = h["teacher_entropy"] / h["ln_k"] if "teacher_entropy" in h else None
         lines.append(
             f"| {h['epoch']} | {_fmt(h['loss'])} | {_fmt(h['loss_inter'])} | {_fmt(h['loss_intra'])} "
-            f"| {_fmt(h.get('monitor_knn_accuracy'))} | {_fmt(h.get('monitor_nmi'))} | {_fmt(ratio)} "
-            f"| {_fmt(h.get('teacher_mi'))} | {h['lr']:.2e} | {h['images_per_s']:.1f} |"
+            f"| {_fmt(h.get('loss_koleo'))} | {_fmt(h.get('monitor_knn_accuracy'))} | {_fmt(h.get('monitor_nmi'))} "
+            f"| {_fmt(ratio)} | {_fmt(h.get('teacher_mi'))} | {h['lr']:.2e} | {h['images_per_s']:.1f} |"
         )
     warned = sorted({w for h in r.history for w in h.get("collapse_warnings", [])})
     lines += ["", "Collapse warnings: " + ("; ".join(warned) if warned else "none.")]

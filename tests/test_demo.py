@@ -27,7 +27,11 @@ def test_demo_writes_report_pictures_weights_history(demo):
     assert (out / "embedding_coda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "Zero-shot organ separation" in report and "random init" in report and "1-shot" in report
-    assert len(json.loads((out / "history.json").read_text())) == 1
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1
+    # the recipe's KoLeo term is trained, recorded and explained in the report
+    assert DEMO_SETTINGS["koleo_weight"] > 0 and "loss_koleo" in history[0]
+    assert f"+ {DEMO_SETTINGS['koleo_weight']} x KoLeo" in report
     # six phantom organs, each with two variants, were pretrained on
     enc = CodaEncoder(weights=out / "coda.safetensors").fit()
     assert len(enc.config_["training"]["organs"]) == 6
