@@ -454,9 +454,12 @@ class DecodedCache:
                 _shards.open_shard(cache_dir, skey)
             except (FileNotFoundError, ValueError):
                 missing.append(s)
-        digests = [_shards.item_digest(ident) for ident in ids]
-        todo = _shards.jobs_for(cache_dir, layout, missing, lambda s: [items[i] for i in range(*layout[s][:2])], digests,
-                                size, bit_depth, on_error)
+        todo = _shards.jobs_for(
+            cache_dir, layout,
+            {s: ([items[i] for i in range(*layout[s][:2])], [_shards.item_digest(ids[i]) for i in range(*layout[s][:2])])
+             for s in missing},
+            size, bit_depth, on_error,
+        )
         logger.info("decoded cache %s: %d of %d shard(s) to write (%d of %d images, %d of them copied from replaced "
                     "shards)", cache_dir, len(todo), len(layout), sum(len(j.items) for j in todo), len(items),
                     sum(len(j.donors) for j in todo))

@@ -31,7 +31,7 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -243,22 +243,18 @@ def find_donors(cache_dir: Path, keep: set[str], wanted: set[str], size: int, bi
     return found
 
 
-def jobs_for(cache_dir: Path, layout: Sequence[Sequence[Any]], todo: Sequence[int],
-             items_of: Callable[[int], Sequence[Any]], digests: Sequence[str], size: int, bit_depth: int | None,
-             on_error: str) -> list[ShardJob]:
-    """One :class:`ShardJob` per shard index in ``todo``, with the donors of its images.
+def jobs_for(cache_dir: Path, layout: Sequence[Sequence[Any]], todo: dict[int, tuple[Sequence[Any], Sequence[str]]],
+             size: int, bit_depth: int | None, on_error: str) -> list[ShardJob]:
+    """One :class:`ShardJob` per shard of ``layout`` in ``todo``, with the donors of its images.
 
-    ``items_of(s)`` gives the inputs of shard ``s`` of ``layout``; ``digests`` are the
-    :func:`item_digest` of all inputs (only those of the ``todo`` shards are read).
+    ``todo`` maps a shard's index to its inputs and their :func:`item_digest` values.
     """
-    wanted = {digests[i] for s in todo for i in range(layout[s][0], layout[s][1])}
+    wanted = {d for _, digests in todo.values() for d in digests}
     donors = find_donors(cache_dir, {x[2] for x in layout}, wanted, size, bit_depth)
     jobs = []
-    for s in todo:
-        lo, hi, skey = layout[s]
-        mine = {j: donors[digests[lo + j]] for j in range(hi - lo) if digests[lo + j] in donors}
-        jobs.append(ShardJob(cache_dir, skey, lo, items_of(s), size, bit_depth, on_error,
-                             list(digests[lo:hi]), mine))
+    for s, (items, digests) in sorted(todo.items()):
+        mine = {j: donors[d] for j, d in enumerate(digests) if d in donors}
+        jobs.append(ShardJob(cache_dir, layout[s][2], layout[s][0], items, size, bit_depth, on_error, list(digests), mine))
     return jobs
 
 
@@ -376,10 +372,9 @@ def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[in
     """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
 
     The job travels as a JSON file in ``cache_dir`` (file paths, and the digests of their
-    identities ``ids``),
-    and the result as the files themselves: the parent process shares no thread, lock or
-    pipe with the fill except stderr. The fill looks for donors (:func:`find_donors`) itself,
-    so that the parent does not wait for it.
+    identities ``ids``), and the result as the files themselves: the parent process shares
+    no thread, lock or pipe with the fill except stderr. The fill looks for donors
+    (:func:`find_donors`) itself, so that the parent does not wait for it.
     """
     import subprocess
 
@@ -397,12 +392,8 @@ def _fill_job(job_path: str) -> int:
     """The background fill (``python -m codafeat.data.shards JOB``): pending shards, then the set index."""
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     cache_dir, layout = Path(job["cache_dir"]), job["layout"]
-    by_shard = {int(s): (p, d) for s, _, p, d in job["pending"]}
-    digests = [""] * layout[-1][1]
-    for s, (_, d) in by_shard.items():
-        digests[layout[s][0]:layout[s][1]] = d
-    jobs = jobs_for(cache_dir, layout, sorted(by_shard), lambda s: by_shard[s][0], digests, job["size"],
-                    job["bit_depth"], "raise")
+    todo = {int(s): (paths, digests) for s, _, paths, digests in job["pending"]}
+    jobs = jobs_for(cache_dir, layout, todo, job["size"], job["bit_depth"], "raise")
     for meta in fill(jobs, int(job["num_workers"]), 0):
         if "error" in meta:
             name, reason = meta["error"]
