@@ -12,7 +12,7 @@ import numpy as np
 
 from .io import DICOM_SUFFIXES
 
-#: DICOM headers read for the summary at most (evenly spaced over the DICOM files).
+#: DICOM headers read for the summary at most (a bottom-k sample of the DICOM files, see dicom_sample).
 MAX_DICOM_HEADERS = 256
 #: The :class:`~codafeat.data.tag_index.TagIndex` file of the sampled headers in ``cache_dir``.
 SUMMARY_INDEX_NAME = "summary-tags.jsonl"
