@@ -547,7 +547,8 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
           f"`{a.recipe}` recipe of `codafeat.recipes`: "
           + ", ".join(f"`{k}={v}`" for k, v in s.items())
           + f", `random_state={a.seed}`, every other CodaPretrainer parameter at its default; "
-          "the ablations set the other branch's weight to 0 (inter-organ only, intra-organ only); "
+          "the ablations set the other branch's weight to 0 (inter-organ only, intra-organ only; inter-organ only "
+          "also drops the intra-organ head's KoLeo term); "
           f"random init = `CodaEncoder(backbone={s['backbone']!r}, random_state={a.seed})`; raw pixels = the image "
           f"resized to {s['image_size']} px and flattened. The paper: ConvNeXt-B, 224 px, "
           "12 local crops of 96 px, 65,536-way heads, 800 epochs on 23 organs -- this is a check of trends, not levels.", ""]
