@@ -395,13 +395,13 @@ class DecodedCache:
         """A cache that decodes on access until a background process has written each missing shard."""
         cache_dir.mkdir(parents=True, exist_ok=True)
         layout = _shards.layout(ids, size, bit_depth)
+        present = _shards_on_disk(cache_dir, layout)
         files, pending, kinds = [], {}, Counter()
         for s, (lo, hi, skey) in enumerate(layout):
-            try:
-                array, meta = _shards.open_shard(cache_dir, skey)
-                files.append((_shards.paths(cache_dir, skey)[0], len(array)))
-                kinds.update(meta["kinds"])
-            except (FileNotFoundError, ValueError):
+            if s in present:
+                files.append((_shards.paths(cache_dir, skey)[0], present[s][0]))
+                kinds.update(present[s][1])
+            else:
                 files.append((_shards.paths(cache_dir, skey)[0], hi - lo))  # size known: no input is skipped
                 pending[s] = (skey, [os.fspath(items[i]) for i in range(lo, hi)])
         proc = _shards.fill_in_background(cache_dir, key, layout, pending, size, bit_depth, num_workers, ids)
@@ -448,12 +448,8 @@ class DecodedCache:
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         layout = _shards.layout(ids, size, bit_depth)
-        missing = []
-        for s, (_, _, skey) in enumerate(layout):
-            try:
-                _shards.open_shard(cache_dir, skey)
-            except (FileNotFoundError, ValueError):
-                missing.append(s)
+        present = _shards_on_disk(cache_dir, layout)
+        missing = [s for s in range(len(layout)) if s not in present]
         todo = _shards.jobs_for(
             cache_dir, layout,
             {s: ([items[i] for i in range(*layout[s][:2])], [_shards.item_digest(ids[i]) for i in range(*layout[s][:2])])
@@ -476,3 +472,18 @@ class DecodedCache:
         if removed:
             logger.info("decoded cache %s: removed %d file(s) of shards no index uses", cache_dir, len(removed))
         return cls.open(cache_dir, key)
+
+
+def _shards_on_disk(cache_dir: Path, layout: Sequence[Sequence[Any]]) -> dict[int, tuple[int, dict[str, int]]]:
+    """``shard index -> (images, intensity kinds)`` of the shards of ``layout`` complete on disk.
+
+    A missing or inconsistent shard is left out: it is (re)written.
+    """
+    present = {}
+    for s, (_, _, skey) in enumerate(layout):
+        try:
+            array, meta = _shards.open_shard(cache_dir, skey)
+        except (FileNotFoundError, ValueError):
+            continue
+        present[s] = (len(array), meta["kinds"])
+    return present
