@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / ".." / "shared" / "data"
+
+# Property tests draw their examples at random. In CI (``CI`` set, as .ci/run runs) they are
+# derandomized: the examples are a function of the test alone, so a submission's result never
+# depends on a draw, and no example database carries draws from one run to the next. Locally
+# they stay random (that is how hypothesis finds new cases); HYPOTHESIS_PROFILE picks either.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

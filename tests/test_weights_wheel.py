@@ -164,6 +164,7 @@ def test_generated_module_imports_from_a_zip(built, monkeypatch):
 
 
 # --------------------------------------------------------------------------- installed
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_installed_wheel_is_found_by_name_in_a_fresh_interpreter(built, installed):
     script = textwrap.dedent(
         f"""
@@ -199,6 +200,7 @@ def test_installed_wheel_is_found_by_name_in_a_fresh_interpreter(built, installe
     assert np.array_equal(by_name, built["expected"])
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_installed_wheel_is_found_in_process(built, installed, monkeypatch):
     monkeypatch.syspath_prepend(str(installed))
     try:

@@ -310,6 +310,7 @@ DecodedCache.build(sys.argv[3:], 16, cache_dir=sys.argv[1])
 """
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypatch):
     import signal
     import subprocess

@@ -120,6 +120,7 @@ def test_every_public_name_has_a_running_example(name):
     assert "+SKIP" not in doc, f"{name}'s example is skipped: make it run"
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_command_line_help_does_not_import_torch():
     code = (
         "import sys, contextlib, io\n"
@@ -136,6 +137,7 @@ def test_command_line_help_does_not_import_torch():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_import_codafeat_is_lazy():
     code = "import sys, codafeat; print('torch' in sys.modules); codafeat.CodaEncoder; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -194,3 +196,28 @@ def test_tests_mirror_the_package():
         if not any(name == m or name.startswith(m + "_") for m in modules):
             orphans.append(str(rel))
     assert not orphans, f"test modules without a library module of that name: {orphans}"
+
+
+def _marked_slow(node: ast.FunctionDef, module_marked: bool) -> bool:
+    return module_marked or any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+
+
+def test_tests_that_start_child_processes_are_marked_slow():
+    """``pytest -m "not slow"`` is the quick local loop: every child process is behind the marker."""
+    tests = PACKAGE.parent / "tests"
+    unmarked = []
+    for path in sorted(tests.rglob("test_*.py")):
+        src = path.read_text()
+        tree = ast.parse(src)
+        module_marked = any(
+            isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+            and "slow" in ast.unparse(n.value) for n in tree.body
+        )
+        for node in tree.body:
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                continue
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            spawns = bool(names & {"subprocess", "_child"}) or "installed" in [a.arg for a in node.args.args]
+            if spawns and not _marked_slow(node, module_marked):
+                unmarked.append(f"{path.relative_to(tests)}::{node.name}")
+    assert not unmarked, f"tests that start a child process without @pytest.mark.slow: {unmarked}"

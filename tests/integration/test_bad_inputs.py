@@ -58,6 +58,7 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- 1. corrupt grey PNG
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 @pytest.mark.parametrize("fix_crc", [False, True], ids=["flipped-byte", "flipped-byte-valid-crc"])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_grey_png_is_an_error_not_a_crash(tmp_path, fix_crc, workers):
@@ -145,6 +146,7 @@ def test_grey_png_bomb_is_refused_before_decoding(tmp_path, side):
     assert err.value.path == str(bomb)
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_pixel_limit_is_one_configurable_rule(tmp_path):
     small = random_grey_png(tmp_path / "s.png", size=20)
     rgb = tmp_path / "rgb.png"

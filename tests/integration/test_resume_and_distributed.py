@@ -17,6 +17,9 @@ from safetensors.torch import load_file
 
 from test_pretrain import TINY, make_organ_folder
 
+#: Child processes and benchmark dry runs: `pytest -m "not slow"` leaves them out of a quick local loop.
+pytestmark = pytest.mark.slow
+
 WORKER = str(Path(__file__).resolve().parents[1] / "_pretrain_worker.py")
 PARAMS = dict(TINY, epochs=4, device="cpu")
 

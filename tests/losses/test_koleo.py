@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from codafeat.losses.koleo import KoLeoLoss
@@ -29,12 +29,19 @@ def test_matches_a_brute_force_rederivation(n, d, seed):
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), scale=st.floats(0.01, 100))
+@example(seed=2663, scale=1.5)  # the loss is -0.000345 there: a relative tolerance alone failed (issue 19)
 def test_invariant_to_row_order_and_row_scale(seed, scale):
+    """Equal up to float32 rounding of the normalisation and the mean.
+
+    The loss is a mean of ``-log`` distances and can be near zero, so the tolerance is
+    absolute: a rounding error of ~1e-7 per distance is ~1e-6 in the log of a distance of
+    0.1, whatever the loss's own size.
+    """
     x = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed))
     loss = KoLeoLoss()
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(seed + 1))
-    assert loss(x[perm]).item() == pytest.approx(loss(x).item(), rel=1e-5)
-    assert loss(x * scale).item() == pytest.approx(loss(x).item(), rel=1e-4)
+    assert loss(x[perm]).item() == pytest.approx(loss(x).item(), rel=0, abs=1e-5)
+    assert loss(x * scale).item() == pytest.approx(loss(x).item(), rel=0, abs=1e-5)
 
 
 def test_gradient_pushes_nearest_neighbours_apart():
