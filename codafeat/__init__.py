@@ -8,6 +8,8 @@ CodaEncoder
     Pretrained (or random) backbone as a scikit-learn transformer.
 CodaSegmenter
     U-Net fine-tuning on a pretrained encoder.
+CodaClassifier, CodaRegressor
+    The paper's transfer protocol: a linear head on the pretrained backbone, all fine-tuned.
 FewShotSplit, few_shot_report, format_table, knn_probe, linear_probe
     Few-shot evaluation protocols (the paper's Table 1) as scikit-learn tools.
 organ_separation, variant_separation, plot_embedding
@@ -36,10 +38,12 @@ _EXPORTS = {
     "variant_separation": "analysis",
     "ImageReadError": "data.io",
     "make_radiograph_phantoms": "datasets",
+    "CodaClassifier": "classifier",
     "CodaEncoder": "encoder",
     "dice": "metrics",
     "iou": "metrics",
     "CodaPretrainer": "pretrain",
+    "CodaRegressor": "regressor",
     "FewShotSplit": "probes",
     "few_shot_report": "probes",
     "format_table": "probes",

@@ -2,7 +2,8 @@
 
 The estimator validates its parameters, reads the image/mask pairs
 (:mod:`codafeat.data.seg_pairs`), builds the U-Net (:mod:`codafeat.nn.unet`), and hands
-training to :class:`~codafeat._train.seg_trainer.SegTrainer` and inference to the shared
+training to the shared fine-tuning trainer (:class:`~codafeat._train.finetune.FineTuneTrainer`
+with a :class:`~codafeat._train.tasks.SegmentationTask`) and inference to the shared
 streaming loop (:func:`codafeat._infer.stream_batches`).
 """
 
@@ -18,17 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._defaults import BACKBONE, DECODER_CHANNELS, IMAGE_SIZE, MEAN, STD
+from ._defaults import DECODER_CHANNELS
 from ._device import DevicePolicy
 from ._infer import stream_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._persist import TorchStateMixin
-from ._train.seg_trainer import EarlyStopping, SegTrainer, fit_segmentation
+from ._finetune import resolve_weights, tqdm_epochs
+from ._train.finetune import EarlyStopping, FineTuneTrainer, fit_epochs
+from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
 from .data.seg_augment import SegAugment, encode_mask, load_mask
 from .data.seg_pairs import as_mask_items, check_counts, hw, load_training_pairs, warn_label_content
@@ -37,7 +40,6 @@ from .losses.segmentation import LOSSES, dice_loss, segmentation_loss  # noqa: F
 from .metrics import iou
 from .nn.backbone import check_input_size
 from .nn.unet import UNet, build_unet, encoder_channels
-from .timm_io import load_any
 from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
@@ -265,7 +267,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         policy = DevicePolicy.for_device(self.device)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
-        state, config, source = self._resolve_weights()
+        state, config, source = resolve_weights(self.weights, self.backbone)
         size = int(self.image_size or config["image_size"])
         model = self._build_model(config, state, source, channels, seed, size)
 
@@ -280,16 +282,17 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
 
         model = policy.module(model)
         bs = min(int(self.batch_size), len(train_idx))
-        trainer = SegTrainer(
-            model, n_classes=int(self.n_classes), loss=self.loss, lr=float(self.lr),
-            encoder_lr=float(self.lr) / 10 if self.encoder_lr is None else float(self.encoder_lr),
+        lr = float(self.lr)
+        trainer = FineTuneTrainer(
+            model, encoder=model.encoder, task=SegmentationTask(int(self.n_classes), self.loss), lr=lr,
+            encoder_lr=lr / 10 if self.encoder_lr is None else float(self.encoder_lr),
             weight_decay=float(self.weight_decay), freeze_encoder=bool(self.freeze_encoder),
             total_steps=math.ceil(len(train_idx) / bs) * int(self.epochs), policy=policy, augment=augment,
             generator=torch.Generator().manual_seed(seed),
         )
         progress = tqdm_epochs(self.verbose, int(self.epochs))
         try:
-            self.history_, best_epoch = fit_segmentation(
+            self.history_, best_epoch = fit_epochs(
                 trainer, (images[train_idx], masks[train_idx]),
                 (images[val_idx], masks[val_idx]) if len(val_idx) else None,
                 epochs=int(self.epochs), batch_size=bs, progress=progress,
@@ -338,20 +341,6 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             )
         check_input_size(model.encoder, config["backbone"], image_size=size)
         return model
-
-    def _resolve_weights(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str]:
-        spec = self.weights
-        if spec is None:
-            config = {
-                "backbone": self.backbone or BACKBONE, "image_size": IMAGE_SIZE, "in_chans": 3,
-                "mean": list(MEAN), "std": list(STD), "training": {"init": "random"},
-            }
-            return None, config, "random initialisation"
-        if isinstance(spec, CodaEncoder):
-            enc = spec if hasattr(spec, "model_") else clone(spec).fit()
-            spec = enc.get_weights()
-        state, config, source = load_any(spec, backbone=self.backbone)
-        return state, dict(config), source
 
     # ------------------------------------------------------------------ inference
     def _collect(self, X: Any, convert: Any) -> np.ndarray | list:
@@ -443,11 +432,3 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         self.model_ = DevicePolicy(device).module(model).eval()
         self.device_ = device
 
-
-def tqdm_epochs(verbose: int, epochs: int) -> Any:
-    """A progress bar over epochs when ``verbose``, else ``None``."""
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, desc="fine-tuning", unit="epoch")

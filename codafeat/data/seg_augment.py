@@ -261,13 +261,35 @@ class SegAugment:
         ``generator`` is a CPU :class:`torch.Generator`: the random draws do not depend on
         the device the batch lives on.
         """
-        n, _, h, w = images.shape
-        dev = images.device
-        theta = self.affine(n, h, w, generator=generator, device=dev).to(images.dtype)
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        grid = self._grid(images, generator)
         img = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         m = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        m = m.squeeze(1).round().to(masks.dtype)
+        return self._intensity(img, generator), m.squeeze(1).round().to(masks.dtype)
+
+    def images(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+        """The same random affine and intensity changes for images without masks (classification).
+
+        Examples
+        --------
+        >>> import torch
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> y = SegAugment().images(x, generator=torch.Generator().manual_seed(0))
+        >>> y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+        True
+        """
+        grid = self._grid(images, generator)
+        img = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return self._intensity(img, generator)
+
+    def _grid(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A random sampling grid per image (:meth:`affine`), for ``grid_sample``."""
+        n, _, h, w = images.shape
+        theta = self.affine(n, h, w, generator=generator, device=images.device).to(images.dtype)
+        return F.affine_grid(theta, list(images.shape), align_corners=False)
+
+    def _intensity(self, img: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Contrast, brightness, gamma and noise of a batch, clamped to [0, 1]."""
+        n, dev = img.shape[0], img.device
         u = torch.rand(n, 3, generator=generator).to(dev)
         c = 1 + (2 * u[:, 0] - 1) * self.contrast
         b = (2 * u[:, 1] - 1) * self.brightness
@@ -278,4 +300,4 @@ class SegAugment:
         img = img.clamp(0, 1).pow(g.view(-1, 1, 1, 1))
         if self.noise > 0:
             img = img + self.noise * torch.randn(img.shape, generator=generator).to(dev)
-        return img.clamp(0, 1), m
+        return img.clamp(0, 1)

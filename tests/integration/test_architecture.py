@@ -59,6 +59,7 @@ LAYERS = [
                                       "codafeat._infer", "codafeat._train", "codafeat._weights_wheel",
                                       "codafeat.timm_io", "codafeat.model_card"]),
     ("estimators and tools", ["codafeat.encoder", "codafeat.segment", "codafeat.pretrain", "codafeat.probes",
+                              "codafeat.classifier", "codafeat.regressor", "codafeat._finetune",
                               "codafeat.fewshot_split", "codafeat.fewshot_report",
                               "codafeat.datasets", "codafeat.recipes"]),
     ("applications", ["codafeat.demo", "codafeat._cli", "codafeat.cli", "codafeat.__main__", "codafeat"]),
