@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,8 @@ class Run:
         (self.out / "embeddings").mkdir(exist_ok=True)
         self.settings = recipe_settings(args)
         sig = dict(self.settings, recipe=args.recipe, seed=args.seed, max_images_per_organ=args.max_images_per_organ,
-                   test_fraction=args.test_fraction, ft=self.ft_settings())
+                   test_fraction=args.test_fraction, draws=args.draws, fractions=args.fractions,
+                   ft=self.ft_settings())
         sig_file = self.out / "signature.json"
         if sig_file.exists():
             old = rp.load_json(sig_file)
@@ -106,8 +108,8 @@ class Run:
 
     def ft_settings(self) -> dict[str, Any]:
         a = self.args
-        return dict(epochs=a.ft_epochs, lr=a.ft_lr, encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
-                    lp_epochs=a.ft_lp_epochs, weight_decay=a.ft_weight_decay)
+        return dict(steps=a.ft_steps, lr=a.ft_lr, encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
+                    lp_fraction=a.ft_lp_fraction, weight_decay=a.ft_weight_decay)
 
     def cell(self, *parts: Any) -> Path:
         return self.out / "cells" / ("__".join(str(p) for p in parts) + ".json")
@@ -162,6 +164,243 @@ def stage_pretrain(run: Run, data: Path) -> None:
         log(f"pretrain {name}: {seconds:.0f}s, loss {last['loss']:.3f} (inter {last['loss_inter']}, intra {last['loss_intra']})")
 
 
+
+# ---------------------------------------------------------------------------- tasks and draws
+def load_tasks(data: Path, args: argparse.Namespace, size: int | None = None) -> dict[str, dict[str, Any]]:
+    """Each task's images (decoded once at the encoders' input side), labels, scoring and draws."""
+    from codafeat.data.io import load_image
+
+    size = size or recipe_settings(args)["image_size"]
+    sets = rp.eval_sets(data)
+    scoring = {"knee_kl": "accuracy", "jsrt": "roc_auc"}
+    out = {}
+    for name in args.tasks:
+        paths, labels = sets[name]
+        cache = Path(args.out) / f"{name}_{size}.npy"
+        if cache.exists():
+            X = np.load(cache)
+        else:
+            X = np.stack([load_image(p, size=size) for p in paths]).astype(np.float32)
+            np.save(cache, X)
+        out[name] = make_task(X, np.asarray(labels).astype(int), scoring[name], args)
+    return out
+
+
+def make_task(X: np.ndarray, y: np.ndarray, scoring: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A fixed stratified test split and, per fraction, ``--draws`` stratified training draws from the rest."""
+    from codafeat import FewShotSplit
+
+    _, test = rp.jsrt_split(y, args.test_fraction, args.seed)
+    draws = {}
+    for f in args.fractions:
+        cv = FewShotSplit(fraction=f, n_repeats=args.draws, test_index=test, random_state=args.seed)
+        draws[f"{100 * f:g}%"] = [train for train, _ in cv.split(X, y)]
+    return dict(X=X, y=y, scoring=scoring, test=test, draws=draws)
+
+
+def score(scoring: str, y: np.ndarray, model: Any, X: Any) -> float:
+    from sklearn.metrics import get_scorer
+
+    return float(get_scorer(scoring)(model, X, y))
+
+
+# ---------------------------------------------------------------------------- encoders
+def embed_fn(run: Run, name: str):
+    """``f(X) -> embeddings``: a CodaEncoder's transform, or the flattened pixels."""
+    from codafeat import CodaEncoder
+
+    common = dict(device=run.args.device, num_workers=0, batch_size=64)
+    if name == "raw_pixels":
+        return lambda X: X.reshape(len(X), -1)
+    if name == "random":
+        s = run.settings
+        return CodaEncoder(backbone=s["backbone"], image_size=s["image_size"], random_state=run.args.seed, **common).fit().transform
+    return CodaEncoder(weights=run.weights(name), **common).fit().transform
+
+
+def stage_embed(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
+    for name in run.encoders():
+        fn = None
+        for task, t in tasks.items():
+            file = run.out / "embeddings" / f"{name}__{task}.npy"
+            if run.args.resume and file.exists():
+                continue
+            fn = fn or embed_fn(run, name)
+            np.save(file, np.asarray(fn(t["X"]), dtype=np.float32))
+            log(f"embedded {task} with {name}")
+
+
+def stage_linear(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
+    """Standardised logistic regression on frozen embeddings, the same draws as fine-tuning."""
+    from codafeat.probes import make_linear_probe
+
+    for name in run.encoders():
+        for task, t in tasks.items():
+            if run.done("linear", name, task):
+                continue
+            E = np.load(run.out / "embeddings" / f"{name}__{task}.npy")
+            res = {}
+            for frac, draws in t["draws"].items():
+                res[frac] = [score(t["scoring"], t["y"][t["test"]], make_linear_probe().fit(E[tr], t["y"][tr]),
+                                   E[t["test"]]) for tr in draws]
+            rp.save_json(run.cell("linear", name, task), dict(scores=res, n_train={f: len(d[0]) for f, d in t["draws"].items()}))
+            log(f"linear {name} {task}: " + ", ".join(f"{f} {np.mean(v):.3f}" for f, v in res.items()))
+
+
+def ft_weights(run: Run, name: str) -> Any:
+    if name == "random":
+        from codafeat import CodaEncoder
+
+        s = run.settings
+        return CodaEncoder(backbone=s["backbone"], image_size=s["image_size"], random_state=run.args.seed).fit()
+    return run.weights(name)
+
+
+def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
+    """CodaClassifier (linear head, whole network fine-tuned), the same settings for every encoder."""
+    from codafeat import CodaClassifier
+
+    a = run.args
+    names = [n for n in run.encoders() if n != "raw_pixels" and (not a.ft_encoders or n in a.ft_encoders.split(","))]
+    for name in names:
+        weights = ft_weights(run, name)
+        for task, t in tasks.items():
+            for frac, draws in t["draws"].items():
+                for d, tr in enumerate(draws):
+                    if run.done("finetune", name, task, frac, d):
+                        continue
+                    t0 = time.perf_counter()
+                    epochs = max(1, math.ceil(a.ft_steps / math.ceil(len(tr) / a.ft_batch_size)))  # same steps for every fit
+                    clf = CodaClassifier(
+                        weights=weights, epochs=epochs, lp_epochs=round(a.ft_lp_fraction * epochs), lr=a.ft_lr,
+                        encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
+                        weight_decay=a.ft_weight_decay, device=a.device, num_workers=0, random_state=a.seed + d,
+                    ).fit(t["X"][tr], t["y"][tr])
+                    value = score(t["scoring"], t["y"][t["test"]], clf, t["X"][t["test"]])
+                    rp.save_json(run.cell("finetune", name, task, frac, d),
+                                 dict(score=value, n_train=len(tr), seconds=time.perf_counter() - t0,
+                                      train_loss=clf.history_[-1]["train_loss"]))
+                    log(f"finetune {name} {task} {frac} draw {d}: {value:.3f} ({time.perf_counter() - t0:.1f}s)")
+
+
+STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_finetune}
+
+
+
+# ---------------------------------------------------------------------------- RESULTS.md
+LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
+         "raw_pixels": "raw pixels"}
+TASK_TEXT = {"knee_kl": ("Knee KL grade", "accuracy (%)"), "jsrt": ("JSRT nodules", "ROC AUC (%)")}
+NOTES = ("<!-- transfer-notes -->", "<!-- /transfer-notes -->")
+
+
+def collect(run: Run) -> dict[str, Any]:
+    """``{protocol: {task: {encoder: {fraction: [scores]}}}}`` and ``n_train`` from the cells on disk."""
+    out: dict[str, Any] = {"linear": {}, "finetune": {}, "n_train": {}, "seconds": {}}
+    for cell in sorted((run.out / "cells").glob("*.json")):
+        parts = cell.stem.split("__")
+        r = rp.load_json(cell)
+        out["seconds"][parts[0]] = out["seconds"].get(parts[0], 0.0) + float(r.get("seconds", 0.0))
+        if parts[0] == "linear":
+            out["linear"].setdefault(parts[2], {})[parts[1]] = r["scores"]
+            out["n_train"].setdefault(parts[2], {}).update(r["n_train"])
+        elif parts[0] == "finetune":
+            _, name, task, frac, _draw = parts
+            out["finetune"].setdefault(task, {}).setdefault(name, {}).setdefault(frac, []).append(r["score"])
+    return out
+
+
+def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], order: list[str]) -> list[str]:
+    fracs = list(n_train)
+    lines = ["| encoder | " + " | ".join(f"{f} (n={n_train.get(f, '?')})" for f in fracs) + " | mean |",
+             "|---" * (len(fracs) + 2) + "|"]
+    for name in [n for n in order if n in scores]:
+        cells, means = [], []
+        for f in fracs:
+            v = np.asarray(scores[name].get(f, []), dtype=float)
+            cells.append(f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "-")
+            means.append(v.mean() if len(v) else np.nan)
+        lines.append(f"| {LABEL.get(name, name)} | " + " | ".join(cells) + f" | {100 * np.nanmean(means):.1f} |")
+    return lines
+
+
+def section(run: Run, old: str | None) -> str:
+    r = collect(run)
+    meta = rp.load_json(run.out / "meta.json") if (run.out / "meta.json").exists() else {}
+    order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random", "raw_pixels"]
+    lines = [SECTION, "", f"Command: `{meta.get('command', '?')}` (commit {meta.get('commit', '?')}).", "",
+             f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items())) + ".", "",
+             "Encoders pretrained with the recipe `" + run.args.recipe + "`"
+             + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "") + ": "
+             + ", ".join(f"`{k}={v}`" for k, v in run.settings.items()) + f", `random_state={run.args.seed}`, on "
+             f"`organs7/` (at most {run.args.max_images_per_organ} images per organ); the single-branch encoders set the "
+             "other branch's weight to 0 (and the KoLeo term with the intra-organ branch). Extra encoders: "
+             + (", ".join(f"`{e}`" for e in run.args.extra) or "none") + ".", "",
+             f"Protocol: a fixed stratified test split ({100 * run.args.test_fraction:g} %) per task; training images drawn "
+             f"from the rest at each fraction ({run.args.draws} stratified draws, the same for every encoder and both "
+             "protocols). Linear: standardised logistic regression on frozen embeddings. Fine-tuning: `CodaClassifier` "
+             "(linear head, whole network), " + ", ".join(f"`{k}={v}`" for k, v in run.ft_settings().items())
+             + " (epochs = steps / batches per epoch), augmentation on, the same for every encoder.", ""]
+    for task, (title, unit) in TASK_TEXT.items():
+        if task not in r["linear"]:
+            continue
+        lines += [f"### {title}, {unit}, mean ± std over draws", "", "Linear probe:", ""]
+        lines += _table(r["linear"][task], r["n_train"][task], order)
+        if task in r["finetune"]:
+            lines += ["", "Fine-tuning:", ""] + _table(r["finetune"][task], r["n_train"][task], order)
+        lines.append("")
+    notes = NOTES[0] + "\n(no reading yet)\n" + NOTES[1]
+    if old and NOTES[0] in old:
+        notes = old[old.index(NOTES[0]) : old.index(NOTES[1]) + len(NOTES[1])]
+    return "\n".join(lines + [notes, ""])
+
+
+def write_results(run: Run, file: Path) -> None:
+    text = file.read_text() if file.exists() else "# codafeat benchmark results\n"
+    start = text.find(SECTION)
+    old = None
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        end = len(text) if end < 0 else end + 1
+        old, text = text[start:end], text[:start] + "\x00" + text[end:]
+    else:
+        first = text.find("\n## ")
+        text = text + "\n\x00" if first < 0 else text[: first + 1] + "\x00\n" + text[first + 1 :]
+    file.write_text(text.replace("\x00", section(run, old)))
+    log(f"wrote {file}")
+
+
+# ---------------------------------------------------------------------------- dry run
+def dry_run(args: argparse.Namespace) -> int:
+    """Everything on synthetic phantoms with a tiny backbone: the code paths, not the figures."""
+    from PIL import Image
+
+    from codafeat.datasets import make_radiograph_phantoms
+
+    out = Path(args.out)
+    X, organs = make_radiograph_phantoms(8, organs=("chest", "hand", "knee"), image_size=48, random_state=0,
+                                         return_variants=False)
+    for i, (img, organ) in enumerate(zip(X, organs)):
+        (out / "data" / "organs7" / str(organ)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(img) * 255).astype(np.uint8)).save(out / "data" / "organs7" / str(organ) / f"{i:03d}.png")
+    args.set += ['backbone="test_convnext"', "image_size=32", "local_size=32", "n_local_crops=2", "head_out_dim=64",
+                 "head_hidden_dim=32", "head_bottleneck_dim=16", "batch_size=8", "epochs=1"]
+    args.draws, args.ft_steps, args.max_images_per_organ, args.fractions = 1, 2, 0, [0.1, 0.5]
+    run = Run(args)
+    stage_pretrain(run, out / "data")
+    Xt, yt = make_radiograph_phantoms(48, organs=("chest", "hand"), image_size=32, random_state=1, return_variants=False)
+    Xt = np.asarray(Xt, dtype=np.float32)
+    tasks = {"knee_kl": make_task(Xt, np.arange(len(Xt)) % 3, "accuracy", args),
+             "jsrt": make_task(Xt, (np.asarray(yt) == "hand").astype(int), "roc_auc", args)}
+    for stage in ("embed", "linear", "finetune"):
+        STAGE_FN[stage](run, tasks)
+    rp.save_json(run.out / "meta.json", dict(command="python benchmarks/transfer.py --dry-run", machine=rp.machine(),
+                                             commit=rp.git_commit()))
+    write_results(run, Path(args.results_file))
+    return 0
+
+
 # ---------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,9 +424,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("evaluation")
     g.add_argument("--tasks", default=",".join(TASKS))
     g.add_argument("--draws", type=int, default=5, help="stratified draws per fraction")
+    g.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="of the training pool")
     g.add_argument("--test-fraction", type=float, default=0.4, help="fixed test split of each task")
-    g.add_argument("--ft-epochs", type=int, default=15)
-    g.add_argument("--ft-lp-epochs", type=int, default=5, help="linear-probe epochs before fine-tuning (LP-FT)")
+    g.add_argument("--ft-steps", type=int, default=100, help="optimiser steps of every fine-tuning fit")
+    g.add_argument("--ft-lp-fraction", type=float, default=0.0,
+                   help="share of the epochs spent as a linear probe first (LP-FT); 0 = the paper's plain fine-tuning")
     g.add_argument("--ft-lr", type=float, default=1e-3, help="head learning rate")
     g.add_argument("--ft-encoder-lr-factor", type=float, default=0.1)
     g.add_argument("--ft-batch-size", type=int, default=32)
@@ -197,6 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.stages = [s for s in a.stages.split(",") if s]
     a.variants = [v for v in a.variants.split(",") if v]
     a.tasks = [t for t in a.tasks.split(",") if t]
+    a.fractions = [float(f) for f in a.fractions.split(",") if f]
     bad = [s for s in a.stages if s not in STAGES] + [v for v in a.variants if v not in VARIANTS]
     bad += [t for t in a.tasks if t not in TASKS]
     if bad:

@@ -30,6 +30,16 @@ GLOBAL_SCALE = (0.4, 1.0)
 LOCAL_SCALE = (0.4, 0.7)
 #: Maximum rotation of every view, in degrees (paper: "rotation"; range ours).
 ROTATION = 10.0
+#: Intensity jitter of every view (DINO's colour jitter, for one channel): contrast and
+#: brightness factors in [1 - c, 1 + c], a gamma range, applied with probability JITTER_PROB.
+BRIGHTNESS = 0.4
+CONTRAST = 0.4
+GAMMA = (0.8, 1.2)
+JITTER_PROB = 0.8
+#: Gaussian blur probabilities of the views g1, g2 and the local crops, and the sigma range
+#: as a fraction of the view side (DINO: 1.0, 0.1, 0.5; sigma 0.1-2.0 at 224 px).
+BLUR_PROB = (1.0, 0.1, 0.5)
+BLUR_SIGMA = (0.1, 2.0)
 #: Backbone input normalisation when no weights say otherwise (timm's ImageNet values).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -47,6 +57,12 @@ PRETRAIN: dict[str, Any] = {
     "local_scale": LOCAL_SCALE,
     "rotation": ROTATION,
     "hflip": False,
+    "brightness": BRIGHTNESS,
+    "contrast": CONTRAST,
+    "gamma": GAMMA,
+    "jitter_prob": JITTER_PROB,
+    "blur_prob": BLUR_PROB,
+    "blur_sigma": BLUR_SIGMA,
     "symmetric": True,
     "drop_path_rate": 0.1,
     "epochs": 800,

@@ -1,7 +1,7 @@
 """CodaPretrainer: Coda teacher-student pretraining as a scikit-learn estimator.
 
 (Why one module of more than 500 lines: scikit-learn's conventions want every one of
-the 46 parameters documented in the class docstring, listed in ``_parameter_constraints``
+the 57 parameters documented in the class docstring, listed in ``_parameter_constraints``
 and stored by an explicit keyword-only ``__init__``. That is about 300 lines of
 declaration. The training machinery itself lives in :mod:`codafeat._train`.)
 
@@ -110,6 +110,18 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         Maximum rotation in degrees of every view (paper: "rotation"; range ours).
     hflip : bool, default=False
         Random horizontal flips. Off by default: left and right anatomy differ.
+    brightness, contrast : float, default=0.4
+        Intensity jitter of every view: factors drawn in ``[1 - v, 1 + v]`` (DINO's colour
+        jitter, for one channel; see :class:`~codafeat.data.views.MultiCropViews`).
+    gamma : tuple of float, default=(0.8, 1.2)
+        Range of the random gamma of the intensity jitter (ours).
+    jitter_prob : float, default=0.8
+        Probability that a view is jittered at all (DINO). ``0`` turns the jitter off.
+    blur_prob : float or tuple of 3 float, default=(1.0, 0.1, 0.5)
+        Gaussian-blur probability of the views g1, g2 and the local crops (DINO); one value
+        applies to all three.
+    blur_sigma : tuple of float, default=(0.1, 2.0)
+        Blur sigma range in pixels at 224 px, scaled with the view side (DINO).
     symmetric : bool, default=True
         Which reading of the paper's objective to train. ``False`` is Eq. 1-2 as printed:
         the teacher sees ``g2`` only, the student ``g1`` (always blurred, DINO's p = 1.0)
@@ -296,6 +308,12 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         "local_scale": [tuple, list],
         "rotation": [Interval(Real, 0, 180, closed="both")],
         "hflip": ["boolean"],
+        "brightness": [Interval(Real, 0, 1, closed="left")],
+        "contrast": [Interval(Real, 0, 1, closed="left")],
+        "gamma": [tuple, list],
+        "jitter_prob": [Interval(Real, 0, 1, closed="both")],
+        "blur_prob": [Interval(Real, 0, 1, closed="both"), tuple, list],
+        "blur_sigma": [tuple, list],
         "symmetric": ["boolean"],
         "drop_path_rate": [Interval(Real, 0, 1, closed="left")],
         "epochs": [Interval(Integral, 1, 1_000_000, closed="both")],
@@ -352,6 +370,12 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         local_scale: tuple[float, float] = P["local_scale"],
         rotation: float = P["rotation"],
         hflip: bool = P["hflip"],
+        brightness: float = P["brightness"],
+        contrast: float = P["contrast"],
+        gamma: tuple[float, float] = P["gamma"],
+        jitter_prob: float = P["jitter_prob"],
+        blur_prob: float | tuple[float, float, float] = P["blur_prob"],
+        blur_sigma: tuple[float, float] = P["blur_sigma"],
         symmetric: bool = P["symmetric"],
         drop_path_rate: float = P["drop_path_rate"],
         epochs: int = P["epochs"],
@@ -404,6 +428,12 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.local_scale = local_scale
         self.rotation = rotation
         self.hflip = hflip
+        self.brightness = brightness
+        self.contrast = contrast
+        self.gamma = gamma
+        self.jitter_prob = jitter_prob
+        self.blur_prob = blur_prob
+        self.blur_sigma = blur_sigma
         self.symmetric = symmetric
         self.drop_path_rate = drop_path_rate
         self.epochs = epochs
@@ -463,6 +493,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {v!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        self._views()  # gamma, blur_prob, blur_sigma: named errors before any data is read
         if self.lambda_inter == 0 and self.lambda_intra == 0:
             raise ValueError("lambda_inter and lambda_intra are both 0: nothing to train")
         if self.koleo_weight > 0 and self.lambda_intra == 0:
@@ -564,13 +595,20 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.data_summary_["n_images"] = int(len(labels))
         return ckpt, cache, labels, data_key
 
-    def _loader(self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device,
-                info: D.DistInfo) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
-        views = MultiCropViews(
+    def _views(self) -> MultiCropViews:
+        """The multi-crop views of the parameters (which also checks the view settings)."""
+        blur = self.blur_prob if isinstance(self.blur_prob, Real) else tuple(self.blur_prob)
+        return MultiCropViews(
             image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
             global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
-            rotation=float(self.rotation), hflip=self.hflip,
+            rotation=float(self.rotation), hflip=self.hflip, brightness=float(self.brightness),
+            contrast=float(self.contrast), gamma=tuple(self.gamma), jitter_prob=float(self.jitter_prob),
+            blur_prob=blur, blur_sigma=tuple(self.blur_sigma),
         )
+
+    def _loader(self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device,
+                info: D.DistInfo) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
+        views = self._views()
         dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=self.seed_, indices=train_idx)
         if self.batch_size % info.world_size:
             raise ValueError(f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save as st_save
 
 from codafeat import CodaEncoder
 from codafeat.data.io import ImageReadError
@@ -337,7 +338,8 @@ def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     for change in (dict(global_scale=(0.5, 1.0)), dict(local_scale=(0.3, 0.6)), dict(rotation=5.0),
-                   dict(hflip=True), dict(symmetric=False), dict(drop_path_rate=0.0)):
+                   dict(hflip=True), dict(symmetric=False), dict(drop_path_rate=0.0), dict(jitter_prob=0.0),
+                   dict(brightness=0.2), dict(blur_prob=0.5), dict(blur_sigma=(0.1, 1.0)), dict(gamma=(1.0, 1.0))):
         with pytest.raises(ValueError, match="other settings"):
             CodaPretrainer(**dict(params, resume=True, **change)).fit(folder)
     with pytest.raises(ValueError, match="another seed"):
@@ -346,6 +348,40 @@ def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(folder / "hand" / "hand_extra.png")
     with pytest.raises(ValueError, match="other data"):
         CodaPretrainer(**dict(params, resume=True)).fit(folder)
+
+
+def test_view_settings_reach_the_views_and_bad_ones_are_named_before_any_data(tmp_path):
+    pre = CodaPretrainer(**dict(TINY, brightness=0.1, contrast=0.2, gamma=(1.0, 1.0), jitter_prob=0.0, blur_prob=0.25,
+                                blur_sigma=(0.5, 1.0)))
+    views = pre._views()
+    assert (views.brightness, views.contrast, views.gamma, views.jitter_prob) == (0.1, 0.2, (1.0, 1.0), 0.0)
+    assert views.blur_prob == (0.25, 0.25, 0.25) and views.blur_sigma == (0.5, 1.0)
+    for change, name in ((dict(gamma=(0.0, 1.2)), "gamma"), (dict(blur_prob=(1.0, 0.1)), "blur_prob"),
+                         (dict(blur_sigma=(-1.0, 2.0)), "blur_sigma"), (dict(jitter_prob=1.5), "jitter_prob")):
+        with pytest.raises(ValueError, match=name):
+            CodaPretrainer(**dict(TINY, **change)).fit(tmp_path / "does-not-exist")
+
+
+def test_a_checkpoint_from_before_the_view_settings_resumes_at_their_defaults(tmp_path, monkeypatch):
+    """Checkpoints written before a setting existed ran at its default: they still resume."""
+    from codafeat._train import checkpoint as ck
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=5)
+    ckpt = tmp_path / "ckpt"
+    params = dict(TINY, epochs=2, checkpoint_dir=ckpt)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            CodaPretrainer(**params).fit(folder)
+    path, tensors, meta = ck.latest_checkpoint(ckpt)
+    for key in ("brightness", "contrast", "gamma", "jitter_prob", "blur_prob", "blur_sigma"):
+        meta["params"].pop(key)  # as an older codafeat wrote it
+    (ckpt / "checkpoint.prev.safetensors").unlink(missing_ok=True)
+    path.write_bytes(st_save(tensors, metadata={ck._META_KEY: json.dumps(meta)}))
+    with pytest.raises(ValueError, match="jitter_prob=0.8 \\(checkpoint\\) vs 0.5"):  # the defaults stand in
+        CodaPretrainer(**dict(params, resume=True, jitter_prob=0.5)).fit(folder)
+    resumed = CodaPretrainer(**dict(params, resume=True)).fit(folder)
+    assert len(resumed.history_) == 2
 
 
 def test_drop_path_is_the_students_only():

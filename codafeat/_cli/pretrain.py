@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=default, help=f"default: {default}")
         elif isinstance(default, tuple):
-            parser.add_argument(opt, type=type(default[0]), nargs=len(default), default=default, metavar=("LOW", "HIGH"), help=f"default: {default}")
+            metavar = ("LOW", "HIGH") if len(default) == 2 else None
+            parser.add_argument(opt, type=type(default[0]), nargs=len(default), default=default, metavar=metavar, help=f"default: {default}")
         elif name == "random_state":
             parser.add_argument(opt, type=int, default=None, help="seed (default: none)")
         elif default is None:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.history:
             check_writable(args.history, what="--history")
     params = {k: getattr(args, k) for k in CodaPretrainer().get_params() if hasattr(args, k)}
-    for k in ("global_scale", "local_scale"):
+    for k in ("global_scale", "local_scale", "gamma", "blur_prob", "blur_sigma"):
         params[k] = tuple(params[k])
     params["verbose"] = args.verbose
     est = CodaPretrainer(**params).fit(args.data)

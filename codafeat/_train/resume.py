@@ -10,6 +10,7 @@ data or another seed, since every schedule and the epoch order depend on them.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._defaults import PRETRAIN
 from .checkpoint import checkpoint_path, latest_checkpoint, restore_module, restore_optimizer, save_checkpoint
 from .loop import CodaTrainer
 
@@ -57,6 +59,8 @@ def read_for_resume(checkpoint_dir: Any, *, epochs: int, params: dict[str, Any])
     if meta["epochs_done"] > epochs:
         raise ValueError(f"{path}: the checkpoint has {meta['epochs_done']} epochs done, more than epochs={epochs}")
     theirs = meta.get("params", {})
+    # a setting added after the checkpoint was written ran at its default there
+    theirs = {**{k: v for k, v in _json(PRETRAIN).items() if k not in theirs}, **theirs}
     diff = {k: (theirs.get(k), v) for k, v in params.items() if theirs.get(k) != v}
     if diff:
         raise ValueError(
@@ -108,3 +112,8 @@ def data_key(items: Any, kept: Any, labels: np.ndarray) -> str:
             h.update(np.ascontiguousarray(np.asarray(item)).tobytes())
         h.update(f"\0{int(labels[pos])}\n".encode())
     return h.hexdigest()
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from a checkpoint's JSON metadata (tuples become lists)."""
+    return json.loads(json.dumps(value))

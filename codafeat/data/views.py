@@ -29,7 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._defaults import GLOBAL_SCALE, IMAGE_SIZE, LOCAL_SCALE, LOCAL_SIZE, N_LOCAL_CROPS, ROTATION
+from .._defaults import (
+    BLUR_PROB, BLUR_SIGMA, BRIGHTNESS, CONTRAST, GAMMA, GLOBAL_SCALE, IMAGE_SIZE, JITTER_PROB, LOCAL_SCALE, LOCAL_SIZE,
+    N_LOCAL_CROPS, ROTATION,
+)
 
 __all__ = ["MultiCropViews", "ViewParams", "adjust_intensity", "gaussian_blur", "sample_crop_boxes"]
 
@@ -361,15 +364,15 @@ class MultiCropViews:
         global_scale: tuple[float, float] = GLOBAL_SCALE,
         local_scale: tuple[float, float] = LOCAL_SCALE,
         rotation: float = ROTATION,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        gamma: tuple[float, float] = (0.8, 1.2),
-        blur_prob: float | tuple[float, float, float] = (1.0, 0.1, 0.5),
+        brightness: float = BRIGHTNESS,
+        contrast: float = CONTRAST,
+        gamma: tuple[float, float] = GAMMA,
+        blur_prob: float | tuple[float, float, float] = BLUR_PROB,
         hflip: bool = False,
         *,
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        jitter_prob: float = 0.8,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        jitter_prob: float = JITTER_PROB,
+        blur_sigma: tuple[float, float] = BLUR_SIGMA,
     ) -> None:
         for name, v in (("image_size", image_size), ("local_size", local_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
