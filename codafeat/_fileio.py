@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -182,3 +182,48 @@ def remove_stale_temps(folder: str | os.PathLike, target_name: str) -> list[Path
                 child.unlink()
                 removed.append(child)
     return removed
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike | None],
+    *,
+    inputs: Sequence[str | os.PathLike] = (),
+    refuse_existing: Callable[[str, Path], str | None] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse, before any work, output paths that would destroy the model or an input.
+
+    ``outputs`` maps a name (``"--out"``) to a path (``None``: not written). Refused:
+    two outputs that are the same file; an output that is one of ``inputs`` or lies inside
+    an input folder; and, unless ``overwrite``, an existing file for which
+    ``refuse_existing(name, path)`` names what the file should have been (say, "codafeat
+    weights"); it returns ``None`` for a file that may be replaced.
+
+    Raises
+    ------
+    ValueError
+        Naming the option and the path.
+
+    Examples
+    --------
+    >>> check_outputs({"--out": "m.safetensors", "--history": "m.safetensors"})
+    Traceback (most recent call last):
+    ...
+    ValueError: --history and --out are the same file ...: one would overwrite the other
+    """
+    paths = {what: Path(os.path.realpath(Path(p).expanduser())) for what, p in outputs.items() if p is not None}
+    seen: dict[Path, str] = {}
+    for what, p in sorted(paths.items()):
+        if p in seen:
+            raise ValueError(f"{what} and {seen[p]} are the same file ({p}): one would overwrite the other")
+        seen[p] = what
+    sources = [Path(os.path.realpath(Path(q).expanduser())) for q in inputs]
+    for what, p in paths.items():
+        for q in sources:
+            if p == q:
+                raise ValueError(f"{what} {p} is one of the inputs: writing it would destroy that input")
+            if q.is_dir() and q in p.parents:
+                raise ValueError(f"{what} {p} lies inside the input folder {q}: write it outside the inputs")
+        wanted = refuse_existing(what, p) if p.is_file() and not overwrite and refuse_existing is not None else None
+        if wanted:
+            raise ValueError(f"{what} {p} exists and is not {wanted}; pass --overwrite to replace it")

@@ -106,6 +106,7 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders of images")
     parser.add_argument("--out", required=True, help="output file: .npy, .csv or .parquet")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not an embeddings file")
     add_encoder_arguments(parser)
 
 
@@ -146,7 +147,8 @@ def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray
     if suffix == ".npy":
         buf = io.BytesIO()
         np.save(buf, np.asarray(emb, dtype=np.float32), allow_pickle=False)
-        sidecar = out.with_name(out.stem + ".paths.txt")
+        _check_names_fit_a_path_list(paths)
+        sidecar = _sidecar(out)
         names = b"".join(_path_bytes(p) + b"\n" for p in paths)
         return atomic_write_many({out: buf.getvalue(), sidecar: names})
     cols = [f"f{i}" for i in range(emb.shape[1])]
@@ -173,12 +175,50 @@ def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray
     return atomic_write_many({out: buf.getvalue()})
 
 
-def run(args: argparse.Namespace) -> int:
-    from .._fileio import check_writable
+def _sidecar(out: Path) -> Path:
+    """``X.paths.txt`` beside ``X.npy``: the image of each row, one per line."""
+    return out.with_name(out.stem + ".paths.txt")
 
-    _check_out(args.out)  # fail before the (long) embedding
+
+def _check_names_fit_a_path_list(paths: Sequence[str]) -> None:
+    """A name with a line break would shift every later row of ``.paths.txt``: refuse it, naming it."""
+    bad = [p for p in paths if "\n" in p or "\r" in p]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} image name(s) contain a line break, e.g. {bad[0]!r}: the .npy output's .paths.txt lists one "
+            "name per line and would pair rows with the wrong files. Rename them, or write .csv or .parquet, "
+            "which quote such names"
+        )
+
+
+def _refuse_existing(what: str, path: Path) -> str | None:
+    """``None`` when the existing file may be replaced by an embeddings output, else what it should be."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    suffix = path.suffix.lower()
+    if suffix == ".npy" and head.startswith(b"\x93NUMPY"):
+        return None
+    if suffix == ".parquet" and head.startswith(b"PAR1"):
+        return None
+    if suffix == ".csv" and head.startswith(b"path,"):
+        return None
+    if path.name.endswith(".paths.txt"):
+        return None  # the path list of an earlier .npy output (plain text by design)
+    return f"an embeddings file ({suffix or 'no suffix'})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._fileio import check_outputs, check_writable
+
+    suffix = _check_out(args.out)  # fail before the (long) embedding
+    outputs = {"--out": args.out}
+    if suffix == ".npy":
+        outputs["--out's path list"] = str(_sidecar(Path(args.out)))
+    check_outputs(outputs, inputs=args.inputs, refuse_existing=_refuse_existing, overwrite=args.overwrite)
     check_writable(args.out, what="--out")
     paths = collect_images(args.inputs)
+    if suffix == ".npy":
+        _check_names_fit_a_path_list(paths)
     enc = make_encoder(args)
     emb = enc.transform(paths)
     written = write_features(args.out, paths, emb)

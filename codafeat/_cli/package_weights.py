@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
+    from .._fileio import check_outputs
     from .._weights_wheel import build_weights_wheel, distribution_name
+
+    check_outputs({"--out": args.out}, inputs=[args.file])
 
     wheel = build_weights_wheel(
         args.file, name=args.name, version=args.version, out_dir=args.out, license=args.license,

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="folder with one subfolder per organ, or a CSV manifest (path, organ)")
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
     parser.add_argument("--history", default=None, help="also write the per-epoch history as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out / --history that is not codafeat weights / a history")
     parser.add_argument("--verbose", type=int, default=1, help="progress bar (1) or quiet (0)")
     for name, default in PRETRAIN.items():  # the defaults table: no torch import for --help
         if name in _SKIP:
@@ -59,16 +61,52 @@ def _rescue_paths(out: str, checkpoint_dir: str | None) -> list[str]:
     return [str(Path(p) / name) for p in places]
 
 
+def _inputs(data: str) -> list[str]:
+    """The inputs an output must not overwrite: the folder or manifest, and the files a manifest lists."""
+    import os
+
+    if not os.path.isfile(data):
+        return [data]
+    from ..data.manifest import read_manifest
+
+    try:
+        paths, _ = read_manifest(data, check_files=False)
+    except (ValueError, OSError, KeyError):
+        paths = []  # an unreadable manifest is reported by fit, by name
+    return [data, *paths]
+
+
+def _refuse_existing(what: str, path) -> str | None:
+    """``None`` when the existing file at ``path`` may be replaced by ``what``, else what it should be."""
+    import json
+
+    if what == "--out":
+        from ..weights import read_config
+
+        try:
+            read_config(path)
+        except Exception:  # any unreadable or foreign file
+            return "codafeat weights"
+        return None
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return "a training history (JSON)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from .._fileio import atomic_write_bytes, check_writable
+    from .._fileio import atomic_write_bytes, check_outputs, check_writable
     from .._train.dist import launched_by_torchrun
     from ..pretrain import CodaPretrainer
 
     rank0 = not launched_by_torchrun() or int(os.environ.get("RANK", "0")) == 0
     if rank0:  # fail now, not after the last epoch
+        check_outputs({"--out": args.out, "--history": args.history}, inputs=_inputs(args.data),
+                      refuse_existing=_refuse_existing, overwrite=args.overwrite)
         check_writable(args.out, what="--out")
         if args.history:
             check_writable(args.history, what="--history")
