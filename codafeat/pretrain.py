@@ -569,7 +569,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run) if ckpt is not None else (0, [])
         )
         self.history_ = self._train(trainer, dataset, sampler, loader, monitor, info, start_epoch, history, run)
-        cache.finish()  # the background fill, if any: every shard on disk, the intensity kinds complete
+        # the background fill, if any: every shard on disk and the intensity kinds complete. Training never
+        # depended on it (missing images are decoded on access), so a dead helper costs a warning, not the model.
+        cache.finish(on_failure="warn")
         self.intensity_ = {"bit_depth": self.bit_depth, "kinds": dict(sorted(cache.kinds.items()))}
         self.student_ = trainer.student_module.to("cpu").eval()
         self.teacher_ = trainer.teacher.to("cpu").eval()

@@ -38,6 +38,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,14 +166,16 @@ class DecodedCache:
         return self._maps[s][i - self._offsets[s]]
 
     def _open_pending(self, s: int) -> bool:
-        """Memory-map shard ``s`` if the background fill has written it since."""
+        """Memory-map shard ``s`` if the background fill has written it since, and count its intensity kinds."""
         skey, _ = self._pending[s]
         try:
-            array, _ = _shards.open_shard(self._shard_files[s][0].parent, skey)
+            array, meta = _shards.open_shard(self._shard_files[s][0].parent, skey)
         except (FileNotFoundError, ValueError):
             return False
         self._maps[s] = array
         del self._pending[s]
+        for kind, n in (meta.get("kinds") or {}).items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + int(n)
         return True
 
     @property
@@ -413,23 +416,50 @@ class DecodedCache:
         cache._proc = proc
         return cache
 
-    def finish(self) -> "DecodedCache":
+    def finish(self, *, on_failure: str = "raise") -> "DecodedCache":
         """Wait for a background fill (see ``wait`` in :meth:`build`); afterwards every shard is on disk.
+
+        Parameters
+        ----------
+        on_failure : {"raise", "warn"}, default="raise"
+            What a failed fill does. Training never depends on the fill (images it has not
+            written are decoded on access), so a caller whose work is done passes ``"warn"``:
+            the failure is logged and warned about with its reason (the process's last
+            words, or the signal that killed it), the cache keeps decoding the missing
+            shards on access, and their images' intensity kinds are read from the files.
 
         Raises
         ------
-        ImageReadError or RuntimeError
-            The fill failed: an unreadable input, or the background process died.
+        RuntimeError
+            The fill failed (an unreadable input, or the process died), with
+            ``on_failure="raise"``.
         """
         proc = self.__dict__.pop("_proc", None)
         if proc is None:
             return self
         err = proc.communicate()[1]
         if proc.returncode != 0:
-            raise RuntimeError(f"filling the decoded cache {self.path} failed: {err.decode(errors='replace')[-2000:]}")
+            reason = _fill_failure(proc.returncode, err)
+            message = f"filling the decoded cache {self.path} failed: {reason}"
+            if on_failure == "raise":
+                raise RuntimeError(message)
+            logger.warning("%s; the images it did not write were decoded on access, nothing is lost", message)
+            warnings.warn(message + "; the images it did not write were decoded on access", RuntimeWarning, stacklevel=2)
+            self._count_pending_kinds()
+            return self
         done = type(self).open(self.path.parent, self.key)
         self.__dict__.update({k: v for k, v in done.__dict__.items() if k != "_proc"})
         return self
+
+    def _count_pending_kinds(self) -> None:
+        """Add the intensity kinds of the images in shards the fill never wrote (read from the files)."""
+        for s in list(getattr(self, "_pending", {})):
+            if self._open_pending(s):
+                continue  # written before the fill died: its kinds are in its metadata
+            _, paths = self._pending[s]
+            for path in paths:
+                _, kind = _io.decode_image(path, size=self.cache_size, bit_depth=self._bit_depth, with_kind=True)
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     @classmethod
     def _decode_to_shards(
@@ -487,3 +517,18 @@ def _shards_on_disk(cache_dir: Path, layout: Sequence[Sequence[Any]]) -> dict[in
             continue
         present[s] = (len(array), meta["kinds"])
     return present
+
+
+def _fill_failure(returncode: int, stderr: bytes) -> str:
+    """Why a fill process failed, in words: its last words, or the signal that ended it."""
+    import signal
+
+    said = stderr.decode(errors="replace").strip()[-2000:]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        how = f"the process was killed by {name}" + (" (as the out-of-memory killer does)" if name == "SIGKILL" else "")
+        return how + (f"; it said: {said}" if said else "")
+    return said or f"the process exited with status {returncode} and said nothing"

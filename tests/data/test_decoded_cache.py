@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -442,3 +443,42 @@ def test_background_fill_copies_from_replaced_shards(tmp_path, monkeypatch):
     assert len(new) >= 1 and sum(m["n_items"] - m["copied"] for m in new) == 1, "only the new file is decoded"
     for i, p in enumerate(grown):
         np.testing.assert_array_equal(lazy[i], expected(p))
+
+
+def _dying_fill(monkeypatch):
+    """The background fill replaced by a process that is SIGKILLed at once (as the OOM killer would)."""
+    import subprocess
+
+    import codafeat.data.shards as shards_mod
+
+    def fill(*args, **kwargs):
+        return subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    monkeypatch.setattr(shards_mod, "fill_in_background", fill)
+
+
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
+def test_a_killed_fill_is_a_warning_with_its_reason_and_the_cache_still_serves(images, tmp_path, monkeypatch):
+    _dying_fill(monkeypatch)
+    cache = DecodedCache.build(images, SIZE, cache_dir=tmp_path / "c", wait=False)
+    with pytest.raises(RuntimeError, match="SIGKILL"):
+        DecodedCache.build(images, SIZE, cache_dir=tmp_path / "d", wait=False).finish()
+    with pytest.warns(RuntimeWarning, match="killed by SIGKILL"):
+        cache.finish(on_failure="warn")
+    ref = DecodedCache.build(images, SIZE)  # in memory, no fill
+    assert all(np.array_equal(cache[i], ref[i]) for i in range(len(images)))
+    assert cache.kinds == ref.kinds  # the kinds of the images the fill never wrote, read from the files
+
+
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
+def test_pretraining_keeps_its_model_when_the_fill_process_dies(tmp_path, monkeypatch):
+    from codafeat.pretrain import CodaPretrainer
+    from test_pretrain import TINY, make_organ_folder
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=3)
+    _dying_fill(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="filling the decoded cache .* failed: the process was killed by SIGKILL"):
+        pre = CodaPretrainer(**dict(TINY, epochs=1, cache_dir=tmp_path / "cache")).fit(folder)
+    assert len(pre.history_) == 1 and pre.intensity_["kinds"] == {"8bit": 16}
+    pre.save(tmp_path / "m.safetensors")
