@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import io as _io
+from . import leases as _leases
 from . import loader as _loader
 from . import shards as _shards
 
@@ -489,18 +490,20 @@ class DecodedCache:
         logger.info("decoded cache %s: %d of %d shard(s) to write (%d of %d images, %d of them copied from replaced "
                     "shards)", cache_dir, len(todo), len(layout), sum(len(j.items) for j in todo), len(items),
                     sum(len(j.donors) for j in todo))
-        for meta in _shards.fill(todo, num_workers, verbose):
-            if "error" in meta:
-                raise _io.ImageReadError(*meta["error"])
-        if all(not _shards.open_shard(cache_dir, skey)[1]["kept"] for _, _, skey in layout):
-            for _, _, skey in layout:  # nothing readable: leave no cache behind
-                for p in _shards.paths(cache_dir, skey):
-                    p.unlink(missing_ok=True)
-            raise ValueError(f"none of the {len(items)} images could be read")
-        _shards.write_set_index(cache_dir, key, size, len(items), layout)
+        # the lease keeps another run's cleanup off these shards until the set index names them
+        with _leases.lease(cache_dir, [skey for _, _, skey in layout]):
+            for meta in _shards.fill(todo, num_workers, verbose):
+                if "error" in meta:
+                    raise _io.ImageReadError(*meta["error"])
+            if all(not _shards.open_shard(cache_dir, skey)[1]["kept"] for _, _, skey in layout):
+                for _, _, skey in layout:  # nothing readable: leave no cache behind
+                    for p in _shards.paths(cache_dir, skey):
+                        p.unlink(missing_ok=True)
+                raise ValueError(f"none of the {len(items)} images could be read")
+            _shards.write_set_index(cache_dir, key, size, len(items), layout)
         removed = _shards.remove_unreferenced(cache_dir)
         if removed:
-            logger.info("decoded cache %s: removed %d file(s) of shards no index uses", cache_dir, len(removed))
+            logger.info("decoded cache %s: removed %d file(s) of shards no index or live run uses", cache_dir, len(removed))
         return cls.open(cache_dir, key)
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 
 from .._fileio import atomic_open, atomic_write_bytes
 from . import io as _io
+from . import leases as _leases
 
 logger = logging.getLogger(__name__)
 
@@ -350,8 +351,14 @@ def fill(jobs: list[ShardJob], num_workers: int, verbose: int) -> Iterator[dict[
 
 
 def remove_unreferenced(cache_dir: Path) -> list[Path]:
-    """Delete shard files that no ``decoded-*.json`` set index in ``cache_dir`` refers to."""
-    used: set[str] = set()
+    """Delete shard files that no set index (``decoded-*.json``) and no live lease in ``cache_dir`` refers to.
+
+    A shard a live run may still use (written or opened but not yet indexed, see
+    :mod:`codafeat.data.leases`) is kept, so runs can share a ``cache_dir``.
+    """
+    used = _leases.leased_shards(cache_dir)
+    if used is None:
+        return []  # a lease we cannot read: remove nothing
     for index in cache_dir.glob("decoded-*.json"):
         try:
             used.update(s[2] for s in json.loads(index.read_text(encoding="utf-8")).get("shards", []))
@@ -372,13 +379,14 @@ def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[in
     """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
 
     The job travels as a JSON file in ``cache_dir`` (file paths, and the digests of their
-    identities ``ids``), and the result as the files themselves: the parent process shares
+    identities ``ids``; it names this process, so that it is also the run's lease on its
+    shards, see :mod:`codafeat.data.leases`), and the result as the files themselves: the parent process shares
     no thread, lock or pipe with the fill except stderr. The fill looks for donors
     (:func:`find_donors`) itself, so that the parent does not wait for it.
     """
     import subprocess
 
-    job = {"cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
+    job = {**_leases.holder(), "cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
            "bit_depth": bit_depth, "num_workers": num_workers,
            "pending": [[int(s), skey, paths, [item_digest(i) for i in ids[layout[s][0]:layout[s][1]]]]
                        for s, (skey, paths) in pending.items()]}

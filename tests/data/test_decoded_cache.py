@@ -331,7 +331,7 @@ def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     names = sorted(p.name for p in cache_dir.iterdir())
-    assert len([n for n in names if n.endswith(".json")]) == 2, names  # two complete shards, no set index
+    assert len([n for n in names if n.startswith("shard-") and n.endswith(".json")]) == 2, names  # no set index
     assert len([n for n in names if n.endswith(".u8")]) == 2, names
     assert not any(n.startswith("decoded-") for n in names)
     # an interrupted temporary file of the third shard may remain; the next build ignores it and
@@ -482,3 +482,78 @@ def test_pretraining_keeps_its_model_when_the_fill_process_dies(tmp_path, monkey
         pre = CodaPretrainer(**dict(TINY, epochs=1, cache_dir=tmp_path / "cache")).fit(folder)
     assert len(pre.history_) == 1 and pre.intensity_["kinds"] == {"8bit": 16}
     pre.save(tmp_path / "m.safetensors")
+
+
+_SLOW_INDEX_CHILD = """
+import sys, time
+from pathlib import Path
+import codafeat.data.shards as shards_mod
+from codafeat.data.decoded_cache import DecodedCache
+cache_dir, marker = Path(sys.argv[1]), Path(sys.argv[2])
+real = shards_mod.write_set_index
+def slow(*a, **k):  # every shard written, none indexed yet: the window a neighbour's cleanup hit
+    (cache_dir / "b-wrote-its-shards").write_text("1")
+    while not marker.exists():
+        time.sleep(0.05)
+    return real(*a, **k)
+shards_mod.write_set_index = slow
+cache = DecodedCache.build(sys.argv[3:], 16, cache_dir=cache_dir)
+print(len(cache), int(sum(int(cache[i].sum()) for i in range(len(cache)))))
+"""
+
+
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
+def test_a_neighbours_cleanup_keeps_the_shards_a_live_run_has_not_indexed_yet(images, tmp_path):
+    import subprocess
+    import time
+
+    cache_dir, marker = tmp_path / "shared", tmp_path / "go-on"
+    other = tmp_path / "other"
+    other.mkdir()
+    theirs = []
+    for i in range(4):
+        theirs.append(str(other / f"o{i}.png"))
+        Image.fromarray(np.full((20, 20), 40 * i, np.uint8)).save(theirs[-1])
+    (other / "broken.png").write_bytes(b"not an image")
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_INDEX_CHILD, str(cache_dir), str(marker), *images],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (cache_dir / "b-wrote-its-shards").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "run B never wrote its shards"
+        time.sleep(0.05)
+    b_shards = sorted(p.name for p in cache_dir.glob("shard-*"))
+    # run A: other images, a foreground build with a skipped file, then its cleanup
+    a = DecodedCache.build(theirs + [str(other / "broken.png")], SIZE, cache_dir=cache_dir, on_error="skip")
+    assert len(a) == 4
+    assert set(b_shards) <= {p.name for p in cache_dir.glob("shard-*")}, "A's cleanup removed B's shards"
+    marker.write_text("go")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    ref = DecodedCache.build(images, SIZE)
+    assert out.decode().split() == [str(len(images)), str(int(sum(int(ref[i].sum()) for i in range(len(images)))))]
+    assert not list(cache_dir.glob(".lease-*.json")), "B released its lease"
+
+
+def test_a_stale_lease_protects_nothing_and_is_removed(images, tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from codafeat.data import leases, shards
+
+    monkeypatch.setattr(shards, "TARGET_SHARD", 10**9)
+    monkeypatch.setattr(shards, "MAX_SHARD", 2)  # three shards
+    cache_dir = tmp_path / "c"
+    DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    index = next(cache_dir.glob("decoded-*.json"))
+    keys = [s[2] for s in json.loads(index.read_text())["shards"]]
+    index.unlink()  # the shards are now unindexed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = cache_dir / ".lease-dead.json"
+    stale.write_text(json.dumps({"pid": int(dead.stdout), "host": leases.holder()["host"], "shards": keys}))
+    with leases.lease(cache_dir, keys[:1]):  # this live process holds the first shard
+        removed = shards.remove_unreferenced(cache_dir)
+    assert len(keys) == 3 and not stale.exists()
+    left = {p.name for p in cache_dir.glob("shard-*")}
+    assert left == {f"shard-{keys[0]}.u8", f"shard-{keys[0]}.json"}
+    assert len(removed) == 4
