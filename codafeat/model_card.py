@@ -19,6 +19,14 @@ def _one_line(text: Any) -> str:
 
 
 def _data_lines(data: Mapping[str, Any]) -> list[str]:
+    """The data summary as Markdown lines; a summary of unexpected shape is shown as its JSON."""
+    try:
+        return _summary_lines(data)
+    except (TypeError, ValueError, AttributeError):
+        return ["- (a data summary this codafeat cannot read) `" + _one_line(json.dumps(data, sort_keys=True, default=str)) + "`"]
+
+
+def _summary_lines(data: Mapping[str, Any]) -> list[str]:
     if not data:
         return ["No training data recorded (random initialisation, or weights from elsewhere)."]
     lines = []
@@ -50,7 +58,8 @@ def model_card(config: Mapping[str, Any], *, name: str | None = None) -> str:
     >>> "| licence | cc-by-4.0 |" in card and "15 images of 2 organ(s): chest 10, hand 5" in card
     True
     """
-    training = dict(config.get("training") or {})
+    training = config.get("training") or {}
+    training = training if isinstance(training, Mapping) else {"training": training}
     title = name or f"codafeat {config['backbone']}"
     rows = [
         ("backbone", f"`{_one_line(config['backbone'])}` (timm)"),

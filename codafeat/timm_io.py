@@ -29,7 +29,9 @@ from safetensors.torch import load_file as st_load_file
 
 from ._defaults import MEAN, STD
 from ._fileio import atomic_write_many
-from .weights import CONFIG_KEY, Weights, WeightsError, load_any as _load_codafeat, make_config, weights_to_bytes
+from .weights import (
+    CONFIG_KEY, Weights, WeightsError, _check_config, load_any as _load_codafeat, make_config, weights_to_bytes,
+)
 
 __all__ = ["TIMM_CONFIG", "TIMM_WEIGHTS", "export_timm", "load_any"]
 
@@ -180,15 +182,42 @@ def _read_dir(path: Path, backbone: str | None) -> tuple[dict[str, torch.Tensor]
     if _has_codafeat_config(weights):
         return _load_codafeat(weights)
     try:
-        hf = json.loads(cfg_file.read_text())
+        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
         name = hf["architecture"]
+    except RecursionError:
+        raise WeightsError(f"{cfg_file}: JSON nested too deeply to be a timm config.json") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"{cfg_file}: not a timm config.json with an 'architecture' ({exc})") from exc
+    name = _local_model_name(name, cfg_file)
     if backbone is not None and backbone != name:
         raise ValueError(f"backbone={backbone!r} contradicts {cfg_file}, which describes a {name!r}")
-    state = _timm_state(weights, name)
-    pretrained = dict(_timm_default_cfg(name), **(hf.get("pretrained_cfg") or {}))
-    return state, _plain_config(name, hf.get("num_features"), pretrained, str(path)), str(path)
+    own = hf.get("pretrained_cfg") or {}
+    if not isinstance(own, dict):
+        raise WeightsError(f"{cfg_file}: 'pretrained_cfg' must be a JSON object, got {type(own).__name__}")
+    pretrained = dict(_timm_default_cfg(name), **own)
+    try:  # the same checks as codafeat's own config: sizes within bounds, finite mean/std
+        config = _check_config(_plain_config(name, hf.get("num_features"), pretrained, str(path)), str(cfg_file))
+    except (TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"{cfg_file}: malformed timm config ({exc})") from exc
+    return _timm_state(weights, name), config, str(path)
+
+
+def _local_model_name(name: Any, source: Any) -> str:
+    """``name`` if it is a plain timm model name; never a hub or local-dir reference (nothing is fetched)."""
+    import timm
+
+    if not isinstance(name, str) or not name:
+        raise WeightsError(f"{source}: 'architecture' must be a timm model name (a string), got {name!r}")
+    if ":" in name or "/" in name:
+        raise WeightsError(
+            f"{source}: architecture {name!r} refers to another location (hub or folder); codafeat never downloads "
+            "or follows such references: name a timm model, e.g. 'convnext_tiny'"
+        )
+    if not timm.is_model(name):
+        raise WeightsError(f"{source}: architecture {name!r} is not a timm model name (see timm.list_models())")
+    return name
 
 
 def load_any(spec: Any, *, backbone: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
@@ -232,6 +261,7 @@ def load_any(spec: Any, *, backbone: str | None = None) -> tuple[dict[str, torch
                 "pass backbone=<the timm model name it holds>"
             )
         path = Path(spec)
+        backbone = _local_model_name(backbone, f"backbone for {path}")
         state = _timm_state(path, backbone)
         pretrained = _timm_default_cfg(backbone)
         state_config = _plain_config(backbone, None, pretrained, str(path))

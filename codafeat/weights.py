@@ -322,6 +322,8 @@ def _parse_header(header: bytes, source: str) -> dict[str, Any]:
     """The codafeat config from the JSON header of a safetensors file."""
     try:
         parsed = json.loads(header)
+    except RecursionError:
+        raise WeightsError(f"{source}: its header is JSON nested too deeply to be a safetensors header") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{source}: not a safetensors file (its header is not JSON: {exc})") from exc
     if not isinstance(parsed, dict):
@@ -334,6 +336,8 @@ def _parse_header(header: bytes, source: str) -> dict[str, Any]:
         )
     try:
         config = json.loads(meta[CONFIG_KEY])
+    except RecursionError:
+        raise WeightsError(f"{source}: the {CONFIG_KEY!r} metadata is JSON nested too deeply to be a config") from None
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{source}: the {CONFIG_KEY!r} metadata is not valid JSON ({exc})") from exc
     return _check_config(config, source)

@@ -183,3 +183,56 @@ def test_config_card_fields_are_validated():
     assert w.config["license"] == "mit" and "Not a medical device" in w.config["intended_use"]
     with pytest.raises(WeightsError, match="'license' must be a string"):
         Weights.from_state({"a": torch.zeros(1)}, dict(cfg, license=3))
+
+
+def _hub_folder(tmp_path, config) -> str:
+    folder = tmp_path / "hub"
+    folder.mkdir(exist_ok=True)
+    save_file(timm.create_model("test_convnext", num_classes=0).state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return str(folder)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"architecture": "hf-hub:timm/convnext_tiny.fb_in1k"}, "never downloads"),
+    ({"architecture": "local-dir:/elsewhere"}, "never downloads"),
+    ({"architecture": "timm/convnext_tiny"}, "never downloads"),
+    ({"architecture": 12}, "must be a timm model name"),
+    ({"architecture": "not_a_model_anywhere"}, "not a timm model name"),
+    ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": [3, 100000, 100000]}}, "image_size"),
+    ({"architecture": "test_convnext", "pretrained_cfg": {"mean": [float("nan")] * 3}}, "finite"),
+    ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": "big"}}, "malformed"),
+    ({"architecture": "test_convnext", "pretrained_cfg": [1, 2]}, "JSON object"),
+    ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply|not a timm config"),
+], ids=["hf-hub", "local-dir", "hub-id", "not-a-string", "unknown", "huge-input", "nan-mean", "bad-size",
+        "bad-pretrained-cfg", "deep-json"])
+def test_hub_folder_configs_get_the_checks_of_codafeat_configs(tmp_path, config, message, caplog):
+    import time
+
+    folder = _hub_folder(tmp_path, config)
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError, match=message) as info:
+        CodaEncoder(weights=folder).fit()
+    assert time.perf_counter() - t0 < 10, "nothing may reach the network (hub lookups retry for ~25 s)"
+    assert "config.json" in str(info.value)
+    assert main(["info", folder]) == 1 and "config.json" in caplog.text  # one ERROR line, no traceback
+
+
+def test_a_plain_checkpoint_needs_a_plain_timm_backbone_name(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file(timm.create_model("test_convnext", num_classes=0).state_dict(), str(path))
+    with pytest.raises(WeightsError, match="never downloads"):
+        load_any(path, backbone="hf-hub:timm/test_convnext")
+    assert load_any(path, backbone="test_convnext")[1]["backbone"] == "test_convnext"
+
+
+def test_info_shows_a_card_whose_data_and_training_have_unexpected_types(tmp_path, capsys):
+    from codafeat.weights import save_weights
+
+    net = timm.create_model("test_convnext", num_classes=0)
+    cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3,
+                      data={"organs": {"chest": "ten", "hand": None}}, training={"epochs": "many", "final_loss": [1]})
+    path = save_weights(tmp_path / "odd.safetensors", net.state_dict(), cfg)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot read" in out and '"ten"' in out and "many" in out

@@ -691,3 +691,16 @@ def test_round_trip_property(state, config):
         out2, cfg2 = load_weights(path)
         assert_same_state(out2, state)
         assert cfg2 == config == read_config(path)
+
+
+def test_a_config_nested_too_deeply_is_named_not_a_recursion_error(tmp_path):
+    """Issue 19, item 13: a hostile config JSON ends in a WeightsError naming the file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from codafeat.weights import CONFIG_KEY, WeightsError, load_weights
+
+    path = tmp_path / "deep.safetensors"
+    save_file({"a": torch.zeros(1)}, str(path), metadata={CONFIG_KEY: "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(WeightsError, match="deep.safetensors.*nested too deeply"):
+        load_weights(path)

@@ -37,6 +37,10 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, *, weights_required: 
     parser.add_argument(
         "--weights", required=weights_required, help="codafeat weights file (.safetensors) or installed weights name"
     )
+    parser.add_argument(
+        "--backbone", default=None,
+        help="timm model name: needed for a plain timm checkpoint, a check for other weights (default: from the weights)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: from the weights)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -72,6 +76,7 @@ def make_encoder(args: argparse.Namespace, **overrides):
 
     params = dict(
         weights=args.weights,
+        backbone=getattr(args, "backbone", None),
         image_size=args.image_size,
         batch_size=args.batch_size,
         device=args.device,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -73,6 +74,22 @@ def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]
     return paths, labels
 
 
+def _read_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int, str, str]]:
+    """``(line, path, label)`` of every row, stripped; the header checked."""
+    with open(src, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        if not header:
+            raise ValueError(f"manifest {str(src)!r} is empty (expected a header row with {path_column!r}, {label_column!r})")
+        header = [h.strip() for h in header]
+        reader.fieldnames = header
+        missing = [c for c in (path_column, label_column) if c not in header]
+        if missing:
+            raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+        return [(line, (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip())
+                for line, row in enumerate(reader, start=2)]
+
+
 def read_manifest(
     csv_path: str | os.PathLike,
     *,
@@ -93,6 +110,9 @@ def read_manifest(
     check_files : bool, default=True
         Check that every image file exists.
 
+    A file listed twice with the same label is used once (with a warning); listed twice
+    with different labels, it is an error naming both lines.
+
     Returns
     -------
     paths : list of str
@@ -105,32 +125,45 @@ def read_manifest(
     FileNotFoundError
         If the CSV or (with ``check_files``) listed images are missing.
     ValueError
-        If the CSV is empty, lacks a column, or has rows with an empty path or label.
+        If the CSV is empty, not UTF-8, lacks a column, has rows with an empty path or label,
+        or lists one file under two labels.
     """
     src = Path(csv_path)
     if not src.is_file():
         raise FileNotFoundError(f"manifest {str(src)!r} does not exist or is not a file")
-    with open(src, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames
-        if not header:
-            raise ValueError(f"manifest {str(src)!r} is empty (expected a header row with {path_column!r}, {label_column!r})")
-        header = [h.strip() for h in header]
-        reader.fieldnames = header
-        missing = [c for c in (path_column, label_column) if c not in header]
-        if missing:
-            raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
-        paths: list[str] = []
-        labels: list[str] = []
-        bad: list[int] = []
-        for line, row in enumerate(reader, start=2):
-            p = (row.get(path_column) or "").strip()
-            lab = (row.get(label_column) or "").strip()
-            if not p or not lab:
-                bad.append(line)
-                continue
-            paths.append(str(Path(p) if Path(p).is_absolute() else src.parent / p))
-            labels.append(lab)
+    try:
+        rows = _read_rows(src, path_column, label_column)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"manifest {str(src)!r} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    paths: list[str] = []
+    labels: list[str] = []
+    bad: list[int] = []
+    first: dict[str, tuple[int, str]] = {}
+    duplicates: list[int] = []
+    for line, p, lab in rows:
+        if not p or not lab:
+            bad.append(line)
+            continue
+        full = str(Path(p) if Path(p).is_absolute() else src.parent / p)
+        key = os.path.normpath(full)
+        if key in first:
+            line0, lab0 = first[key]
+            if lab0 != lab:
+                raise ValueError(
+                    f"manifest {str(src)!r}: {p!r} is listed twice with different labels: {lab0!r} on line {line0} "
+                    f"and {lab!r} on line {line}; one image has one {label_column}"
+                )
+            duplicates.append(line)
+            continue
+        first[key] = (line, lab)
+        paths.append(full)
+        labels.append(lab)
+    if duplicates:
+        warnings.warn(
+            f"manifest {str(src)!r}: {len(duplicates)} row(s) repeat an image already listed with the same "
+            f"{label_column} (lines {duplicates[:10]}); each image is used once",
+            UserWarning, stacklevel=2,
+        )
     if bad:
         raise ValueError(
             f"manifest {str(src)!r}: {len(bad)} row(s) with an empty {path_column!r} or {label_column!r} "

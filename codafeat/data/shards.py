@@ -83,8 +83,8 @@ def read_meta(path: Path, fmt: str, key: str, what: str) -> dict[str, Any]:
         raise FileNotFoundError(f"no {what} {str(path)!r}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{what} {str(path)!r} is unreadable ({exc})") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("key") != key:
         raise ValueError(f"{str(path)!r} is not a codafeat {what} for key {key}")
     return meta
@@ -181,6 +181,7 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
     """
     data, meta_path = paths(cache_dir, key)
     meta = read_meta(meta_path, SHARD_FORMAT, key, "decoded-cache shard")
+    _check_shard_meta(meta, meta_path)
     n, size = len(meta["kept"]), int(meta["cache_size"])
     try:
         actual = data.stat().st_size
@@ -190,6 +191,27 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
         raise ValueError(f"decoded-cache shard data {str(data)!r} has {actual} bytes, expected {n * size * size}")
     array = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
     return array, meta
+
+
+def _check_shard_meta(meta: dict[str, Any], path: Path) -> None:
+    """The fields a reader unpacks, checked: a damaged shard is rebuilt, not used (and not kept forever)."""
+    def ints(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+
+    problems = []
+    if not ints(meta.get("kept")):
+        problems.append("'kept' is not a list of ints")
+    skipped = meta.get("skipped")
+    if not (isinstance(skipped, list) and all(isinstance(x, list) and len(x) == 3 for x in skipped)):
+        problems.append("'skipped' is not a list of [index, name, reason]")
+    kinds = meta.get("kinds")
+    if not (isinstance(kinds, dict) and all(isinstance(v, int) for v in kinds.values())):
+        problems.append("'kinds' is not a JSON object of counts")
+    size = meta.get("cache_size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        problems.append(f"'cache_size' is {size!r}")
+    if problems:
+        raise ValueError(f"decoded-cache shard metadata {str(path)!r} is damaged: " + "; ".join(problems))
 
 
 def item_digest(ident: bytes) -> str:

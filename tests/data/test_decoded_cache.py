@@ -557,3 +557,20 @@ def test_a_stale_lease_protects_nothing_and_is_removed(images, tmp_path, monkeyp
     left = {p.name for p in cache_dir.glob("shard-*")}
     assert left == {f"shard-{keys[0]}.u8", f"shard-{keys[0]}.json"}
     assert len(removed) == 4
+
+
+@pytest.mark.parametrize("damage", [{"skipped": [[0, "x"]]}, {"kept": "all"}, {"kinds": [1]}, {"cache_size": None}])
+def test_damaged_shard_metadata_is_rebuilt_not_used_forever(images, tmp_path, damage):
+    import json
+
+    cache_dir = tmp_path / "c"
+    DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    meta_path = next(cache_dir.glob("shard-*.json"))
+    meta = json.loads(meta_path.read_text())
+    meta.update(damage)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="damaged"):
+        DecodedCache.open(cache_dir, DecodedCache.cache_key(images, SIZE))
+    cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)  # rebuilt
+    assert [np.array_equal(cache[i], expected(p)) for i, p in enumerate(images)] == [True] * len(images)
+    DecodedCache.open(cache_dir, DecodedCache.cache_key(images, SIZE))  # and healthy from now on

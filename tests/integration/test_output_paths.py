@@ -118,3 +118,21 @@ def test_export_and_package_weights_refuse_to_overwrite_their_input(tmp_path, ca
     assert "not a JSON config" in caplog.text
     assert main(["package-weights", str(weights), "--name", "mine", "--out", str(weights)]) == 1
     assert weights.read_bytes() == before
+
+
+def test_embed_reads_a_plain_timm_checkpoint_with_backbone(tmp_path, caplog):
+    """The error for a plain checkpoint tells the user to pass a backbone: the command takes one (item 13)."""
+    import timm
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file(timm.create_model("test_convnext", num_classes=0).state_dict(), str(plain))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40), 99, np.uint8)).save(folder / "a.png")
+    out = tmp_path / "e.csv"
+    assert main(["embed", str(folder), "--weights", str(plain), "--out", str(out), "--num-workers", "0"]) == 1
+    assert "backbone" in caplog.text
+    assert main(["embed", str(folder), "--weights", str(plain), "--backbone", "test_convnext", "--image-size", "32",
+                 "--out", str(out), "--num-workers", "0"]) == 0
+    assert out.read_text().count("\n") == 2
