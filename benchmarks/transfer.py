@@ -92,17 +92,21 @@ class Run:
         (self.out / "cells").mkdir(parents=True, exist_ok=True)
         (self.out / "embeddings").mkdir(exist_ok=True)
         self.settings = recipe_settings(args)
-        sig = dict(self.settings, recipe=args.recipe, seed=args.seed, max_images_per_organ=args.max_images_per_organ,
-                   test_fraction=args.test_fraction, draws=args.draws, fractions=args.fractions,
-                   ft=self.ft_settings())
+        # what the encoders depend on, and what the evaluation cells depend on
+        sig = {"pretrain": json.loads(json.dumps(dict(self.settings, recipe=args.recipe, seed=args.seed,
+                                                      max_images_per_organ=args.max_images_per_organ))),
+               "eval": json.loads(json.dumps(dict(test_fraction=args.test_fraction, draws=args.draws,
+                                                  fractions=args.fractions, ft=self.ft_settings())))}
         sig_file = self.out / "signature.json"
-        if sig_file.exists():
-            old = rp.load_json(sig_file)
-            if old != json.loads(json.dumps(sig)):
+        old = rp.load_json(sig_file) if sig_file.exists() else sig
+        if "pretrain" not in old:  # the first layout: one flat dict of the pretraining settings
+            old = {"pretrain": {k: v for k, v in old.items() if k not in ("test_fraction", "ft")}, "eval": None}
+        for part, cells in (("pretrain", "*"), ("eval", "[lf]*")):
+            if old[part] not in (None, sig[part]):
                 if args.resume:
-                    diff = {k: (old.get(k), v) for k, v in sig.items() if old.get(k) != v}
-                    raise SystemExit(f"--resume: {self.out} holds results of other settings {diff}; use another --out")
-                for p in self.out.glob("cells/*.json"):
+                    diff = {k: (old[part].get(k), v) for k, v in sig[part].items() if old[part].get(k) != v}
+                    raise SystemExit(f"--resume: {self.out} holds {part} results of other settings {diff}; use another --out")
+                for p in self.out.glob(f"cells/{cells}.json"):
                     p.unlink()
         rp.save_json(sig_file, sig)
 
