@@ -590,7 +590,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.seed_ = self._run_seed(ckpt, info)
         cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
         # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
-        data_key = resume.data_key(items, cache.kept, labels) if self.checkpoint_dir is not None else None
+        legacy = ckpt is not None and not str(ckpt[2].get("data_key") or "v2:").startswith("v2:")
+        data_key = (resume.data_key(items, cache.kept, labels, with_identity=not legacy)
+                    if self.checkpoint_dir is not None else None)
         kept = [items[int(i)] for i in cache.kept]
         self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels],
                                                    cache_dir=self.cache_dir)

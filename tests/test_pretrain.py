@@ -350,6 +350,22 @@ def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
         CodaPretrainer(**dict(params, resume=True)).fit(folder)
 
 
+def test_resume_refuses_swapped_pixels(tmp_path, monkeypatch):
+    """Issue 19, item 6: the same paths with other pixels are another image set."""
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=6)
+    params = dict(TINY, epochs=2, checkpoint_dir=tmp_path / "ckpt")
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            CodaPretrainer(**params).fit(folder)
+    chest, hand = folder / "chest" / "chest_000.png", folder / "hand" / "hand_000.png"
+    a, b = chest.read_bytes(), hand.read_bytes()
+    chest.write_bytes(b)
+    hand.write_bytes(a)
+    with pytest.raises(ValueError, match="other data"):
+        CodaPretrainer(**dict(params, resume=True)).fit(folder)
+
+
 def test_view_settings_reach_the_views_and_bad_ones_are_named_before_any_data(tmp_path):
     pre = CodaPretrainer(**dict(TINY, brightness=0.1, contrast=0.2, gamma=(1.0, 1.0), jitter_prob=0.0, blur_prob=0.25,
                                 blur_sigma=(0.5, 1.0)))

@@ -93,25 +93,34 @@ def restore(ckpt: Checkpoint, trainer: CodaTrainer, *, organs: list[str], run: d
     return done, list(meta.get("history", []))
 
 
-def data_key(items: Any, kept: Any, labels: np.ndarray) -> str:
-    """SHA-256 of the readable inputs' identities (paths or contents) and their organ labels.
+def data_key(items: Any, kept: Any, labels: np.ndarray, *, with_identity: bool = True) -> str:
+    """SHA-256 of the readable inputs and their organ labels: what a resume must find unchanged.
+
+    A file counts by its path, size and modification time (the decoded cache's identity,
+    :func:`codafeat.data.shards.identity`), so swapped or edited pixels are refused, not only
+    a changed file list; an in-memory image counts by its content. Keys written before file
+    identities were part of them (``with_identity=False``, no ``"v2:"`` prefix) hash paths only.
 
     Examples
     --------
     >>> import numpy as np
     >>> a = data_key(["x.png", "y.png"], [0, 1], np.array([0, 1]))
-    >>> a == data_key(["x.png", "y.png"], [0, 1], np.array([1, 0]))
-    False
+    >>> a == data_key(["x.png", "y.png"], [0, 1], np.array([1, 0])), a[:3]
+    (False, 'v2:')
     """
+    from ..data.shards import identity
+
     h = hashlib.sha256()
     for pos, i in enumerate(np.asarray(kept, dtype=int)):
         item = items[int(i)]
-        if isinstance(item, (str, os.PathLike)):
+        if with_identity:
+            h.update(identity(item, int(i)))
+        elif isinstance(item, (str, os.PathLike)):
             h.update(os.path.abspath(os.fspath(item)).encode("utf-8", "surrogateescape"))
         else:
             h.update(np.ascontiguousarray(np.asarray(item)).tobytes())
         h.update(f"\0{int(labels[pos])}\n".encode())
-    return h.hexdigest()
+    return ("v2:" if with_identity else "") + h.hexdigest()
 
 
 def _json(value: Any) -> Any:
