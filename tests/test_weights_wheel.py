@@ -364,3 +364,36 @@ def test_package_weights_command_missing_file(tmp_path, caplog):
 
     assert main(["package-weights", str(tmp_path / "nope.safetensors"), "--name", "x", "--out", str(tmp_path)]) == 1
     assert "nope.safetensors" in caplog.text
+
+
+def test_nan_tensors_and_foreign_backbones_are_refused_before_packaging(built, tmp_path):
+    """Issue 19, item 8: the whole file is checked as every use will load it."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from codafeat.weights import CONFIG_KEY
+
+    with safe_open(str(built["file"]), framework="pt") as fh:
+        meta = fh.metadata()
+    raw = load_file(str(built["file"]))
+    key = next(k for k, v in raw.items() if v.is_floating_point())
+    save_file(dict(raw, **{key: torch.full_like(raw[key], float("nan"))}), str(tmp_path / "nan.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match="nan.safetensors"):
+        build_weights_wheel(tmp_path / "nan.safetensors", name="x", out_dir=tmp_path / "out")
+    hostile = dict(json.loads(meta[CONFIG_KEY]), backbone='test_convnext"""\nimport os')
+    save_file(raw, str(tmp_path / "odd.safetensors"), metadata={**meta, CONFIG_KEY: json.dumps(hostile)})
+    with pytest.raises(WeightsError, match="odd.safetensors.*timm model"):
+        build_weights_wheel(tmp_path / "odd.safetensors", name="x", out_dir=tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.whl")) if (tmp_path / "out").exists() else True
+
+
+def test_user_strings_enter_the_generated_module_through_repr():
+    from codafeat._weights_wheel import _module_source
+
+    src = _module_source('a"""b', {"backbone": 'x"""\nraise SystemExit(1)\n"""'})
+    ns: dict = {"__name__": "generated"}
+    exec(compile(src, "generated.py", "exec"), ns)
+    assert ns["NAME"] == 'a"""b' and 'raise SystemExit(1)' in ns["__doc__"]
