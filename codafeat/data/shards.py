@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .._fileio import atomic_open, atomic_write_bytes
+from .._fileio import TEMP_PATTERN, atomic_open, atomic_write_bytes
 from . import io as _io
 from . import leases as _leases
 
@@ -376,11 +376,14 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
     """Delete shard files that no set index (``decoded-*.json``) and no live lease in ``cache_dir`` refers to.
 
     A shard a live run may still use (written or opened but not yet indexed, see
-    :mod:`codafeat.data.leases`) is kept, so runs can share a ``cache_dir``.
+    :mod:`codafeat.data.leases`) is kept, so runs can share a ``cache_dir``. The temporary
+    files of shard writes that were killed before their rename (``.shard-*.tmp``) are removed
+    too, unless a live run holds a lease on that shard (it may be writing it now).
     """
-    used = _leases.leased_shards(cache_dir)
-    if used is None:
+    leased = _leases.leased_shards(cache_dir)
+    if leased is None:
         return []  # a lease we cannot read: remove nothing
+    used = set(leased)
     for index in cache_dir.glob("decoded-*.json"):
         try:
             used.update(s[2] for s in json.loads(index.read_text(encoding="utf-8")).get("shards", []))
@@ -390,6 +393,12 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
     for p in list(cache_dir.glob("shard-*.u8")) + list(cache_dir.glob("shard-*.json")):
         key = p.stem[len("shard-"):]
         if key not in used:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    for p in cache_dir.glob(".shard-*.tmp"):
+        m = TEMP_PATTERN.match(p.name)
+        if m and m.group("target").split(".")[0][len("shard-"):] not in leased:
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)

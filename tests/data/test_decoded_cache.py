@@ -574,3 +574,19 @@ def test_damaged_shard_metadata_is_rebuilt_not_used_forever(images, tmp_path, da
     cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)  # rebuilt
     assert [np.array_equal(cache[i], expected(p)) for i, p in enumerate(images)] == [True] * len(images)
     DecodedCache.open(cache_dir, DecodedCache.cache_key(images, SIZE))  # and healthy from now on
+
+
+def test_stale_temporaries_of_killed_shard_writes_are_removed_unless_leased(images, tmp_path):
+    """Issue 19, item 11: a killed fill's ``.shard-*.u8.<hex>.tmp`` files do not pile up."""
+    from codafeat.data import leases
+
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    stale = cache_dir / ".shard-deadbeef.u8.0123456789ab.tmp"
+    live = cache_dir / ".shard-cafe.u8.0123456789ab.tmp"
+    other = cache_dir / ".notes.txt.0123456789ab.tmp"  # not ours: never touched
+    for p in (stale, live, other):
+        p.write_bytes(b"x" * 100)
+    with leases.lease(cache_dir, ["cafe"]):  # a live run is writing shard cafe
+        DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    assert not stale.exists() and live.exists() and other.exists()
