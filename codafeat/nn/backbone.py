@@ -44,6 +44,9 @@ def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_
     """Create the timm model ``name`` without classifier, randomly initialised.
 
     ``drop_path_rate`` is timm's stochastic-depth rate (active in training mode only).
+    Models that take timm's ``dynamic_img_size`` (vision transformers) are made with it and
+    ``dynamic_img_pad``, so they accept every input side, as convolutional backbones do: the
+    pretrainer feeds local crops smaller than its global views.
 
     Raises
     ------
@@ -61,6 +64,12 @@ def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     check_model_name(name)
     kwargs = {"drop_path_rate": float(drop_path_rate)} if drop_path_rate else {}
+    try:  # vision transformers: any input side (local crops are smaller than global views)
+        return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans,
+                                 dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
+    except TypeError as exc:
+        if "dynamic_img" not in str(exc):
+            raise
     return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans, **kwargs)
 
 

@@ -52,3 +52,28 @@ def test_mismatch_report_and_strict_load():
     state.pop(next(iter(state)))
     with pytest.raises(ValueError, match="my.safetensors: tensors do not match.*missing"):
         load_backbone_state(net, state, source="my.safetensors")
+
+
+def test_vision_transformers_take_every_input_side():
+    """Issue 19, item 12: a timm ViT works where a ConvNeXt does (local crops are smaller than global views)."""
+    import torch
+
+    from codafeat.nn.backbone import create_backbone, embed_dim
+
+    net = create_backbone("test_vit", pooling="avg")
+    for side in (32, 50, 96):
+        assert net(torch.zeros(2, 3, side, side)).shape == (2, embed_dim(net))
+
+
+def test_pretraining_a_vit_runs_and_its_encoder_embeds(tmp_path):
+    import numpy as np
+
+    from codafeat import CodaEncoder
+    from codafeat.pretrain import CodaPretrainer
+    from test_pretrain import TINY, make_organ_folder
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8})
+    pre = CodaPretrainer(**dict(TINY, backbone="test_vit", epochs=1, local_size=16)).fit(folder)
+    path = pre.save(tmp_path / "vit.safetensors")
+    emb = CodaEncoder(weights=str(path), image_size=48).fit().transform(np.zeros((2, 40, 40), np.uint8))
+    assert emb.shape == (2, 64) and np.isfinite(emb).all()
