@@ -106,6 +106,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: malformed checkpoint metadata (not JSON: {exc})") from None
     _check_meta(meta, path)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a run that diverged, or damaged bytes: resuming from it would train on NaN
+        raise ValueError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[:3]})")
     return tensors, meta
 
 

@@ -238,11 +238,14 @@ class DecodedCache:
             raise ValueError(f"{str(index_path)!r}: unsupported version {index.get('version')!r}")
         size = int(index["cache_size"])
         files, kept, skipped, reasons, kinds = [], [], [], [], Counter()
-        for _, _, skey in index["shards"]:
+        for lo, hi, skey in index["shards"]:
             try:
                 array, meta = _shards.open_shard(root, skey)
             except FileNotFoundError as exc:
                 raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} is missing") from exc
+            if (meta.get("start"), meta.get("n_items")) != (lo, hi - lo):
+                raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} holds images "
+                                 f"{meta.get('start')}.. but the index places it at {lo}..{hi} (an edited index)")
             files.append((_shards.paths(root, skey)[0], len(array)))
             kept.extend(meta["kept"])
             skipped.extend(name for _, name, _ in meta["skipped"])

@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -189,6 +190,8 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
         raise ValueError(f"decoded-cache shard data {str(data)!r} is missing ({exc})") from exc
     if actual != n * size * size:
         raise ValueError(f"decoded-cache shard data {str(data)!r} has {actual} bytes, expected {n * size * size}")
+    if "crc32" in meta and _crc32(data) != meta["crc32"]:  # shards written before checksums have none
+        raise ValueError(f"decoded-cache shard data {str(data)!r} does not match its checksum (damaged bytes)")
     array = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
     return array, meta
 
@@ -212,6 +215,15 @@ def _check_shard_meta(meta: dict[str, Any], path: Path) -> None:
         problems.append(f"'cache_size' is {size!r}")
     if problems:
         raise ValueError(f"decoded-cache shard metadata {str(path)!r} is damaged: " + "; ".join(problems))
+
+
+def _crc32(path: Path, chunk: int = 1 << 24) -> int:
+    """CRC-32 of a file, read in chunks (about 1 GB/s: a second run of 100k 73-px images reads 0.5 GB)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def item_digest(ident: bytes) -> str:
@@ -318,6 +330,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     kinds: list[str] = []
     opened: dict[str, np.ndarray] = {}
     copied = 0
+    crc = 0
     try:
         with atomic_open(data) as fh:
             for j, item in enumerate(job.items):
@@ -337,6 +350,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
                         continue
                     raw = to_u8(img).tobytes()
                 fh.write(raw)
+                crc = zlib.crc32(raw, crc)
                 kept.append(job.start + j)
                 kinds.append(kind)
     except _Abort as stop:
@@ -347,7 +361,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": job.key, "cache_size": job.size,
             "bit_depth": job.bit_depth, "start": first, "n_items": len(job.items), "kept": kept, "skipped": skipped,
             "kinds": dict(Counter(kinds)), "ids": [job.digests[i - first] for i in kept], "item_kinds": kinds,
-            "copied": copied}
+            "copied": copied, "crc32": crc}
     atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
     return meta
 

@@ -590,3 +590,33 @@ def test_stale_temporaries_of_killed_shard_writes_are_removed_unless_leased(imag
     with leases.lease(cache_dir, ["cafe"]):  # a live run is writing shard cafe
         DecodedCache.build(images, SIZE, cache_dir=cache_dir)
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_flipped_shard_bytes_and_a_reordered_index_are_caught_and_rebuilt(images, tmp_path, monkeypatch):
+    """Issue 19, item 7: a shard's bytes carry a checksum; the index's order is checked against the shards."""
+    import json
+
+    import codafeat.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
+    monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)  # three shards
+    cache_dir = tmp_path / "c"
+    DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    key = DecodedCache.cache_key(images, SIZE)
+    data = sorted(cache_dir.glob("shard-*.u8"))[0]
+    raw = bytearray(data.read_bytes())
+    raw[5] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        DecodedCache.open(cache_dir, key)
+    cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)  # the damaged shard is written again
+    assert all(np.array_equal(cache[i], expected(p)) for i, p in enumerate(images))
+    index = next(cache_dir.glob("decoded-*.json"))
+    meta = json.loads(index.read_text())
+    shards = meta["shards"]
+    meta["shards"] = [[lo, hi, s[2]] for (lo, hi, _), s in zip(shards, [shards[1], shards[0], *shards[2:]])]
+    index.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="edited index"):
+        DecodedCache.open(cache_dir, key)
+    cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)
+    assert all(np.array_equal(cache[i], expected(p)) for i, p in enumerate(images))

@@ -507,3 +507,34 @@ def test_unreadable_files_raise_naming_them_or_are_skipped(tmp_path, case):
 def test_nan_arrays_are_refused():
     with pytest.raises(ImageReadError, match="NaN"):
         io.load_image(np.full((8, 8), np.nan, np.float32))
+
+
+def test_a_checkpoint_holding_nan_tensors_falls_back_to_the_previous_one(tmp_path, monkeypatch, caplog):
+    """Issue 19, item 7: a checkpoint with NaN tensors is never resumed from."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from codafeat._train.checkpoint import load_checkpoint
+
+    folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=7)
+    ckpt = tmp_path / "ckpt"
+    params = dict(TINY, epochs=3, checkpoint_dir=ckpt)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            CodaPretrainer(**params).fit(folder)
+    newest = ckpt / "checkpoint.safetensors"
+    with safe_open(str(newest), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(newest))
+    key = next(k for k, v in tensors.items() if k.startswith("teacher") and v.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(newest), metadata=meta)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_checkpoint(newest)
+    with caplog.at_level("WARNING"):
+        est = CodaPretrainer(**dict(params, resume=True)).fit(folder)
+    assert "previous checkpoint" in caplog.text
+    assert [h["epoch"] for h in est.history_] == [1, 2, 3]
+    assert all(torch.isfinite(p).all() for p in est.teacher_.parameters())
