@@ -221,8 +221,12 @@ class DecodedCache:
         return h.hexdigest()
 
     @classmethod
-    def open(cls, cache_dir: str | os.PathLike, key: str) -> DecodedCache:
+    def open(cls, cache_dir: str | os.PathLike, key: str, *, layout: Sequence[Sequence[Any]] | None = None) -> DecodedCache:
         """Open the cache with ``key`` in ``cache_dir`` (read-only memmaps of its shards).
+
+        ``layout`` (the shards the images map to, when the caller knows the images) is
+        checked against the index, so that an edited index cannot pair images with the
+        wrong rows.
 
         Raises
         ------
@@ -237,15 +241,18 @@ class DecodedCache:
         if index.get("version") != FORMAT_VERSION:
             raise ValueError(f"{str(index_path)!r}: unsupported version {index.get('version')!r}")
         size = int(index["cache_size"])
+        if layout is not None and [list(x) for x in index["shards"]] != [list(x) for x in layout]:
+            raise ValueError(f"decoded cache {str(index_path)!r}: its shards disagree with the images' layout "
+                             "(an edited index)")
         files, kept, skipped, reasons, kinds = [], [], [], [], Counter()
         for lo, hi, skey in index["shards"]:
             try:
                 array, meta = _shards.open_shard(root, skey)
             except FileNotFoundError as exc:
                 raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} is missing") from exc
-            if (meta.get("start"), meta.get("n_items")) != (lo, hi - lo):
-                raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} holds images "
-                                 f"{meta.get('start')}.. but the index places it at {lo}..{hi} (an edited index)")
+            if meta.get("n_items") != hi - lo:
+                raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} holds {meta.get('n_items')} "
+                                 f"images but the index places it at {lo}..{hi} (an edited index)")
             files.append((_shards.paths(root, skey)[0], len(array)))
             kept.extend(meta["kept"])
             skipped.extend(name for _, name, _ in meta["skipped"])
@@ -325,7 +332,7 @@ class DecodedCache:
             ids = _shards.identity_list(items)
             key = cls._key_of(ids, cache_size, bit_depth)
             try:
-                cache = cls.open(cache_dir, key)
+                cache = cls.open(cache_dir, key, layout=_shards.layout(ids, cache_size, bit_depth))
                 logger.info("reusing decoded cache %s (%d images)", cache.path, len(cache))
             except FileNotFoundError:
                 lazy = not wait and on_error == "raise" and all(isinstance(i, (str, os.PathLike)) for i in items)

@@ -616,7 +616,9 @@ def test_flipped_shard_bytes_and_a_reordered_index_are_caught_and_rebuilt(images
     shards = meta["shards"]
     meta["shards"] = [[lo, hi, s[2]] for (lo, hi, _), s in zip(shards, [shards[1], shards[0], *shards[2:]])]
     index.write_text(json.dumps(meta))
+    from codafeat.data.shards import identity_list, layout
+
     with pytest.raises(ValueError, match="edited index"):
-        DecodedCache.open(cache_dir, key)
+        DecodedCache.open(cache_dir, key, layout=layout(identity_list(images), SIZE, None))
     cache = DecodedCache.build(images, SIZE, cache_dir=cache_dir)
     assert all(np.array_equal(cache[i], expected(p)) for i, p in enumerate(images))
