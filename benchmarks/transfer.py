@@ -123,6 +123,7 @@ class Run:
 
     def weights(self, name: str) -> str | None:
         """Weights of an encoder: a pretrained variant, an ``--extra`` file, or None (random init / pixels)."""
+        name = name.split("@")[0]
         extra = dict(e.split("=", 1) for e in self.args.extra)
         if name in extra:
             return extra[name]
@@ -134,7 +135,8 @@ class Run:
         """Encoders to evaluate: the pretrained variants whose weights exist, the extras, the baselines."""
         names = [n for n in self.args.variants if Path(self.weights(n)).exists()]
         names += [e.split("=", 1)[0] for e in self.args.extra]
-        return names + ["random", "raw_pixels"]
+        pool = self.args.pooling
+        return [f"{n}@{pool}" if pool else n for n in [*names, "random"]] + ["raw_pixels"]
 
 
 # ---------------------------------------------------------------------------- pretraining
@@ -213,10 +215,10 @@ def embed_fn(run: Run, name: str):
     """``f(X) -> embeddings``: a CodaEncoder's transform, or the flattened pixels."""
     from codafeat import CodaEncoder
 
-    common = dict(device=run.args.device, num_workers=0, batch_size=64)
+    common = dict(device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling)
     if name == "raw_pixels":
         return lambda X: X.reshape(len(X), -1)
-    if name == "random":
+    if name.split("@")[0] == "random":
         s = run.settings
         return CodaEncoder(backbone=s["backbone"], image_size=s["image_size"], random_state=run.args.seed, **common).fit().transform
     return CodaEncoder(weights=run.weights(name), **common).fit().transform
@@ -252,7 +254,7 @@ def stage_linear(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
 
 
 def ft_weights(run: Run, name: str) -> Any:
-    if name == "random":
+    if name.split("@")[0] == "random":
         from codafeat import CodaEncoder
 
         s = run.settings
@@ -279,6 +281,7 @@ def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
                         weights=weights, epochs=epochs, lp_epochs=round(a.ft_lp_fraction * epochs), lr=a.ft_lr,
                         encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
                         weight_decay=a.ft_weight_decay, device=a.device, num_workers=0, random_state=a.seed + d,
+                        pooling=a.pooling,
                     ).fit(t["X"][tr], t["y"][tr])
                     value = score(t["scoring"], t["y"][t["test"]], clf, t["X"][t["test"]])
                     rp.save_json(run.cell("finetune", name, task, frac, d),
@@ -324,14 +327,18 @@ def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], o
             v = np.asarray(scores[name].get(f, []), dtype=float)
             cells.append(f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "-")
             means.append(v.mean() if len(v) else np.nan)
-        lines.append(f"| {LABEL.get(name, name)} | " + " | ".join(cells) + f" | {100 * np.nanmean(means):.1f} |")
+        base, _, pool = name.partition("@")
+        label = LABEL.get(base, base) + (f" ({pool} pooling)" if pool else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * np.nanmean(means):.1f} |")
     return lines
 
 
 def section(run: Run, old: str | None) -> str:
     r = collect(run)
     meta = rp.load_json(run.out / "meta.json") if (run.out / "meta.json").exists() else {}
-    order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random", "raw_pixels"]
+    order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random"]
+    order = [f"{n}@{p}" for n in order for p in ("", "avg", "avgmax", "max")] + ["raw_pixels"]
+    order = [n.rstrip("@") for n in order]
     lines = [SECTION, "", f"Command: `{meta.get('command', '?')}` (commit {meta.get('commit', '?')}).", "",
              f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items())) + ".", "",
@@ -425,6 +432,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--variants", default=",".join(VARIANTS), help="pretrained encoders: coda,inter_only,intra_only")
     g.add_argument("--extra", action="append", default=[], metavar="NAME=WEIGHTS", help="more encoders to evaluate")
     g.add_argument("--max-images-per-organ", type=int, default=600)
+    g.add_argument("--pooling", default=None, choices=("avg", "max", "avgmax"),
+                   help="global pooling of every encoder (default: each weights' own); names get '@<pooling>'")
     g = p.add_argument_group("evaluation")
     g.add_argument("--tasks", default=",".join(TASKS))
     g.add_argument("--draws", type=int, default=5, help="stratified draws per fraction")
