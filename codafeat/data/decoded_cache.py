@@ -16,35 +16,30 @@ content). The same inputs reuse the cache without decoding anything. Shard bound
 follow the content, so after adding or removing 1 % of the files only about 1 % of the
 shards are decoded again. Each shard, and then the set index, is written to a temporary
 name and renamed into place: a crash loses at most the shards being written, and never
-leaves a cache that looks valid.
-Building is idempotent, so under ``torchrun`` rank 0 can build while the other ranks
-wait at a barrier and then call :meth:`DecodedCache.build` with the same arguments to
-open the file.
+leaves a cache that looks valid. Building is idempotent: under ``torchrun`` rank 0 builds,
+the other ranks wait at a barrier and then open it with the same call.
 
-Precision: images are stored as ``uint8`` after :func:`~codafeat.data.io.load_image`'s
-scaling to [0, 1] (``round(255 * x)``). 8-bit sources lose nothing (the value is the
-pixel); 16-bit, float and DICOM sources keep 256 grey levels of their per-image
-min-max (or VOI-windowed) range, a quantisation step of 0.4 % that sits well below the
-intensity jitter of the views (brightness and contrast factors of 0.6-1.4) and matches
-the 8-bit input most pretrained backbones were trained on, at half the size of
-``uint16`` and a quarter of ``float32``.
+Precision: images are stored as ``uint8``, ``round(255 * x)`` of the [0, 1] scaling. 8-bit
+sources lose nothing; others keep 256 grey levels of their scaled range, a 0.4 % step far
+below the views' intensity jitter, at half the size of ``uint16``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import hashlib
 import logging
 import multiprocessing
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import background_fill as _fill
 from . import io as _io
 from . import leases as _leases
 from . import loader as _loader
@@ -407,18 +402,7 @@ class DecodedCache:
         bit_depth: int | None = None,
     ) -> DecodedCache:
         """A cache that decodes on access until a background process has written each missing shard."""
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        layout = _shards.layout(ids, size, bit_depth)
-        present = _shards_on_disk(cache_dir, layout)
-        files, pending, kinds = [], {}, Counter()
-        for s, (lo, hi, skey) in enumerate(layout):
-            if s in present:
-                files.append((_shards.paths(cache_dir, skey)[0], present[s][0]))
-                kinds.update(present[s][1])
-            else:
-                files.append((_shards.paths(cache_dir, skey)[0], hi - lo))  # size known: no input is skipped
-                pending[s] = (skey, [os.fspath(items[i]) for i in range(lo, hi)])
-        proc = _shards.fill_in_background(cache_dir, key, layout, pending, size, bit_depth, num_workers, ids)
+        layout, files, pending, kinds, proc = _fill.start(items, ids, size, cache_dir, key, bit_depth, num_workers)
         logger.info("decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
                     cache_dir, len(pending), len(layout))
         cache = cls(np.empty((0, size, size), np.uint8), kept=np.arange(len(items), dtype=np.int64), key=key,
@@ -450,7 +434,7 @@ class DecodedCache:
             return self
         err = proc.communicate()[1]
         if proc.returncode != 0:
-            reason = _fill_failure(proc.returncode, err)
+            reason = _fill.fill_failure(proc.returncode, err)
             message = f"filling the decoded cache {self.path} failed: {reason}"
             if on_failure == "raise":
                 raise RuntimeError(message)
@@ -467,10 +451,8 @@ class DecodedCache:
         for s in list(getattr(self, "_pending", {})):
             if self._open_pending(s):
                 continue  # written before the fill died: its kinds are in its metadata
-            _, paths = self._pending[s]
-            for path in paths:
-                _, kind = _io.decode_image(path, size=self.cache_size, bit_depth=self._bit_depth, with_kind=True)
-                self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            for kind, n in _fill.kinds_of(self._pending[s][1], self.cache_size, self._bit_depth).items():
+                self.kinds[kind] = self.kinds.get(kind, 0) + n
 
     @classmethod
     def _decode_to_shards(
@@ -489,7 +471,7 @@ class DecodedCache:
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         layout = _shards.layout(ids, size, bit_depth)
-        present = _shards_on_disk(cache_dir, layout)
+        present = _shards.complete_shards(cache_dir, layout)
         missing = [s for s in range(len(layout)) if s not in present]
         todo = _shards.jobs_for(
             cache_dir, layout,
@@ -515,33 +497,3 @@ class DecodedCache:
         if removed:
             logger.info("decoded cache %s: removed %d file(s) of shards no index or live run uses", cache_dir, len(removed))
         return cls.open(cache_dir, key)
-
-
-def _shards_on_disk(cache_dir: Path, layout: Sequence[Sequence[Any]]) -> dict[int, tuple[int, dict[str, int]]]:
-    """``shard index -> (images, intensity kinds)`` of the shards of ``layout`` complete on disk.
-
-    A missing or inconsistent shard is left out: it is (re)written.
-    """
-    present = {}
-    for s, (_, _, skey) in enumerate(layout):
-        try:
-            array, meta = _shards.open_shard(cache_dir, skey)
-        except (FileNotFoundError, ValueError):
-            continue
-        present[s] = (len(array), meta["kinds"])
-    return present
-
-
-def _fill_failure(returncode: int, stderr: bytes) -> str:
-    """Why a fill process failed, in words: its last words, or the signal that ended it."""
-    import signal
-
-    said = stderr.decode(errors="replace").strip()[-2000:]
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        how = f"the process was killed by {name}" + (" (as the out-of-memory killer does)" if name == "SIGKILL" else "")
-        return how + (f"; it said: {said}" if said else "")
-    return said or f"the process exited with status {returncode} and said nothing"

@@ -419,43 +419,16 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
     return removed
 
 
-def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[int, tuple[str, list[str]]], size: int,
-                       bit_depth: int | None, num_workers: int, ids: Sequence[bytes]) -> Any:
-    """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
+def complete_shards(cache_dir: Path, layout: Sequence[Sequence[Any]]) -> dict[int, tuple[int, dict[str, int]]]:
+    """``shard index -> (images, intensity kinds)`` of the shards of ``layout`` complete on disk.
 
-    The job travels as a JSON file in ``cache_dir`` (file paths, and the digests of their
-    identities ``ids``; it names this process, so that it is also the run's lease on its
-    shards, see :mod:`codafeat.data.leases`), and the result as the files themselves: the parent process shares
-    no thread, lock or pipe with the fill except stderr. The fill looks for donors
-    (:func:`find_donors`) itself, so that the parent does not wait for it.
+    A missing or inconsistent shard is left out: it is (re)written.
     """
-    import subprocess
-
-    job = {**_leases.holder(), "cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
-           "bit_depth": bit_depth, "num_workers": num_workers,
-           "pending": [[int(s), skey, paths, [item_digest(i) for i in ids[layout[s][0]:layout[s][1]]]]
-                       for s, (skey, paths) in pending.items()]}
-    job_path = cache_dir / f".fill-{key}.json"
-    atomic_write_bytes(job_path, json.dumps(job).encode("utf-8"))
-    return subprocess.Popen([sys.executable, "-m", "codafeat.data.shards", str(job_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _fill_job(job_path: str) -> int:
-    """The background fill (``python -m codafeat.data.shards JOB``): pending shards, then the set index."""
-    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    cache_dir, layout = Path(job["cache_dir"]), job["layout"]
-    todo = {int(s): (paths, digests) for s, _, paths, digests in job["pending"]}
-    jobs = jobs_for(cache_dir, layout, todo, job["size"], job["bit_depth"], "raise")
-    for meta in fill(jobs, int(job["num_workers"]), 0):
-        if "error" in meta:
-            name, reason = meta["error"]
-            print(f"cannot read image {name!r}: {reason}", file=sys.stderr)
-            return 1
-    write_set_index(cache_dir, job["key"], job["size"], layout[-1][1], layout)
-    Path(job_path).unlink(missing_ok=True)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - run as a background process, tested through DecodedCache
-    sys.exit(_fill_job(sys.argv[1]))
+    present = {}
+    for s, (_, _, skey) in enumerate(layout):
+        try:
+            array, meta = open_shard(cache_dir, skey)
+        except (FileNotFoundError, ValueError):
+            continue
+        present[s] = (len(array), meta["kinds"])
+    return present

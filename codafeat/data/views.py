@@ -29,10 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._defaults import (
-    BLUR_PROB, BLUR_SIGMA, BRIGHTNESS, CONTRAST, GAMMA, GLOBAL_SCALE, IMAGE_SIZE, JITTER_PROB, LOCAL_SCALE, LOCAL_SIZE,
-    N_LOCAL_CROPS, ROTATION,
-)
+from .._defaults import BLUR_PROB, BLUR_SIGMA, BRIGHTNESS, CONTRAST, GAMMA, GLOBAL_SCALE, IMAGE_SIZE
+from .._defaults import JITTER_PROB, LOCAL_SCALE, LOCAL_SIZE, N_LOCAL_CROPS, ROTATION
 
 __all__ = ["MultiCropViews", "ViewParams", "adjust_intensity", "gaussian_blur", "sample_crop_boxes"]
 

@@ -455,7 +455,9 @@ def _dying_fill(monkeypatch):
         return subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    monkeypatch.setattr(shards_mod, "fill_in_background", fill)
+    import codafeat.data.background_fill as fill_mod
+
+    monkeypatch.setattr(fill_mod, "fill_in_background", fill)
 
 
 @pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
@@ -535,6 +537,7 @@ def test_a_neighbours_cleanup_keeps_the_shards_a_live_run_has_not_indexed_yet(im
     assert not list(cache_dir.glob(".lease-*.json")), "B released its lease"
 
 
+@pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_a_stale_lease_protects_nothing_and_is_removed(images, tmp_path, monkeypatch):
     import json
     import subprocess
