@@ -57,7 +57,7 @@ RESULTS = HERE / "RESULTS.md"
 FRACTIONS = (0.01, 0.1, 0.2, 0.5)
 VARIANTS = {"coda": (1.0, 1.0), "inter_only": (1.0, 0.0), "intra_only": (0.0, 1.0)}
 STAGES = ("pretrain", "embed", "linear", "finetune")
-TASKS = ("knee_kl", "jsrt")
+TASKS = ("knee_kl", "jsrt", "shoulder")
 SECTION = "## Transfer: linear probe and fine-tuning on the dev tasks (issue 22)"
 log = rp.log
 
@@ -135,8 +135,17 @@ class Run:
         """Encoders to evaluate: the pretrained variants whose weights exist, the extras, the baselines."""
         names = [n for n in self.args.variants if Path(self.weights(n)).exists()]
         names += [e.split("=", 1)[0] for e in self.args.extra]
-        pool = self.args.pooling
-        return [f"{n}@{pool}" if pool else n for n in [*names, "random"]] + ["raw_pixels"]
+        tag = self.tag()
+        return [f"{n}@{tag}" if tag else n for n in [*names, "random"]] + ([f"raw_pixels@{self.args.eval_size}px"]
+                                                                          if self.args.eval_size else ["raw_pixels"])
+
+    def tag(self) -> str:
+        """What the evaluation changes for every encoder alike (pooling, input side), as a name suffix."""
+        parts = [self.args.pooling or "", f"{self.args.eval_size}px" if self.args.eval_size else ""]
+        return "+".join(p for p in parts if p)
+
+    def eval_size(self) -> int:
+        return int(self.args.eval_size or self.settings["image_size"])
 
 
 # ---------------------------------------------------------------------------- pretraining
@@ -178,7 +187,8 @@ def load_tasks(data: Path, args: argparse.Namespace, size: int | None = None) ->
 
     size = size or recipe_settings(args)["image_size"]
     sets = rp.eval_sets(data)
-    scoring = {"knee_kl": "accuracy", "jsrt": "roc_auc"}
+    sets["shoulder"] = shoulder_makers(data)
+    scoring = {"knee_kl": "accuracy", "jsrt": "roc_auc", "shoulder": "balanced_accuracy"}
     out = {}
     for name in args.tasks:
         paths, labels = sets[name]
@@ -188,8 +198,24 @@ def load_tasks(data: Path, args: argparse.Namespace, size: int | None = None) ->
         else:
             X = np.stack([load_image(p, size=size) for p in paths]).astype(np.float32)
             np.save(cache, X)
-        out[name] = make_task(X, np.asarray(labels).astype(int), scoring[name], args)
+        y = np.unique(labels, return_inverse=True)[1] if name == "shoulder" else np.asarray(labels).astype(int)
+        out[name] = make_task(X, y, scoring[name], args)
     return out
+
+
+def shoulder_makers(data: Path) -> tuple[list[str], np.ndarray]:
+    """A within-organ task from the *training* images: the maker of the shoulder prosthesis.
+
+    ``organs7/shoulder`` names each file ``shoulderimpl_<split>_<Maker>.<n>.jpg`` (Cofield 83,
+    Depuy 294, Tornier 71, Zimmer 52). The encoders saw these images in pretraining, without
+    these labels: the probe asks whether the features keep the fine differences between
+    implants of one organ, the kind of detail a disease task needs.
+    """
+    import re
+
+    paths = sorted(str(p) for p in (data / "organs7" / "shoulder").iterdir() if p.suffix.lower() == ".jpg")
+    makers = [re.match(r"shoulderimpl_[a-z]+_([A-Za-z]+)\.", Path(p).name).group(1) for p in paths]
+    return paths, np.asarray(makers)
 
 
 def make_task(X: np.ndarray, y: np.ndarray, scoring: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -215,12 +241,12 @@ def embed_fn(run: Run, name: str):
     """``f(X) -> embeddings``: a CodaEncoder's transform, or the flattened pixels."""
     from codafeat import CodaEncoder
 
-    common = dict(device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling)
-    if name == "raw_pixels":
+    common = dict(device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling,
+                  image_size=run.eval_size())
+    if name.split("@")[0] == "raw_pixels":
         return lambda X: X.reshape(len(X), -1)
     if name.split("@")[0] == "random":
-        s = run.settings
-        return CodaEncoder(backbone=s["backbone"], image_size=s["image_size"], random_state=run.args.seed, **common).fit().transform
+        return CodaEncoder(backbone=run.settings["backbone"], random_state=run.args.seed, **common).fit().transform
     return CodaEncoder(weights=run.weights(name), **common).fit().transform
 
 
@@ -267,7 +293,10 @@ def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
     from codafeat import CodaClassifier
 
     a = run.args
-    names = [n for n in run.encoders() if n != "raw_pixels" and (not a.ft_encoders or n in a.ft_encoders.split(","))]
+    names = [n for n in run.encoders() if not n.startswith("raw_pixels")]
+    if a.ft_encoders:  # these, in this order
+        tag = run.tag()
+        names = [n for n in (f"{e}@{tag}" if tag else e for e in a.ft_encoders.split(",")) if n in names]
     for name in names:
         weights = ft_weights(run, name)
         for task, t in tasks.items():
@@ -281,7 +310,7 @@ def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
                         weights=weights, epochs=epochs, lp_epochs=round(a.ft_lp_fraction * epochs), lr=a.ft_lr,
                         encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
                         weight_decay=a.ft_weight_decay, device=a.device, num_workers=0, random_state=a.seed + d,
-                        pooling=a.pooling,
+                        pooling=a.pooling, image_size=run.eval_size(),
                     ).fit(t["X"][tr], t["y"][tr])
                     value = score(t["scoring"], t["y"][t["test"]], clf, t["X"][t["test"]])
                     rp.save_json(run.cell("finetune", name, task, frac, d),
@@ -297,7 +326,9 @@ STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_fine
 # ---------------------------------------------------------------------------- RESULTS.md
 LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
          "raw_pixels": "raw pixels"}
-TASK_TEXT = {"knee_kl": ("Knee KL grade", "accuracy (%)"), "jsrt": ("JSRT nodules", "ROC AUC (%)")}
+TASK_TEXT = {"knee_kl": ("Knee KL grade", "accuracy (%)"), "jsrt": ("JSRT nodules", "ROC AUC (%)"),
+             "shoulder": ("Shoulder implant maker (training images, labels unseen in pretraining)",
+                          "balanced accuracy (%)")}
 NOTES = ("<!-- transfer-notes -->", "<!-- /transfer-notes -->")
 
 
@@ -327,8 +358,8 @@ def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], o
             v = np.asarray(scores[name].get(f, []), dtype=float)
             cells.append(f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "-")
             means.append(v.mean() if len(v) else np.nan)
-        base, _, pool = name.partition("@")
-        label = LABEL.get(base, base) + (f" ({pool} pooling)" if pool else "")
+        base, _, tag = name.partition("@")
+        label = LABEL.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * np.nanmean(means):.1f} |")
     return lines
 
@@ -337,8 +368,8 @@ def section(run: Run, old: str | None) -> str:
     r = collect(run)
     meta = rp.load_json(run.out / "meta.json") if (run.out / "meta.json").exists() else {}
     order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random"]
-    order = [f"{n}@{p}" for n in order for p in ("", "avg", "avgmax", "max")] + ["raw_pixels"]
-    order = [n.rstrip("@") for n in order]
+    tags = sorted({c.stem.split("__")[1].partition("@")[2] for c in (run.out / "cells").glob("*__*.json")})
+    order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels"]]
     lines = [SECTION, "", f"Command: `{meta.get('command', '?')}` (commit {meta.get('commit', '?')}).", "",
              f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items())) + ".", "",
@@ -432,10 +463,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--variants", default=",".join(VARIANTS), help="pretrained encoders: coda,inter_only,intra_only")
     g.add_argument("--extra", action="append", default=[], metavar="NAME=WEIGHTS", help="more encoders to evaluate")
     g.add_argument("--max-images-per-organ", type=int, default=600)
+    g.add_argument("--eval-size", type=int, default=None,
+                   help="input side of every encoder, raw pixels and fine-tuning (default: the recipe's image_size)")
     g.add_argument("--pooling", default=None, choices=("avg", "max", "avgmax"),
                    help="global pooling of every encoder (default: each weights' own); names get '@<pooling>'")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--tasks", default=",".join(TASKS))
+    g.add_argument("--tasks", default=",".join(TASKS), help="knee_kl, jsrt (dev folders), shoulder (organs7/shoulder's makers)")
     g.add_argument("--draws", type=int, default=5, help="stratified draws per fraction")
     g.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="of the training pool")
     g.add_argument("--test-fraction", type=float, default=0.4, help="fixed test split of each task")
@@ -472,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if "pretrain" in args.stages:
         stage_pretrain(run, data)
-    tasks = load_tasks(data, args) if set(args.stages) - {"pretrain"} else {}
+    tasks = load_tasks(data, args, run.eval_size()) if set(args.stages) - {"pretrain"} else {}
     for stage in ("embed", "linear", "finetune"):
         if stage in args.stages:
             t = time.perf_counter()

@@ -242,14 +242,15 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
                 f"CodaClassifier needs at least 2 classes in y to train on; got only class {self.classes_[0]!r}"
                 if len(self.classes_) else "CodaClassifier needs at least 2 classes in y; y is empty"
             )
-        weights = None
+        weights = None  # numpy, not a tensor: no tensor travels in a pickle (codafeat._persist)
         if self.class_weight is not None:
-            weights = torch.as_tensor(compute_class_weight(self.class_weight, classes=self.classes_, y=y), dtype=torch.float32)
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y).astype(np.float32)
         self._class_weight = weights
         return torch.as_tensor(index, dtype=torch.long), len(self.classes_)
 
     def _task(self) -> Task:
-        return ClassificationTask(multilabel=self.multilabel_, class_weight=self._class_weight)
+        weight = None if self._class_weight is None else torch.from_numpy(self._class_weight)
+        return ClassificationTask(multilabel=self.multilabel_, class_weight=weight)
 
     def _stratify(self, targets: torch.Tensor) -> np.ndarray | None:
         return None if self.multilabel_ else targets.numpy()

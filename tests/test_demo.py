@@ -7,7 +7,7 @@ import json
 import pytest
 
 from codafeat import CodaEncoder
-from codafeat.demo import DEMO_SETTINGS, run_demo
+from codafeat.demo import DEMO_SETTINGS, PHANTOM_SETTINGS, run_demo
 
 TINY = dict(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2, batch_size=12, epochs=1,
             head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
@@ -29,9 +29,10 @@ def test_demo_writes_report_pictures_weights_history(demo):
     assert "Zero-shot organ separation" in report and "random init" in report and "1-shot" in report
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1
-    # the recipe's KoLeo term is trained, recorded and explained in the report
-    assert DEMO_SETTINGS["koleo_weight"] > 0 and "loss_koleo" in history[0]
-    assert f"+ {DEMO_SETTINGS['koleo_weight']} x KoLeo" in report
+    # on the phantoms the KoLeo term is trained (their intra-organ branch collapses without it),
+    # recorded and explained in the report; the recipe itself is the paper's objective
+    assert DEMO_SETTINGS["koleo_weight"] == 0 and PHANTOM_SETTINGS["koleo_weight"] > 0 and "loss_koleo" in history[0]
+    assert f"+ {PHANTOM_SETTINGS['koleo_weight']} x KoLeo" in report
     # six phantom organs, each with two variants, were pretrained on
     enc = CodaEncoder(weights=out / "coda.safetensors").fit()
     assert len(enc.config_["training"]["organs"]) == 6
