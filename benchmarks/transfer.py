@@ -370,7 +370,9 @@ def section(run: Run, old: str | None) -> str:
     order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random"]
     tags = sorted({c.stem.split("__")[1].partition("@")[2] for c in (run.out / "cells").glob("*__*.json")})
     order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels"]]
-    lines = [SECTION, "", f"Command: `{meta.get('command', '?')}` (commit {meta.get('commit', '?')}).", "",
+    commands = meta.get("commands") or [meta.get("command", "?")]
+    lines = [SECTION, "", "Commands (in this order; finished cells are kept, `--resume` skips them; commit "
+             f"{meta.get('commit', '?')}):", "", "```", *commands, "```", "",
              f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items())) + ".", "",
              "Encoders pretrained with the recipe `" + run.args.recipe + "`"
@@ -437,7 +439,7 @@ def dry_run(args: argparse.Namespace) -> int:
              "jsrt": make_task(Xt, (np.asarray(yt) == "hand").astype(int), "roc_auc", args)}
     for stage in ("embed", "linear", "finetune"):
         STAGE_FN[stage](run, tasks)
-    rp.save_json(run.out / "meta.json", dict(command="python benchmarks/transfer.py --dry-run", machine=rp.machine(),
+    rp.save_json(run.out / "meta.json", dict(commands=["python benchmarks/transfer.py --dry-run"], machine=rp.machine(),
                                              commit=rp.git_commit()))
     write_results(run, Path(args.results_file))
     return 0
@@ -513,8 +515,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"stage {stage}: {time.perf_counter() - t:.0f}s")
     meta = rp.load_json(run.out / "meta.json") if (run.out / "meta.json").exists() else {}
     meta.setdefault("seconds", {})
-    meta.update(machine=rp.machine(), commit=rp.git_commit(), command="python benchmarks/transfer.py " + " ".join(
-        sys.argv[1:] if argv is None else argv))
+    command = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if set(args.stages) - {"pretrain"} or not args.resume:  # a results-only rerun is not a command of the run
+        meta["commands"] = [c for c in meta.get("commands", []) if c != command] + [command]
+    meta.update(machine=rp.machine(), commit=rp.git_commit())
     meta["seconds"]["last_run"] = time.perf_counter() - t0
     rp.save_json(run.out / "meta.json", meta)
     if args.results:
