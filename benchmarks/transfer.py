@@ -374,7 +374,8 @@ def section(run: Run, old: str | None) -> str:
     lines = [SECTION, "", "Commands (in this order; finished cells are kept, `--resume` skips them; commit "
              f"{meta.get('commit', '?')}):", "", "```", *commands, "```", "",
              f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
-             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items())) + ".", "",
+             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items()))
+             + (f"; wall time: {meta['wall']}" if meta.get("wall") else "") + ".", "",
              "Encoders pretrained with the recipe `" + run.args.recipe + "`"
              + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "") + ": "
              + ", ".join(f"`{k}={v}`" for k, v in run.settings.items()) + f", `random_state={run.args.seed}`, on "
