@@ -325,7 +325,7 @@ STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_fine
 
 # ---------------------------------------------------------------------------- RESULTS.md
 LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
-         "raw_pixels": "raw pixels"}
+         "raw_pixels": "raw pixels", "coda_koleo": "Coda, koleo_weight=0.1 (the previous recipe)"}
 TASK_TEXT = {"knee_kl": ("Knee KL grade", "accuracy (%)"), "jsrt": ("JSRT nodules", "ROC AUC (%)"),
              "shoulder": ("Shoulder implant maker (training images, labels unseen in pretraining)",
                           "balanced accuracy (%)")}
