@@ -209,7 +209,7 @@ def check_outputs(
     >>> check_outputs({"--out": "m.safetensors", "--history": "m.safetensors"})
     Traceback (most recent call last):
     ...
-    ValueError: --history and --out are the same file ...: one would overwrite the other
+    ValueError: --out and --history are the same file ...: one would overwrite the other
     """
     paths = {what: Path(os.path.realpath(Path(p).expanduser())) for what, p in outputs.items() if p is not None}
     seen: dict[Path, str] = {}
