@@ -2,7 +2,7 @@
 
 :class:`LinearHeadFineTuner` is the common base of :class:`~codafeat.CodaClassifier` and
 :class:`~codafeat.CodaRegressor` (the paper's transfer network, :mod:`codafeat.nn.linear_head`);
-:func:`resolve_weights` and :func:`tqdm_epochs` serve :class:`~codafeat.CodaSegmenter` too.
+:func:`resolve_weights` and :func:`run_epochs` serve :class:`~codafeat.CodaSegmenter` too.
 Training runs on :class:`~codafeat._train.finetune.FineTuneTrainer`, inference on
 :func:`~codafeat._infer.stream_batches`, pickling on :class:`~codafeat._persist.TorchStateMixin`:
 one machinery for every fine-tuning estimator.
@@ -67,6 +67,24 @@ def tqdm_epochs(verbose: int, epochs: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=epochs, desc="fine-tuning", unit="epoch")
+
+
+def run_epochs(
+    trainer: FineTuneTrainer, images: torch.Tensor, targets: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
+    *, epochs: int, batch_size: int, patience: int | None, verbose: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """:func:`~codafeat._train.finetune.fit_epochs` on the training and validation positions, with a progress
+    bar when ``verbose``; ``patience=None`` trains every epoch (no early stopping)."""
+    progress = tqdm_epochs(verbose, epochs)
+    try:
+        return fit_epochs(
+            trainer, (images[train_idx], targets[train_idx]), (images[val_idx], targets[val_idx]) if len(val_idx) else None,
+            epochs=epochs, batch_size=batch_size, progress=progress,
+            early_stopping=EarlyStopping(patience) if patience is not None else None,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def image_augment(value: Any) -> Any:
@@ -154,17 +172,10 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             lp_steps=steps_per_epoch * min(int(self.lp_epochs), int(self.epochs)), policy=policy,
             augment=image_augment(self.augment), generator=torch.Generator().manual_seed(seed),
         )
-        progress = tqdm_epochs(self.verbose, int(self.epochs))
-        try:
-            self.history_, self.best_epoch_ = fit_epochs(
-                trainer, (images[train_idx], targets[train_idx]),
-                (images[val_idx], targets[val_idx]) if len(val_idx) else None,
-                epochs=int(self.epochs), batch_size=bs, progress=progress,
-                early_stopping=EarlyStopping(int(self.n_iter_no_change)) if self.early_stopping else None,
-            )
-        finally:
-            if progress is not None:
-                progress.close()
+        self.history_, self.best_epoch_ = run_epochs(
+            trainer, images, targets, train_idx, val_idx, epochs=int(self.epochs), batch_size=bs, verbose=self.verbose,
+            patience=int(self.n_iter_no_change) if self.early_stopping else None,
+        )
         self.model_ = model.eval()
         self.config_ = dict(config, n_outputs=int(n_outputs))
         self.device_ = policy.device

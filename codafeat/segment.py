@@ -29,8 +29,8 @@ from ._device import DevicePolicy
 from ._infer import stream_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._persist import TorchStateMixin
-from ._finetune import resolve_weights, tqdm_epochs
-from ._train.finetune import EarlyStopping, FineTuneTrainer, fit_epochs
+from ._finetune import resolve_weights, run_epochs
+from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
 from .data.seg_augment import SegAugment, encode_mask, load_mask
@@ -290,17 +290,10 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             total_steps=math.ceil(len(train_idx) / bs) * int(self.epochs), policy=policy, augment=augment,
             generator=torch.Generator().manual_seed(seed),
         )
-        progress = tqdm_epochs(self.verbose, int(self.epochs))
-        try:
-            self.history_, best_epoch = fit_epochs(
-                trainer, (images[train_idx], masks[train_idx]),
-                (images[val_idx], masks[val_idx]) if len(val_idx) else None,
-                epochs=int(self.epochs), batch_size=bs, progress=progress,
-                early_stopping=EarlyStopping(int(self.n_iter_no_change)) if self.early_stopping else None,
-            )
-        finally:
-            if progress is not None:
-                progress.close()
+        self.history_, best_epoch = run_epochs(
+            trainer, images, masks, train_idx, val_idx, epochs=int(self.epochs), batch_size=bs, verbose=self.verbose,
+            patience=int(self.n_iter_no_change) if self.early_stopping else None,
+        )
         self.model_ = model.eval()
         self.config_ = make_config(
             backbone=config["backbone"], embed_dim=encoder_channels(model.encoder)[-1], image_size=size,
