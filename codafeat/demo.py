@@ -259,7 +259,8 @@ def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict
         "distil) and the information its targets carry about the image (MI, nats; 0 = collapse).",
         "",
         "`loss` = inter-organ + intra-organ" + (f" + {params['koleo_weight']} x KoLeo" if params.get("koleo_weight") else "")
-        + " (the recipe's weights).",
+        + " (the weights this run trained with; on the phantoms the demo adds the KoLeo term, which keeps their "
+        "intra-organ branch from collapsing).",
         "",
         "| epoch | loss | inter-organ | intra-organ | KoLeo | monitor kNN | monitor NMI | H_t / ln K | MI | lr | img/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
