@@ -69,6 +69,16 @@ def tqdm_epochs(verbose: int, epochs: int) -> Any:
     return tqdm(total=epochs, desc="fine-tuning", unit="epoch")
 
 
+def fine_tuning_tags(tags: Any) -> Any:
+    """The scikit-learn tags of every fine-tuning estimator: images in, targets required."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.three_d_array = True
+    tags.input_tags.string = True
+    tags.target_tags.required = True
+    tags.non_deterministic = True  # CUDA kernels; CPU fits with a fixed random_state repeat
+    return tags
+
+
 def run_epochs(
     trainer: FineTuneTrainer, images: torch.Tensor, targets: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
     *, epochs: int, batch_size: int, patience: int | None, verbose: int,
@@ -140,13 +150,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ sklearn API
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.input_tags.string = True
-        tags.target_tags.required = True
-        tags.non_deterministic = True  # CUDA kernels; CPU fits with a fixed random_state repeat
-        return tags
+        return fine_tuning_tags(super().__sklearn_tags__())
 
     def _fit(self, X: Any, targets: torch.Tensor, n_outputs: int) -> None:
         """Build the network from ``weights`` and fine-tune it on ``X`` and ``targets`` (one per image)."""

@@ -29,7 +29,7 @@ from ._device import DevicePolicy
 from ._infer import stream_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._persist import TorchStateMixin
-from ._finetune import resolve_weights, run_epochs
+from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
 from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
@@ -229,13 +229,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ sklearn API
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.input_tags.string = True
-        tags.target_tags.required = True
-        tags.non_deterministic = True  # CUDA kernels; CPU fits with a fixed random_state repeat
-        return tags
+        return fine_tuning_tags(super().__sklearn_tags__())
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, Y: Any) -> "CodaSegmenter":

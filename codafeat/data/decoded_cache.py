@@ -487,7 +487,7 @@ class DecodedCache:
             for meta in _shards.fill(todo, num_workers, verbose):
                 if "error" in meta:
                     raise _io.ImageReadError(*meta["error"])
-            if all(not _shards.open_shard(cache_dir, skey)[1]["kept"] for _, _, skey in layout):
+            if all(not _shards.open_shard(cache_dir, skey, verify=False)[1]["kept"] for _, _, skey in layout):
                 for _, _, skey in layout:  # nothing readable: leave no cache behind
                     for p in _shards.paths(cache_dir, skey):
                         p.unlink(missing_ok=True)

@@ -170,8 +170,11 @@ def paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return cache_dir / f"shard-{key}.u8", cache_dir / f"shard-{key}.json"
 
 
-def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+def open_shard(cache_dir: Path, key: str, *, verify: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """``(memmap (n, s, s), metadata)`` of a complete shard.
+
+    ``verify`` checks the data's CRC-32 (one read of the shard); ``False`` only where the
+    caller needs the metadata of a shard it has just written.
 
     Raises
     ------
@@ -190,7 +193,7 @@ def open_shard(cache_dir: Path, key: str) -> tuple[np.ndarray, dict[str, Any]]:
         raise ValueError(f"decoded-cache shard data {str(data)!r} is missing ({exc})") from exc
     if actual != n * size * size:
         raise ValueError(f"decoded-cache shard data {str(data)!r} has {actual} bytes, expected {n * size * size}")
-    if "crc32" in meta and _crc32(data) != meta["crc32"]:  # shards written before checksums have none
+    if verify and "crc32" in meta and _crc32(data) != meta["crc32"]:  # shards written before checksums have none
         raise ValueError(f"decoded-cache shard data {str(data)!r} does not match its checksum (damaged bytes)")
     array = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
     return array, meta
