@@ -98,6 +98,7 @@ PRETRAIN: dict[str, Any] = {
     "checkpoint_every": 1,
     "resume": False,
     "organ_from": "folder",
+    "organ_map": None,
     "bit_depth": None,
     "on_error": "raise",
     "monitor_every": 1,
@@ -112,8 +113,8 @@ PRETRAIN: dict[str, Any] = {
 #: checkpoint's networks): they may change between a checkpoint and the run that resumes
 #: it. Every other parameter must agree.
 PRETRAIN_RUN_ONLY = frozenset(
-    {"init_weights", "compile", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume", "organ_from",
-     "on_error", "monitor_every", "log_dir", "random_state", "verbose"}
+    {"init_weights", "compile", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume",
+     "organ_from", "organ_map", "on_error", "monitor_every", "log_dir", "random_state", "verbose"}
 )
 
 #: Decoder widths of the U-Net at strides 16, 8, 4, 2, 1 (ours).

@@ -13,6 +13,9 @@ from typing import Any
 
 __all__ = ["model_card"]
 
+#: Rows of the DICOM raw-value-to-organ table shown in a card (the config keeps them all).
+_MAX_MAP_ROWS = 30
+
 
 def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
@@ -41,6 +44,15 @@ def _summary_lines(data: Mapping[str, Any]) -> list[str]:
             lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(data[key].items())))
     if data.get("dicom_sampled"):
         lines.append(f"- (DICOM tags read from {data['dicom_sampled']} of the files)")
+    rows = data.get("dicom_organ_map") or []
+    if rows:
+        lines.append("- Organ of each DICOM BodyPartExamined value (organ_from='dicom'; source, files):")
+        for row in rows[:_MAX_MAP_ROWS]:
+            organ = row.get("organ") or "(unknown: left out)"
+            lines.append(f"  - {_one_line(repr(row.get('raw', '')))} -> {_one_line(str(organ))} "
+                         f"({row.get('source')}, {row.get('count')})")
+        if len(rows) > _MAX_MAP_ROWS:
+            lines.append(f"  - ... and {len(rows) - _MAX_MAP_ROWS} more value(s) (all in the weights' config)")
     return lines or ["- " + _one_line(json.dumps(dict(data), sort_keys=True))]
 
 

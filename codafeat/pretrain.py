@@ -211,7 +211,16 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         Continue from the checkpoint in ``checkpoint_dir`` when there is one.
     organ_from : {"folder", "dicom"}, default="folder"
         Organ labels from the first-level subfolder (or ``y`` / the manifest), or from the
-        DICOM tag BodyPartExamined.
+        DICOM headers: BodyPartExamined normalised to an organ name (``CHEST``, ``THORAX``,
+        ``PORT CHEST`` and ``TORAX`` are all ``chest``), with StudyDescription,
+        SeriesDescription and ProtocolName as fallback (see
+        :mod:`codafeat.data.body_parts`). Files whose organ stays unknown raise, listing the
+        unknown values, or are skipped with ``on_error="skip"``. The raw-to-organ table used
+        is recorded in ``data_summary_`` and the model card.
+    organ_map : dict, str, path or None, default=None
+        With ``organ_from="dicom"``: the user's mapping, checked before the table:
+        ``{raw value or organ: organ}``, or a CSV file with columns ``raw,organ``. Keys match
+        whatever their case, spacing and punctuation.
     bit_depth : int or None, default=None
         Fixed bit depth of integer images of more than 8 bits, e.g. 12 or 14 for a
         detector's 16-bit containers: divide by ``2**bit_depth - 1`` instead of per-image
@@ -261,7 +270,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         What the model card records about the data: ``organs`` (name -> count),
         ``n_images``, ``n_train_images``, ``files_sha256`` (of the sorted relative paths;
         ``None`` for in-memory images) and, for DICOM files, ``dicom_manufacturers`` and
-        ``dicom_body_parts``.
+        ``dicom_body_parts``; with ``organ_from="dicom"`` also ``dicom_organ_map``: one row
+        per raw BodyPartExamined value (``raw``, ``organ``, ``source``, ``count``).
     seed_ : int
         The run's seed (drawn from ``random_state``, broadcast from rank 0 under
         ``torchrun``, or read from the checkpoint when resuming with ``random_state=None``).
@@ -349,6 +359,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         "checkpoint_every": [Interval(Integral, 1, 1_000_000, closed="both")],
         "resume": ["boolean"],
         "organ_from": [StrOptions({"folder", "dicom"})],
+        "organ_map": [None, dict, str, os.PathLike],
         "bit_depth": BIT_DEPTH,
         "on_error": ON_ERROR,
         "monitor_every": [Interval(Integral, 0, 1_000_000, closed="both")],
@@ -411,6 +422,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         checkpoint_every: int = P["checkpoint_every"],
         resume: bool = P["resume"],
         organ_from: str = P["organ_from"],
+        organ_map: dict[str, str] | str | os.PathLike | None = P["organ_map"],
         bit_depth: int | None = P["bit_depth"],
         on_error: str = P["on_error"],
         monitor_every: int = P["monitor_every"],
@@ -469,6 +481,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.checkpoint_every = checkpoint_every
         self.resume = resume
         self.organ_from = organ_from
+        self.organ_map = organ_map
         self.bit_depth = bit_depth
         self.on_error = on_error
         self.monitor_every = monitor_every
@@ -579,8 +592,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     def _prepare(self, X: Any, y: Any, info: D.DistInfo) -> tuple[Any, DecodedCache, np.ndarray, str | None]:
         """Find the images, read the checkpoint to resume, fix the seed, decode: ``(ckpt, cache, labels, data key)``."""
-        items, organ_names, unlabelled = collect_organ_images(
-            X, y, organ_from=self.organ_from, on_error=self.on_error, cache_dir=self.cache_dir
+        items, organ_names, unlabelled, organ_mapping = collect_organ_images(
+            X, y, organ_from=self.organ_from, organ_map=self.organ_map, on_error=self.on_error,
+            cache_dir=self.cache_dir,
         )
         _check_organs(organ_names, stage="input")
         ckpt = (
@@ -597,6 +611,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels],
                                                    cache_dir=self.cache_dir)
         self.data_summary_["n_images"] = int(len(labels))
+        if organ_mapping:
+            self.data_summary_["dicom_organ_map"] = organ_mapping
         return ckpt, cache, labels, data_key
 
     def _views(self) -> MultiCropViews:

@@ -252,30 +252,25 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
 
 def test_organ_from_dicom_tag(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    pytest.importorskip("pydicom")
+    from codafeat.model_card import model_card
+    from codafeat.weights import read_config
+    from helpers import write_dicom
 
     rng = np.random.default_rng(0)
     paths = []
-    for organ, tag in (("chest", "CHEST"), ("hand", "HAND")):
+    spellings = {"chest": ["CHEST", "PORT CHEST", "THORAX", "CHEST_LAT"], "hand": ["HAND", "HAND LT", "R HAND", ""]}
+    for organ, tags in spellings.items():
         for i in range(8):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            p = tmp_path / f"{organ}{i}.dcm"
-            ds = FileDataset(str(p), {}, file_meta=meta, preamble=b"\0" * 128)
-            arr = _organ_image(organ, rng)
-            ds.Rows, ds.Columns = arr.shape
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-            ds.BodyPartExamined = tag
-            ds.PixelData = arr.tobytes()
-            ds.save_as(p, enforce_file_format=True)
-            paths.append(str(p))
+            extra = {"SeriesDescription": "Hand PA"} if tags[i % 4] == "" else {}
+            paths.append(str(write_dicom(tmp_path / f"{organ}{i}.dcm", _organ_image(organ, rng),
+                                         BodyPartExamined=tags[i % 4], **extra)))
     est = CodaPretrainer(**dict(TINY, epochs=1, organ_from="dicom")).fit(paths)
-    assert list(est.organs_) == ["chest", "hand"]
+    assert list(est.organs_) == ["chest", "hand"] and est.data_summary_["organs"] == {"chest": 8, "hand": 8}
+    table = {row["raw"]: (row["organ"], row["source"], row["count"]) for row in est.data_summary_["dicom_organ_map"]}
+    assert table["PORT CHEST"] == ("chest", "tag", 2) and table[""] == ("hand", "description", 2)
+    card = model_card(read_config(est.save(tmp_path / "w.safetensors")))
+    assert "'PORT CHEST' -> chest (tag, 2)" in card and "'' -> hand (description, 2)" in card
 
 
 def test_fit_restores_the_denormal_setting(organ_folder):

@@ -6,7 +6,8 @@ recursively in sorted order. Output formats:
 * ``.npy``: a float32 array (n_images, n_features), plus ``<name>.paths.txt`` listing the
   image of each row;
 * ``.csv``: a ``path`` column, then ``f0 ... f<n-1>``;
-* ``.parquet``: the same columns (needs ``pandas`` and ``pyarrow``).
+* ``.parquet``: the same columns, the features as float32 (needs ``pyarrow``:
+  ``pip install 'codafeat[parquet]'``).
 
 With ``--on-error skip`` unreadable images get NaN rows (and a warning naming them).
 """
@@ -121,11 +122,11 @@ def _check_out(out: str) -> str:
         raise ValueError(f"--out {out!r}: unsupported format {suffix or '(none)'}; use one of {', '.join(FORMATS)}")
     if suffix == ".parquet":
         try:
-            import pandas  # noqa: F401
             import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
         except ImportError as exc:
             raise ImportError(
-                f"writing {out!r} (.parquet) needs pandas and pyarrow: pip install pandas pyarrow "
+                f"writing {out!r} (.parquet) needs pyarrow: pip install 'codafeat[parquet]' "
                 "(or write .npy or .csv)"
             ) from exc
     return suffix
@@ -165,18 +166,20 @@ def write_features(out: str | os.PathLike, paths: Sequence[str], emb: np.ndarray
             writer.writerow([p, *(f"{x:.9g}" for x in row)])  # 9 digits: float32 round-trips
         # surrogateescape turns the undecodable bytes of a file name back into those bytes
         return atomic_write_many({out: text.getvalue().encode("utf-8", "surrogateescape")})
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    df = pd.DataFrame(np.asarray(emb, dtype=np.float32), columns=cols)
     try:
         for p in paths:
             p.encode("utf-8")
-        df.insert(0, "path", list(paths))
+        path_column = pa.array(list(paths), type=pa.string())
     except UnicodeEncodeError:
         logger.warning("%s: some file names are not UTF-8; the path column holds their raw bytes", out)
-        df.insert(0, "path", [_path_bytes(p) for p in paths])
+        path_column = pa.array([_path_bytes(p) for p in paths], type=pa.binary())
+    emb32 = np.asarray(emb, dtype=np.float32)
+    table = pa.table([path_column, *(pa.array(emb32[:, j]) for j in range(emb32.shape[1]))], names=["path", *cols])
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    pq.write_table(table, buf)
     return atomic_write_many({out: buf.getvalue()})
 
 

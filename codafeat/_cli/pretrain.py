@@ -71,7 +71,7 @@ def _inputs(data: str) -> list[str]:
 
     try:
         paths, _ = read_manifest(data, check_files=False)
-    except (ValueError, OSError, KeyError):
+    except (ValueError, OSError, KeyError, ImportError):
         paths = []  # an unreadable manifest is reported by fit, by name
     return [data, *paths]
 

@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder with one sub-folder per class (or a CSV manifest)")
-    src.add_argument("--labels-csv", help="CSV manifest with a path and a label column")
+    src.add_argument("--data", help="folder with one sub-folder per class (or a .csv / .parquet manifest)")
+    src.add_argument("--labels-csv", help="manifest (.csv or .parquet) with a path and a label column")
     parser.add_argument("--path-column", default="path", help="manifest column of image paths (default: path)")
     parser.add_argument("--label-column", default="organ", help="manifest column of labels (default: organ)")
     how = parser.add_mutually_exclusive_group()
@@ -49,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args: argparse.Namespace) -> tuple[list[str], np.ndarray]:
-    from ..data.manifest import read_manifest, scan_organ_folder
+    from ..data.manifest import is_manifest, read_manifest, scan_organ_folder
 
     if args.labels_csv is not None:
         return read_manifest(args.labels_csv, path_column=args.path_column, label_column=args.label_column)
     data = Path(args.data)
-    if data.is_file() and data.suffix.lower() == ".csv":
+    if is_manifest(data):
         return read_manifest(data, path_column=args.path_column, label_column=args.label_column)
     return scan_organ_folder(data)
 

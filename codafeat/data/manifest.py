@@ -1,8 +1,10 @@
-"""Training sets as files: an organ-per-sub-folder tree, or a CSV manifest.
+"""Training sets as files: an organ-per-sub-folder tree, or a manifest (CSV or Parquet).
 
 :func:`scan_organ_folder` reads ``folder/<organ>/.../<image>`` to ``(paths, organ
-labels)``; :func:`read_manifest` reads a CSV of ``path,organ`` (or other columns) to the
-same. :func:`codafeat.data.organs.collect_organ_images` chooses between them.
+labels)``; :func:`read_manifest` reads a manifest of ``path,organ`` (or other columns) to
+the same, from a ``.csv`` file or a ``.parquet`` file (Parquet needs ``pyarrow``:
+``pip install 'codafeat[parquet]'``). :func:`is_manifest` says whether a path names one.
+:func:`codafeat.data.organs.collect_organ_images` chooses between them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,25 @@ from .io import IMAGE_SUFFIXES, find_images
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_manifest", "scan_organ_folder"]
+__all__ = ["MANIFEST_SUFFIXES", "is_manifest", "read_manifest", "scan_organ_folder"]
+
+#: File suffixes read as manifests (case-insensitive).
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+
+
+def is_manifest(path: object) -> bool:
+    """Whether ``path`` is a manifest file (an existing ``.csv`` or ``.parquet`` file).
+
+    Examples
+    --------
+    >>> is_manifest("no/such/labels.csv"), is_manifest(["a.png"])
+    (False, False)
+    """
+    return (
+        isinstance(path, (str, os.PathLike))
+        and str(path).lower().endswith(MANIFEST_SUFFIXES)
+        and os.path.isfile(path)
+    )
 
 
 def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]:
@@ -75,7 +95,9 @@ def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]
 
 
 def _read_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int, str, str]]:
-    """``(line, path, label)`` of every row, stripped; the header checked."""
+    """``(line, path, label)`` of every row, stripped; the header checked (CSV: line numbers; Parquet: rows from 1)."""
+    if src.suffix.lower() == ".parquet":
+        return _read_parquet_rows(src, path_column, label_column)
     with open(src, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames
@@ -90,6 +112,35 @@ def _read_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int
                 for line, row in enumerate(reader, start=2)]
 
 
+def _read_parquet_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int, str, str]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError(
+            f"reading the Parquet manifest {str(src)!r} needs pyarrow: pip install 'codafeat[parquet]' "
+            "(or save the manifest as .csv)"
+        ) from exc
+    try:
+        pfile = pq.ParquetFile(src)
+        header = list(pfile.schema_arrow.names)
+        table = pfile.read(columns=[c for c in (path_column, label_column) if c in header])
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError types for damaged files
+        raise ValueError(f"manifest {str(src)!r} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in (path_column, label_column) if c not in header]
+    if missing:
+        raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bytes):  # a binary path column: the file system's own bytes
+            return os.fsdecode(value).strip()
+        return str(value).strip()
+
+    paths, labels = table.column(path_column).to_pylist(), table.column(label_column).to_pylist()
+    return [(row, cell(p), cell(lab)) for row, (p, lab) in enumerate(zip(paths, labels), start=1)]
+
+
 def read_manifest(
     csv_path: str | os.PathLike,
     *,
@@ -97,14 +148,16 @@ def read_manifest(
     label_column: str = "organ",
     check_files: bool = True,
 ) -> tuple[list[str], np.ndarray]:
-    """Image paths and labels from a CSV file (e.g. ``path,organ``).
+    """Image paths and labels from a manifest: a CSV or Parquet file (e.g. ``path,organ``).
 
     Parameters
     ----------
     csv_path : str or path
-        The CSV file, with a header row.
+        The manifest: a ``.csv`` file with a header row, or a ``.parquet`` file (needs
+        ``pyarrow``). Other columns are ignored. Errors name CSV rows by their line in the
+        file and Parquet rows by their number (from 1).
     path_column : str, default="path"
-        Column of image paths; relative paths are relative to the CSV's folder.
+        Column of image paths; relative paths are relative to the manifest's folder.
     label_column : str, default="organ"
         Column of labels (e.g. ``"kl_grade"``).
     check_files : bool, default=True
@@ -125,16 +178,19 @@ def read_manifest(
     FileNotFoundError
         If the CSV or (with ``check_files``) listed images are missing.
     ValueError
-        If the CSV is empty, not UTF-8, lacks a column, has rows with an empty path or label,
+        If the manifest is empty, not UTF-8 (CSV), not readable (Parquet), lacks a column, has rows with an empty path or label,
         or lists one file under two labels.
     """
     src = Path(csv_path)
+    if src.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ValueError(f"manifest {str(src)!r}: unsupported format; a manifest is one of {', '.join(MANIFEST_SUFFIXES)}")
     if not src.is_file():
         raise FileNotFoundError(f"manifest {str(src)!r} does not exist or is not a file")
     try:
         rows = _read_rows(src, path_column, label_column)
     except UnicodeDecodeError as exc:
         raise ValueError(f"manifest {str(src)!r} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    unit = "row" if src.suffix.lower() == ".parquet" else "line"
     paths: list[str] = []
     labels: list[str] = []
     bad: list[int] = []
@@ -150,8 +206,8 @@ def read_manifest(
             line0, lab0 = first[key]
             if lab0 != lab:
                 raise ValueError(
-                    f"manifest {str(src)!r}: {p!r} is listed twice with different labels: {lab0!r} on line {line0} "
-                    f"and {lab!r} on line {line}; one image has one {label_column}"
+                    f"manifest {str(src)!r}: {p!r} is listed twice with different labels: {lab0!r} on {unit} {line0} "
+                    f"and {lab!r} on {unit} {line}; one image has one {label_column}"
                 )
             duplicates.append(line)
             continue
@@ -161,13 +217,13 @@ def read_manifest(
     if duplicates:
         warnings.warn(
             f"manifest {str(src)!r}: {len(duplicates)} row(s) repeat an image already listed with the same "
-            f"{label_column} (lines {duplicates[:10]}); each image is used once",
+            f"{label_column} ({unit}s {duplicates[:10]}); each image is used once",
             UserWarning, stacklevel=2,
         )
     if bad:
         raise ValueError(
             f"manifest {str(src)!r}: {len(bad)} row(s) with an empty {path_column!r} or {label_column!r} "
-            f"(lines {bad[:10]})"
+            f"({unit}s {bad[:10]})"
         )
     if not paths:
         raise ValueError(f"manifest {str(src)!r} has a header but no rows")

@@ -90,7 +90,7 @@ def test_embed_parquet(setup, tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
     with caplog.at_level(logging.ERROR):
         assert main(["embed", setup["data"], "--out", str(tmp_path / "x.parquet"), *common(setup)]) == 1
-    assert "pip install pandas pyarrow" in caplog.text
+    assert "pip install 'codafeat[parquet]'" in caplog.text
     assert not (tmp_path / "x.parquet").exists()
 
 

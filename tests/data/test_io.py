@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from helpers import write_dicom
+
 from codafeat.data.io import (
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -151,36 +153,6 @@ def test_resized_constant_image_stays_constant(tmp_path):
 
 
 # --------------------------------------------------------------------------- DICOM
-def write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored=None, **tags) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr.shape[-2:]
-    if arr.ndim == 3:
-        ds.NumberOfFrames = arr.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    bits = arr.dtype.itemsize * 8
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits_stored or bits
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_monochrome2_no_window_is_minmax(tmp_path):
     a = RNG.integers(100, 4000, size=(12, 10)).astype(np.uint16)
     p = write_dicom(tmp_path / "m2.dcm", a, bits_stored=12)

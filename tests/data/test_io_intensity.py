@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from test_io import write_dicom
+from helpers import write_dicom
 from test_pretrain import TINY, make_organ_folder
 
 from codafeat import CodaEncoder, CodaPretrainer

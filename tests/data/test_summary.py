@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_io import write_dicom
+from helpers import write_dicom
 
 from codafeat.data.summary import MAX_DICOM_HEADERS, files_digest, training_data_summary
 

@@ -106,7 +106,7 @@ def sample_files(tmp_path_factory) -> dict[str, bytes]:
         Image.fromarray(rng.integers(0, 256, (48, 40), dtype=np.uint8)).save(buf, fmt)
         files[suffix] = buf.getvalue()
     pytest.importorskip("pydicom")
-    from test_io import write_dicom
+    from helpers import write_dicom
 
     p = write_dicom(tmp / "s.dcm", rng.integers(0, 4000, (24, 20)).astype(np.uint16), bits_stored=12,
                     WindowCenter=2000, WindowWidth=3000)
@@ -157,7 +157,7 @@ def test_pixel_limit_is_one_configurable_rule(tmp_path):
             with pytest.raises(ImageReadError, match="400 pixels, over the limit of 399"):
                 decode_image(p)
         pytest.importorskip("pydicom")
-        from test_io import write_dicom
+        from helpers import write_dicom
 
         dcm = write_dicom(tmp_path / "d.dcm", np.zeros((20, 20), np.uint16))
         with pytest.raises(ImageReadError, match="over the limit"):
@@ -288,7 +288,7 @@ def test_symlinked_organ_folders_are_followed_loop_safe(tmp_path):
 # --------------------------------------------------------------------------- 6-7. DICOM
 def _dicom(path: Path, arr: np.ndarray, **tags) -> Path:
     pytest.importorskip("pydicom")
-    from test_io import write_dicom
+    from helpers import write_dicom
 
     return write_dicom(path, arr, **tags)
 
