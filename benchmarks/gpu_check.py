@@ -15,7 +15,11 @@ compile error):
 3. **Encoder throughput** on 1024-px 8-bit PNGs (synthetic, written to a temporary folder)
    with the loader's workers (``num_workers="auto"``), against the bare model on pre-decoded
    tensors.
-4. **A 300-step pretraining run** on synthetic radiographs with the ``small`` recipe
+4. **Distributed embedding**: ``codafeat embed`` on the same PNGs in one process against
+   ``torchrun --nproc_per_node=N -m codafeat embed`` (N = the GPUs; 2 CPU processes in the
+   dry run). Reports both wall times (process start and weights loading included), their
+   ratio, and whether the two outputs are the same bytes.
+5. **A 300-step pretraining run** on synthetic radiographs with the ``small`` recipe
    (``CodaPretrainer.fit``). It must end with finite losses. Reports the final losses and
    the data-wait share.
 
@@ -147,8 +151,42 @@ def encoder_throughput(cfg: dict, device: torch.device) -> dict[str, Any]:
             "workers": os.cpu_count()}
 
 
+def distributed_embed(cfg: dict, device: torch.device) -> dict[str, Any]:
+    """Stage 4: ``codafeat embed`` in one process vs under ``torchrun`` (one process per GPU)."""
+    import subprocess
+
+    n, side = cfg["png"]
+    nproc = torch.cuda.device_count() if device.type == "cuda" else 2
+    rng = np.random.default_rng(1)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        images = os.path.join(tmp, "images")
+        os.mkdir(images)
+        for i in range(n):
+            img = (rng.random((side, side)) * 40 + np.linspace(60, 200, side)[None, :]).astype(np.uint8)
+            Image.fromarray(img).save(os.path.join(images, f"{i:04d}.png"))
+        weights = CodaEncoder(backbone=cfg["enc_backbone"], image_size=cfg["size"], random_state=0).fit().save(
+            os.path.join(tmp, "w.safetensors"))
+        common = ["-m", "codafeat", "-q", "embed", images, "--weights", str(weights), "--batch-size", "32",
+                  "--verbose", "0", "--device", "auto" if device.type == "cuda" else "cpu"]
+        times = {}
+        for name, launcher in (("one", []), ("ranks", ["-m", "torch.distributed.run", "--standalone",
+                                                         "--nproc_per_node", str(nproc)])):
+            out = os.path.join(tmp, f"{name}.npy")
+            cmd = [sys.executable, *launcher, *common, "--out", out]
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            times[name] = time.perf_counter() - t0
+            if r.returncode != 0:
+                raise RuntimeError(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        same = Path(tmp, "one.npy").read_bytes() == Path(tmp, "ranks.npy").read_bytes()
+    return {"images": n, "nproc": nproc, "one_s": times["one"], "ranks_s": times["ranks"],
+            "speedup": times["one"] / times["ranks"], "same_bytes": same}
+
+
 def short_pretraining(cfg: dict, device: torch.device) -> dict[str, Any]:
-    """Stage 4: CodaPretrainer.fit for about ``pre_steps`` steps; the losses must stay finite."""
+    """Stage 5: CodaPretrainer.fit for about ``pre_steps`` steps; the losses must stay finite."""
     X, organs = make_radiograph_phantoms(10 if cfg is DRY else 150, image_size=48 if cfg is DRY else 96,
                                          random_state=0, return_variants=False)
     params = get_recipe("small", backbone=cfg["enc_backbone"] if cfg is DRY else "convnext_atto", device=device,
@@ -209,6 +247,11 @@ def markdown(results: dict, device: torch.device, cfg: dict, dry: bool) -> str:
     lines += ["", f"Encoder on {e.get('images')} PNGs of {e.get('side')} px: " + (
         e["error"] if "error" in e else
         f"{_fmt(e['encoder_ips'])} img/s vs bare {_fmt(e['bare_ips'])} img/s, ratio **{_fmt(e['ratio'])}**.")]
+    d = results.get("embed", {})
+    lines += ["", f"Embedding {d.get('images')} PNGs: " + (
+        d["error"] if "error" in d else
+        f"one process {_fmt(d['one_s'])} s, torchrun with {d['nproc']} process(es) {_fmt(d['ranks_s'])} s "
+        f"(speed-up **{_fmt(d['speedup'])}**, process start included), same bytes: {d['same_bytes']}.")]
     p = results.get("pretraining", {})
     lines += ["", "Short pretraining: " + (
         p["error"] if "error" in p else
@@ -235,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         for b in cfg["batches"]:
             _run(f"step, eager, batch {b}", lambda b=b: step_vs_bare(cfg, b, device), results, failures)
         _run("encoder", lambda: encoder_throughput(cfg, device), results, failures)
+        _run("embed", lambda: distributed_embed(cfg, device), results, failures)
+        if "embed" in results and results["embed"].get("same_bytes") is False:
+            failures.append("embed (torchrun output differs from one process)")
         _run("pretraining", lambda: short_pretraining(cfg, device), results, failures)
         if "pretraining" in results and not results["pretraining"].get("finite", False):
             failures.append("pretraining (non-finite losses)")

@@ -67,6 +67,12 @@ def resolve_device(device: str | torch.device, *, local_rank: int | None = None)
     if local_rank is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
         local_rank = int(os.environ["LOCAL_RANK"])
     if dev.type == "cuda" and local_rank is not None:
+        n = torch.cuda.device_count()
+        if int(local_rank) >= n:
+            raise ValueError(
+                f"this process has LOCAL_RANK={local_rank}, but the node has {n} CUDA device(s): start at most "
+                f"one process per GPU (torchrun --nproc_per_node={n}), or use device='cpu'"
+            )
         dev = torch.device("cuda", int(local_rank))
     return dev
 

@@ -50,9 +50,20 @@ def test_resolve_device_rules(monkeypatch):
 
 def test_resolve_device_follows_the_local_rank(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_device("cuda:0", local_rank=3) == torch.device("cuda", 3)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert resolve_device("cuda:0") == torch.device("cuda", 2), "every rank on cuda:0 is the bug of issue 12"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_more_processes_than_gpus_on_a_node_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=2, but the node has 2 CUDA device\(s\).*--nproc_per_node=2"):
+        resolve_device("auto")
+    assert resolve_device("cpu") == torch.device("cpu")

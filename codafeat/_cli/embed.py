@@ -10,6 +10,9 @@ recursively in sorted order. Output formats:
   ``pip install 'codafeat[parquet]'``).
 
 With ``--on-error skip`` unreadable images get NaN rows (and a warning naming them).
+
+Under ``torchrun`` the images are shared out over the processes (and nodes): see
+:mod:`codafeat._cli.embed_ranks`.
 """
 
 from __future__ import annotations
@@ -215,24 +218,44 @@ def _refuse_existing(what: str, path: Path) -> str | None:
     return f"an embeddings file ({suffix or 'no suffix'})"
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_outputs(args: argparse.Namespace) -> str:
+    """The output's format, after the checks that must pass before the (long) embedding."""
     from .._fileio import check_outputs, check_writable
 
-    suffix = _check_out(args.out)  # fail before the (long) embedding
+    suffix = _check_out(args.out)
     outputs = {"--out": args.out}
     if suffix == ".npy":
         outputs["--out's path list"] = str(_sidecar(Path(args.out)))
     check_outputs(outputs, inputs=args.inputs, refuse_existing=_refuse_existing, overwrite=args.overwrite)
     check_writable(args.out, what="--out")
+    return suffix
+
+
+def _collect(args: argparse.Namespace, suffix: str) -> list[str]:
     paths = collect_images(args.inputs)
     if suffix == ".npy":
         _check_names_fit_a_path_list(paths)
+    return paths
+
+
+def _report(out: str, written: Sequence[Path], shape: tuple[int, ...], n_skipped: int, where: str = "") -> None:
+    logger.info(
+        "wrote %d x %d embeddings to %s%s", shape[0], shape[1], ", ".join(map(str, written)),
+        f" ({n_skipped} unreadable image(s) as NaN rows{where})" if n_skipped else "",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._train.dist import launched_by_torchrun
+
+    if launched_by_torchrun():
+        from .embed_ranks import run_ranks
+
+        return run_ranks(args)
+    suffix = _check_outputs(args)  # fail before the (long) embedding
+    paths = _collect(args, suffix)
     enc = make_encoder(args)
     emb = enc.transform(paths)
     written = write_features(args.out, paths, emb)
-    logger.info(
-        "wrote %d x %d embeddings to %s%s",
-        emb.shape[0], emb.shape[1], ", ".join(map(str, written)),
-        f" ({len(enc.skipped_)} unreadable image(s) as NaN rows)" if enc.skipped_ else "",
-    )
+    _report(args.out, written, emb.shape, len(enc.skipped_))
     return 0

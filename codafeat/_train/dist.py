@@ -106,3 +106,49 @@ def broadcast_module_(module: torch.nn.Module, info: DistInfo) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def all_gather_object(obj, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not info.is_distributed:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(x: torch.Tensor, counts: list[int], info: DistInfo, *, chunk_bytes: int = 64 << 20):
+    """Rank 0 gets the rows of every rank concatenated in rank order; the other ranks get ``None``.
+
+    ``counts[r]`` is the number of rows of rank ``r``, known on every rank (``x`` has
+    ``counts[rank]`` rows, on the CPU). Rows travel in chunks of about ``chunk_bytes`` per
+    rank, padded to the longest share, so neither side holds more than one chunk per rank
+    beyond the result. Needs a group whose backend moves CPU tensors (gloo).
+
+    Examples
+    --------
+    >>> gather_rows(torch.ones(2, 3), [2], DistInfo()).shape
+    torch.Size([2, 3])
+    """
+    if not info.is_distributed:
+        return x
+    if x.shape[0] != counts[info.rank]:
+        raise ValueError(f"rank {info.rank} has {x.shape[0]} rows, but counts says {counts[info.rank]}")
+    width = tuple(x.shape[1:])
+    row_bytes = max(1, x.element_size() * int(torch.Size(width).numel()))
+    chunk = max(1, chunk_bytes // row_bytes)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(info.world_size)]
+    for start in range(0, max(counts), chunk):
+        n = min(chunk, max(counts) - start)
+        piece = torch.zeros((n, *width), dtype=x.dtype)
+        mine = x[start:start + n]
+        piece[: mine.shape[0]] = mine
+        bufs = [torch.empty_like(piece) for _ in range(info.world_size)] if info.is_main else None
+        dist.gather(piece, bufs, dst=0)
+        if info.is_main:
+            for r, buf in enumerate(bufs):
+                parts[r].append(buf[: max(0, min(n, counts[r] - start))])
+    if not info.is_main:
+        return None
+    pieces = [p for rank_parts in parts for p in rank_parts]
+    return torch.cat(pieces) if pieces else x.new_zeros((0, *width))
