@@ -238,7 +238,7 @@ def _collect(args: argparse.Namespace, suffix: str) -> list[str]:
     return paths
 
 
-def _report(out: str, written: Sequence[Path], shape: tuple[int, ...], n_skipped: int, where: str = "") -> None:
+def _report(written: Sequence[Path], shape: tuple[int, ...], n_skipped: int, where: str = "") -> None:
     logger.info(
         "wrote %d x %d embeddings to %s%s", shape[0], shape[1], ", ".join(map(str, written)),
         f" ({n_skipped} unreadable image(s) as NaN rows{where})" if n_skipped else "",
@@ -251,11 +251,14 @@ def run(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         from .embed_ranks import run_ranks
 
-        return run_ranks(args)
-    suffix = _check_outputs(args)  # fail before the (long) embedding
-    paths = _collect(args, suffix)
+        return run_ranks(
+            args, list_images=lambda: _collect(args, _check_outputs(args)),
+            make_encoder=lambda **kw: make_encoder(args, **kw),
+            write=lambda paths, rows: write_features(args.out, paths, rows), report=_report,
+        )
+    paths = _collect(args, _check_outputs(args))  # the checks fail before the (long) embedding
     enc = make_encoder(args)
     emb = enc.transform(paths)
     written = write_features(args.out, paths, emb)
-    _report(args.out, written, emb.shape, len(enc.skipped_))
+    _report(written, emb.shape, len(enc.skipped_))
     return 0

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
-from .embed import _check_outputs, _collect, _report, make_encoder, write_features
 
 logger = logging.getLogger(__name__)
 
@@ -104,22 +103,33 @@ def on_rank_zero(info: Any, step: str, fn: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
-def run_ranks(args: argparse.Namespace) -> int:
-    """The embed command as one rank of a ``torchrun`` job (see the module docs)."""
+def run_ranks(
+    args: argparse.Namespace,
+    *,
+    list_images: Callable[[], list[str]],
+    make_encoder: Callable[..., Any],
+    write: Callable[[list[str], np.ndarray], Sequence[Path]],
+    report: Callable[[Sequence[Path], tuple[int, int], int, str], None],
+) -> int:
+    """The embed command as one rank of a ``torchrun`` job (see the module docs).
+
+    The command's own steps come in as functions: ``list_images()`` (checks the output and
+    lists the inputs; rank 0 only), ``make_encoder(verbose=...)``, ``write(paths, rows)``
+    (rank 0 only) and ``report(written, shape, n_skipped, where)``.
+    """
     import torch
 
     from .._train import dist as D
 
     info = D.setup("cpu")  # gloo: the rows travel as CPU tensors, whatever device embeds them
     try:
-        suffix, paths = on_rank_zero(info, "checking the output and listing the images",
-                                     lambda: _checked_paths(args))
+        paths = on_rank_zero(info, "checking the output and listing the images", list_images)
         split = shares(len(paths), info.world_size, args.batch_size)
         lo, hi = split[info.rank]
         logger.info("rank %d of %d: images %d to %d of %d", info.rank, info.world_size, lo, hi, len(paths))
 
         def embed() -> tuple[np.ndarray, list[str]]:
-            enc = make_encoder(args, verbose=args.verbose if info.is_main else 0)
+            enc = make_encoder(verbose=args.verbose if info.is_main else 0)
             if hi == lo:
                 return np.zeros((0, enc._n_features_out), np.float32), []
             return np.ascontiguousarray(enc.transform(paths[lo:hi]), dtype=np.float32), list(enc.skipped_)
@@ -131,15 +141,9 @@ def run_ranks(args: argparse.Namespace) -> int:
             raise RuntimeError(f"the ranks' encoders give different embedding sizes {widths}; nothing was written")
         rows = D.gather_rows(torch.from_numpy(emb), counts, info)
         n_skipped = sum(len(s) for s in D.all_gather_object(skipped, info))
-        written = on_rank_zero(info, "writing the output",
-                               lambda: write_features(args.out, paths, rows.numpy()))
+        written = on_rank_zero(info, "writing the output", lambda: write(paths, rows.numpy()))
         if info.is_main:
-            _report(args.out, written, (len(paths), widths[0]), n_skipped, f" over {info.world_size} processes")
+            report(written, (len(paths), widths[0]), n_skipped, f" over {info.world_size} processes")
         return 0
     finally:
         D.teardown(info)
-
-
-def _checked_paths(args: argparse.Namespace) -> tuple[str, list[str]]:
-    suffix = _check_outputs(args)
-    return suffix, _collect(args, suffix)

@@ -137,7 +137,8 @@ def gather_rows(x: torch.Tensor, counts: list[int], info: DistInfo, *, chunk_byt
     width = tuple(x.shape[1:])
     row_bytes = max(1, x.element_size() * int(torch.Size(width).numel()))
     chunk = max(1, chunk_bytes // row_bytes)
-    parts: list[list[torch.Tensor]] = [[] for _ in range(info.world_size)]
+    offsets = [sum(counts[:r]) for r in range(info.world_size)]
+    out = x.new_empty((sum(counts), *width)) if info.is_main else None  # filled in place: no second copy
     for start in range(0, max(counts), chunk):
         n = min(chunk, max(counts) - start)
         piece = torch.zeros((n, *width), dtype=x.dtype)
@@ -147,8 +148,6 @@ def gather_rows(x: torch.Tensor, counts: list[int], info: DistInfo, *, chunk_byt
         dist.gather(piece, bufs, dst=0)
         if info.is_main:
             for r, buf in enumerate(bufs):
-                parts[r].append(buf[: max(0, min(n, counts[r] - start))])
-    if not info.is_main:
-        return None
-    pieces = [p for rank_parts in parts for p in rank_parts]
-    return torch.cat(pieces) if pieces else x.new_zeros((0, *width))
+                take = max(0, min(n, counts[r] - start))
+                out[offsets[r] + start: offsets[r] + start + take] = buf[:take]
+    return out

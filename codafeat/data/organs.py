@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .body_parts import OrganMapping
+from .body_parts import OrganMapping, Resolution
 from .io import ImageReadError, as_image_list
 from .tag_index import TagIndex
 
@@ -85,13 +85,17 @@ def dicom_organs(
     index = TagIndex(cache_dir, name=ORGAN_INDEX_NAME) if cache_dir is not None else None
     read = index.get if index is not None else (lambda p, f: f(p))
     out: list[FileOrgan] = []
+    resolved: dict[str, Resolution] = {}  # an archive repeats a few header values: resolve each once
     for p in paths:
         try:
-            values = json.loads(read(p, dicom_organ_tags))
+            tags = read(p, dicom_organ_tags)
         except ImageReadError as exc:
             out.append(FileOrgan(os.fspath(p), None, "unreadable", exc.reason))
             continue
-        res = mapping.resolve(values[0], values[1:])
+        res = resolved.get(tags)
+        if res is None:
+            values = json.loads(tags)
+            res = resolved[tags] = mapping.resolve(values[0], values[1:])
         out.append(FileOrgan(os.fspath(p), res.organ, res.source, res.raw))
     if index is not None:
         index.save()

@@ -62,9 +62,9 @@ class TagIndex:
         self.hits = self.reads = 0
         if self.path.is_file():
             try:
-                for line in self.path.read_text(encoding="utf-8").splitlines():
-                    rec = json.loads(line)
-                    self._old[rec["id"]] = rec["tag"]
+                lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+                # one parse of all lines as a JSON array: several times faster than a parse per line at 100k lines
+                self._old = {rec["id"]: rec["tag"] for rec in json.loads("[" + ",".join(lines) + "]")}
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 logger.warning("%s is unreadable (%s): reading every DICOM header again", self.path, exc)
                 self._old = {}
@@ -81,6 +81,10 @@ class TagIndex:
         return tag
 
     def save(self) -> None:
+        """Write the index of this run's files (nothing is written when it is the stored one)."""
+        if self._new == self._old and self.path.is_file():
+            logger.info("DICOM tag index %s: %d header(s) reused, unchanged", self.path, self.hits)
+            return
         data = "".join(json.dumps({"id": k, "tag": v}) + "\n" for k, v in self._new.items())
         atomic_write_bytes(self.path, data.encode("utf-8"))
         logger.info("DICOM tag index %s: %d header(s) read, %d reused", self.path, self.reads, self.hits)

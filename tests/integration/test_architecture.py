@@ -147,7 +147,7 @@ def test_import_codafeat_is_lazy():
 
 #: Functions allowed over the limit, with the reason (docs/architecture.md).
 LONG_FUNCTIONS = {
-    "codafeat/pretrain.py::__init__": "scikit-learn's convention: one keyword and one assignment per parameter (57)",
+    "codafeat/pretrain.py::__init__": "scikit-learn's convention: one keyword and one assignment per parameter (58)",
 }
 
 

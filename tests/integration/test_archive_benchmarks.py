@@ -1,0 +1,39 @@
+"""benchmarks/organs_scan.py and benchmarks/embed_ranks.py --dry-run: both run end to end and report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: Child processes and benchmark dry runs: `pytest -m "not slow"` leaves them out of a quick local loop.
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_organs_scan_dry_run_reports_both_runs_and_the_table():
+    pytest.importorskip("pydicom")
+    out = _run("organs_scan.py", "--dry-run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "on 300 synthetic DICOM headers" in text and "| second run, nothing changed |" in text
+    assert "'PORT CHEST'" in text and "282 of 300 file(s) labelled" in text
+    assert "unmapped: " in text and "'UNKNOWN PART'" in text
+
+
+def test_embed_ranks_dry_run_reports_three_runs_with_the_same_bytes():
+    out = _run("embed_ranks.py", "--dry-run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "| torchrun, 2 processes x 1 thread |" in text and "| one process, 2 threads |" in text
+    assert "All three outputs the same bytes: True" in text
