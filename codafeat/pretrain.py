@@ -533,13 +533,14 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : folder, CSV manifest, or sequence of images
-            A folder with one subfolder per organ (images found recursively); a CSV file
-            with columns ``path`` and ``organ`` (paths relative to the CSV's folder); or
-            a sequence of image paths (or arrays) with organ labels in ``y``.
+        X : folder, manifest, or sequence of images
+            A folder with one subfolder per organ (images found recursively); a manifest,
+            a ``.csv`` or ``.parquet`` file with columns ``path`` and ``organ`` (paths
+            relative to its folder; Parquet needs ``pyarrow``); or a sequence of image
+            paths (or arrays) with organ labels in ``y``.
         y : array-like of str or int, optional
             Organ labels when ``X`` is a sequence. With ``organ_from="dicom"`` labels come
-            from the files' BodyPartExamined tag instead.
+            from the files' DICOM headers instead (see ``organ_from``).
 
         Returns
         -------

@@ -26,7 +26,7 @@ def _option(name: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .._defaults import PRETRAIN
 
-    parser.add_argument("data", help="folder with one subfolder per organ, or a CSV manifest (path, organ)")
+    parser.add_argument("data", help="folder with one subfolder per organ, or a manifest (.csv or .parquet: path, organ)")
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
     parser.add_argument("--history", default=None, help="also write the per-epoch history as JSON")
     parser.add_argument("--overwrite", action="store_true",
