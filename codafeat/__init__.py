@@ -16,6 +16,8 @@ organ_separation, variant_separation, plot_embedding
     Zero-shot analysis of embeddings (the paper's Fig. 2).
 make_radiograph_phantoms
     Synthetic demonstration data.
+ImageReadError, SkippedImagesWarning
+    An unreadable image (the error names it); images skipped with ``on_error="skip"``.
 Weights, save_weights, load_weights, read_config, list_weights, build_weights_wheel
     The safetensors weights format and the registry of installed weights.
 """
@@ -37,6 +39,7 @@ _EXPORTS = {
     "plot_embedding": "analysis",
     "variant_separation": "analysis",
     "ImageReadError": "data.io",
+    "SkippedImagesWarning": "_infer",
     "make_radiograph_phantoms": "datasets",
     "CodaClassifier": "classifier",
     "CodaEncoder": "encoder",

@@ -269,7 +269,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
         )
         out[[f.index for f in failures]] = np.nan
-        self.skipped_ = warn_skipped(failures, context=type(self).__name__, consequence="NaN rows, names in skipped_")
+        warn_skipped(failures, context=type(self).__name__, consequence="NaN rows; the warning's .skipped lists them")
         return out
 
     # ------------------------------------------------------------------ weights

@@ -23,6 +23,31 @@ from .data.loader import PROBE, Batch, Failure, auto_num_workers, is_in_memory, 
 
 logger = logging.getLogger(__name__)
 
+
+class SkippedImagesWarning(UserWarning):
+    """Images that could not be read were skipped; ``skipped`` lists their names.
+
+    The estimators' ``transform`` / ``predict`` do not record per-call state (they only read
+    the fitted estimator, so threads may share one). The names travel with the warning:
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn(SkippedImagesWarning("2 unreadable", ["a.png", "b.png"]))
+    >>> caught[0].message.skipped
+    ['a.png', 'b.png']
+    """
+
+    def __init__(self, message: str, skipped: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.skipped))
+
+
 #: ``apply(x, batch)``: ``x`` is ``batch.images`` on the device; rows of ``batch.failures``
 #: are zeros and must be ignored by the caller.
 Apply = Callable[[torch.Tensor, Batch], None]
@@ -169,10 +194,12 @@ def warn_skipped(failures: Sequence[Failure], *, context: str, consequence: str,
         return names
     report_skipped(names, context=context)
     warnings.warn(
-        f"{context} skipped {len(names)} unreadable image(s) ({consequence}): "
-        + "; ".join(f"{f.path}: {f.reason}" for f in failures[:5])
-        + (" ..." if len(names) > 5 else ""),
-        UserWarning,
+        SkippedImagesWarning(
+            f"{context} skipped {len(names)} unreadable image(s) ({consequence}): "
+            + "; ".join(f"{f.path}: {f.reason}" for f in failures[:5])
+            + (" ..." if len(names) > 5 else ""),
+            names,
+        ),
         stacklevel=stacklevel,
     )
     return names

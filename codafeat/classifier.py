@@ -97,7 +97,8 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         rule (see :class:`~codafeat.CodaEncoder`).
     on_error : {"raise", "skip"}, default="raise"
         An unreadable image raises an error naming it, or (``"skip"``) is left out of
-        training and gets NaN rows in :meth:`predict_proba`; its name goes to ``skipped_``.
+        training (its name goes to ``skipped_``) and gets NaN rows in :meth:`predict_proba`
+        (named by a :class:`~codafeat.SkippedImagesWarning`).
     random_state : int, RandomState or None, default=None
         Batch order, augmentation and the validation split. The same ``random_state`` gives
         the same model on the CPU.
@@ -120,7 +121,8 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
     n_train_, n_val_ : int
         Images trained on and held out.
     skipped_ : list of str
-        Images skipped by the last ``fit`` / prediction (``on_error="skip"``).
+        Images left out of ``fit`` (``on_error="skip"``). Prediction only reads the fitted
+        estimator: what it skips is in its warning, not here.
 
     Examples
     --------

@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +40,17 @@ _KIND_TEXT = {
 #: Kept for code written against 0.1; the values live in codafeat._defaults.
 DEFAULT_BACKBONE = BACKBONE
 DEFAULT_IMAGE_SIZE = IMAGE_SIZE
+
+
+class Embedded(NamedTuple):
+    """What :meth:`CodaEncoder.embed` returns: the embeddings and what the call skipped or reused."""
+
+    embeddings: np.ndarray
+    #: Names of the images that could not be read (``on_error="skip"``); their rows are NaN.
+    skipped: list[str]
+    #: Embeddings found in the cache, and images embedded (``None`` without ``cache``).
+    cache_hits: int | None
+    cache_misses: int | None
 
 
 class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -89,8 +100,9 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         intensities it was not trained on.
     on_error : {"raise", "skip"}, default="raise"
         What to do with an unreadable image. ``"skip"`` gives its row NaN values (rows
-        stay aligned with the input), warns with the file names, and records them in
-        ``skipped_``.
+        stay aligned with the input) and warns with the file names
+        (:class:`~codafeat.SkippedImagesWarning`, whose ``skipped`` lists them);
+        :meth:`embed` returns the list with the embeddings.
     cache : str, path, joblib.Memory, EmbeddingCache or None, default=None
         Where to keep embeddings between calls (see :mod:`codafeat.embed_cache`). Entries
         are keyed on the weights and settings (a hash of the backbone's tensors, input
@@ -112,10 +124,9 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         The device in use.
     image_size_ : int
         Input side used by ``transform``.
-    skipped_ : list of str
-        Images skipped by the last ``transform`` (only with ``on_error="skip"``).
-    cache_info_ : dict
-        ``{"hits": int, "misses": int}`` of the last ``transform`` (only with ``cache``).
+
+    ``transform`` only reads the fitted encoder (threads may share one): what a call
+    skipped or found in the cache is returned by :meth:`embed`, not stored.
 
     Examples
     --------
@@ -238,9 +249,11 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.device_ = device
         self.image_size_ = int(config["image_size"])
         self._n_features_out = int(config["embed_dim"])
-        self._weights_digest: str | None = None  # computed on first cached transform
         self.bit_depth_ = (config.get("intensity") or {}).get("bit_depth")
-        self.skipped_: list[str] = []
+        # Filled, never reassigned, by transform: values derived from the fitted state (the weights
+        # digest, on the first cached call) and the once-per-encoder warnings already shown.
+        self._memo: dict[str, Any] = {}
+        self._warned: set[str] = set()
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed images, streaming them batch by batch.
@@ -261,12 +274,51 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         ImageReadError
             An image cannot be read (``on_error="raise"``); the error names it.
         """
+        return self.embed(X).embeddings
+
+    def embed(self, X: Any) -> "Embedded":
+        """:meth:`transform`, with what the call skipped and found in the cache.
+
+        Parameters
+        ----------
+        X : folder, sequence of paths / arrays / PIL images, or array (n, h, w[, c])
+            The images.
+
+        Returns
+        -------
+        Embedded
+            ``embeddings`` (as :meth:`transform` returns them), ``skipped`` (names of the
+            images that could not be read, with ``on_error="skip"``), ``cache_hits`` and
+            ``cache_misses`` (``None`` without ``cache``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> enc = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0).fit()
+        >>> out = enc.embed(np.zeros((2, 40, 40), dtype=np.uint8))
+        >>> out.embeddings.shape, out.skipped, out.cache_hits
+        ((2, 64), [], None)
+        """
         check_is_fitted(self, "model_")
         items = as_image_list(X)
         cache = self._embedding_cache()
         if cache is None:
-            return self._embed(items)
+            emb, skipped = self._embed(items)
+            return Embedded(emb, skipped, None, None)
         return self._embed_cached(items, cache)
+
+    @property
+    def skipped_(self) -> list[str]:
+        raise AttributeError(
+            "CodaEncoder no longer records the images a transform skipped (transform only reads the fitted "
+            "encoder): use encoder.embed(X).skipped, or the SkippedImagesWarning's .skipped"
+        )
+
+    @property
+    def cache_info_(self) -> dict[str, int]:
+        raise AttributeError(
+            "CodaEncoder no longer records a transform's cache hits: use encoder.embed(X).cache_hits / .cache_misses"
+        )
 
     # ------------------------------------------------------------------ embedding cache
     def _embedding_cache(self) -> EmbeddingCache | None:
@@ -281,12 +333,13 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         Two encoders with the same key give the same embeddings for the same image.
         """
         check_is_fitted(self, "model_")
-        if getattr(self, "_weights_digest", None) is None:
+        memo = self.__dict__.setdefault("_memo", {})  # encoders pickled by codafeat < 0.3 have none
+        if memo.get("weights_digest") is None:
             state = self.model_.backbone.state_dict()
-            self._weights_digest = model_key(state, image_size=0, pooling="", normalize=False)
+            memo["weights_digest"] = model_key(state, image_size=0, pooling="", normalize=False)
         cfg = self.config_
         return model_key(
-            self._weights_digest.encode(),
+            memo["weights_digest"].encode(),
             image_size=self.image_size_,
             pooling=cfg.get("pooling", "avg"),
             normalize=bool(self.normalize),
@@ -301,7 +354,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             },
         )
 
-    def _embed_cached(self, items: Any, cache: EmbeddingCache) -> np.ndarray:
+    def _embed_cached(self, items: Any, cache: EmbeddingCache) -> "Embedded":
         mk = self.cache_key()
         keys: list[str | None] = []
         for i in range(len(items)):
@@ -315,26 +368,32 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         out = np.full((len(items), self._n_features_out), np.nan, dtype=np.float32)
         out[known[hit]] = found[hit]
         todo = np.setdiff1d(np.arange(len(items)), known[hit])
-        self.cache_info_ = {"hits": len(hit), "misses": len(todo)}
         logger.info("embedding cache %s: %d hit(s), %d image(s) to embed", cache, len(hit), len(todo))
-        self.skipped_ = []
+        skipped: list[str] = []
         if len(todo):
             sub = items[todo] if isinstance(items, np.ndarray) else [items[i] for i in todo]
-            emb = self._embed(sub)
+            emb, skipped = self._embed(sub)
             out[todo] = emb
             store = [j for j, i in enumerate(todo) if keys[i] is not None]
             try:
                 cache.store(mk, [keys[todo[j]] for j in store], emb[store])
             except OSError as exc:  # a full or read-only disk must not cost the embeddings
-                if not self.__dict__.get("_cache_store_failed"):
+                if self._warn_once("cache store"):
                     logger.warning(
                         "embedding cache %s cannot store entries (%s); the embeddings are returned, "
                         "not cached (this warning is shown once per encoder)", cache, exc,
                     )
-                self._cache_store_failed = True
-        return out
+        return Embedded(out, skipped, len(hit), len(todo))
 
-    def _embed(self, items: Any) -> np.ndarray:
+    def _warn_once(self, what: str) -> bool:
+        """Whether the once-per-encoder warning ``what`` is still to be shown (and mark it shown)."""
+        warned = self.__dict__.setdefault("_warned", set())  # encoders pickled by codafeat < 0.3 have none
+        if what in warned:
+            return False
+        warned.add(what)
+        return True
+
+    def _embed(self, items: Any) -> tuple[np.ndarray, list[str]]:
         out = np.empty((len(items), self._n_features_out), dtype=np.float32)
         policy = DevicePolicy(self.device_)
         kinds: Counter = Counter()
@@ -359,20 +418,19 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
                 progress.close()
         self._check_intensity(kinds)
         out[[f.index for f in failures]] = np.nan
-        self.skipped_ = warn_skipped(
-            failures, context="CodaEncoder.transform", consequence="rows set to NaN, names in skipped_"
+        skipped = warn_skipped(
+            failures, context="CodaEncoder.transform", consequence="rows set to NaN; embed(X).skipped lists them"
         )
-        return out
+        return out, skipped
 
     def _check_intensity(self, kinds: Counter) -> None:
         """Warn once when inputs were scaled by a rule the weights' training images never went through."""
         trained = (self.config_.get("intensity") or {}).get("kinds")
-        if not trained or self.__dict__.get("_intensity_warned"):
+        if not trained:
             return
         new = {k: n for k, n in kinds.items() if k not in trained}
-        if not new:
+        if not new or not self._warn_once("intensity"):
             return
-        self._intensity_warned = True
         seen = ", ".join(f"{n} image(s) by {_KIND_TEXT.get(k, k)}" for k, n in sorted(new.items()))
         had = ", ".join(_KIND_TEXT.get(k, k) for k in sorted(trained))
         warnings.warn(
@@ -400,6 +458,4 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
         net = create_backbone(config["backbone"], pooling=config.get("pooling", "avg"), in_chans=config["in_chans"])
         load_backbone_state(net, strip_prefix(tensors, "backbone."), source=f"pickled {type(self).__name__}")
-        skipped = self.__dict__.get("skipped_", [])
         self._install(net, config, device)
-        self.skipped_ = skipped

@@ -112,8 +112,9 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         DataLoader workers decoding images for :meth:`predict` (as
         :class:`~codafeat.CodaEncoder`'s ``num_workers``).
     on_error : {"raise", "skip"}, default="raise"
-        Unreadable image or mask files: raise, or skip them (counted, warned, listed in
-        ``skipped_``; :meth:`predict` gives ``None`` for a skipped image).
+        Unreadable image or mask files: raise, or skip them (counted and warned; ``fit``
+        lists them in ``skipped_``; :meth:`predict` gives ``None`` for a skipped image and
+        warns with a :class:`~codafeat.SkippedImagesWarning` naming it).
     random_state : int, RandomState or None, default=None
         Seeds the decoder (and, without weights, encoder) initialisation, the
         validation split, the batch order and the augmentation.
@@ -141,7 +142,8 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
     n_train_, n_val_ : int
         Images used for training / validation.
     skipped_ : list of str
-        Items skipped by the last ``fit``/``predict`` (``on_error="skip"``).
+        Items skipped by ``fit`` (``on_error="skip"``). Prediction only reads the fitted
+        segmenter: what it skips is in its warning, not here.
 
     Examples
     --------
@@ -355,8 +357,8 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             num_workers=self.num_workers, on_error=self.on_error, with_shapes=True,
             bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
         )
-        self.skipped_ = warn_skipped(failures, context="CodaSegmenter", consequence="None in the result")
-        if self.skipped_ or not results or any(r.shape != results[0].shape for r in results):
+        skipped = warn_skipped(failures, context="CodaSegmenter", consequence="None in the result")
+        if skipped or not results or any(r.shape != results[0].shape for r in results):
             return results
         return np.stack(results)
 
@@ -393,8 +395,11 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         mask_items = as_mask_items(Y)
         check_counts(items, mask_items)
         pred = self.predict(items)
-        if self.skipped_:
-            raise ValueError(f"cannot score: {len(self.skipped_)} image(s) could not be read: {self.skipped_[:5]}")
+        missing = [i for i, p in enumerate(pred) if p is None]
+        if missing:
+            names = [str(items[i]) if isinstance(items[i], (str, os.PathLike)) else f"<image at index {i}>"
+                     for i in missing[:5]]
+            raise ValueError(f"cannot score: {len(missing)} image(s) could not be read: {names}")
         true = []
         for i in range(len(mask_items)):
             raw = load_mask(mask_items[i], index=i)

@@ -343,6 +343,39 @@ def _parse_header(header: bytes, source: str) -> dict[str, Any]:
     return _check_config(config, source)
 
 
+def _tensor_names(data: bytes, source: str) -> list[str]:
+    """The tensor names of safetensors ``data``, after checking its header's layout (no tensor decoded).
+
+    Every entry must name a dtype, a shape of non-negative integers and byte offsets inside
+    the data, so that a later decode (:meth:`Weights.state_dict`) meets no structural surprise.
+    """
+    n = _header_length(data, len(data), source)
+    try:
+        parsed = json.loads(data[8 : 8 + n])
+    except (RecursionError, ValueError, UnicodeDecodeError):
+        raise WeightsError(f"{source}: not a safetensors file (unreadable header)") from None
+    size = len(data) - 8 - n
+    names = []
+    for name, entry in parsed.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("dtype"), str)
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and d >= 0 for d in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= size
+        ):
+            raise WeightsError(f"{source}: not a valid safetensors file (tensor {name!r} has a malformed entry)")
+        names.append(name)
+    return names
+
+
 def _header_length(prefix: bytes, available: int, source: str) -> int:
     if len(prefix) < 8:
         raise WeightsError(f"{source}: not a safetensors file (only {len(prefix)} bytes)")
@@ -405,7 +438,7 @@ def module_state_from_bytes(data: bytes, *, source: str = "<bytes>") -> tuple[di
     n = _header_length(data, len(data), source)
     config = _parse_header(data[8 : 8 + n], source)
     try:
-        tensors = st_load(bytes(data))
+        tensors = st_load(data if isinstance(data, bytes) else bytes(data))
     except (SafetensorError, ValueError) as exc:
         raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
     return tensors, config
@@ -623,6 +656,11 @@ class Weights:
     therefore :func:`sklearn.base.clone`) share the same immutable bytes; pickles hold
     the safetensors bytes, and unpickling validates them again.
 
+    Building one checks the header only (the config, and every tensor entry's dtype, shape
+    and byte range); the tensors are decoded when :meth:`state_dict` asks for them, where
+    NaN or infinite values raise. Writing a file from a state dict therefore serialises the
+    tensors once and decodes nothing.
+
     Parameters
     ----------
     data : bytes
@@ -652,7 +690,12 @@ class Weights:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"Weights data must be bytes, got {type(data).__name__}")
         data = bytes(data)
-        _, config = weights_from_bytes(data, source=source)
+        config = _parse_header(data[8 : 8 + _header_length(data, len(data), source)], source)
+        names = _tensor_names(data, source)
+        if config.get("format_version", 1) == 1 and not any(k.startswith(BACKBONE_PREFIX) for k in names):
+            raise WeightsError(f"{source}: no tensors under the prefix {BACKBONE_PREFIX!r} (a format-1 file)")
+        if not names:
+            raise WeightsError(f"{source}: the file holds no tensors")
         object.__setattr__(self, "_data", data)
         object.__setattr__(self, "_config", config)
         object.__setattr__(self, "_source", str(source))
@@ -707,7 +750,13 @@ class Weights:
         return json.loads(json.dumps(self._config))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The backbone tensors (fresh copies)."""
+        """The backbone tensors (fresh copies, decoded now).
+
+        Raises
+        ------
+        WeightsError
+            If a tensor cannot be decoded or holds NaN or infinite values.
+        """
         return weights_from_bytes(self._data, source=self._source)[0]
 
     def save(self, path: str | os.PathLike) -> Path:

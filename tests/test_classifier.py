@@ -190,10 +190,12 @@ def test_unreadable_images_raise_naming_them_or_are_skipped(tmp_path, fitted, ta
         fitted.predict(paths)
     skipper = clone(fitted).set_params(on_error="skip")
     skipper.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
-    with pytest.warns(UserWarning, match="002.png"):
+    before = {k: id(v) for k, v in vars(skipper).items()}
+    with pytest.warns(UserWarning, match="002.png") as record:
         proba = skipper.predict_proba(paths)
     assert np.isnan(proba[2]).all() and not np.isnan(np.delete(proba, 2, axis=0)).any()
-    assert skipper.skipped_ == [paths[2]]
+    assert record[0].message.skipped == [paths[2]]
+    assert {k: id(v) for k, v in vars(skipper).items()} == before, "prediction only reads the estimator"
     pred = skipper.predict(paths)
     assert np.isnan(pred[2]) and pred.dtype.kind == "f"
     with pytest.warns(UserWarning, match="left out of training"):

@@ -21,7 +21,7 @@ from sklearn.utils import get_tags
 
 import codafeat.data.loader as loader_mod
 import codafeat._infer as infer_mod
-from codafeat import CodaEncoder, ImageReadError, save_weights
+from codafeat import CodaEncoder, ImageReadError, SkippedImagesWarning, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
 
 SMALL = dict(backbone="test_convnext", image_size=32)
@@ -328,25 +328,44 @@ def test_unreadable_image_raises_naming_it(fitted, tmp_path, num_workers):
 def test_on_error_skip_nan_rows_warning_and_skipped(fitted, tmp_path, num_workers):
     items, bad = _with_bad_file(tmp_path)
     enc = clone(fitted).set_params(on_error="skip", num_workers=num_workers, batch_size=2).fit()
-    with pytest.warns(UserWarning, match="skipped 1 unreadable image.*broken.png"):
+    with pytest.warns(SkippedImagesWarning, match="skipped 1 unreadable image.*broken.png") as record:
         out = enc.transform(items)
     assert out.shape == (6, N_FEATURES)
     assert np.isnan(out[2]).all() and np.isfinite(np.delete(out, 2, axis=0)).all()
-    assert enc.skipped_ == [bad]
+    assert [w.message.skipped for w in record if isinstance(w.message, SkippedImagesWarning)] == [[bad]]
+    with pytest.warns(SkippedImagesWarning):
+        result = enc.embed(items)
+    assert result.skipped == [bad] and result.cache_hits is None
+    np.testing.assert_array_equal(result.embeddings, out)
     good = [p for p in items if p != bad]
     np.testing.assert_allclose(np.delete(out, 2, axis=0), fitted.transform(good), rtol=1e-5, atol=1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        enc.transform(good)  # a clean run warns nothing and resets skipped_
-    assert enc.skipped_ == []
+        assert enc.embed(good).skipped == []  # a clean run warns nothing
+
+
+def test_transform_only_reads_the_fitted_encoder(fitted, tmp_path):
+    """sklearn's contract: transform assigns no attribute (threads may share one encoder)."""
+    items, bad = _with_bad_file(tmp_path)
+    enc = clone(fitted).set_params(on_error="skip", cache=tmp_path / "cache").fit()
+    before = {k: id(v) for k, v in vars(enc).items()}
+    with pytest.warns(SkippedImagesWarning):
+        enc.transform(items)
+    with pytest.warns(SkippedImagesWarning):
+        enc.transform(items)
+    assert {k: id(v) for k, v in vars(enc).items()} == before
+    with pytest.raises(AttributeError, match=r"embed\(X\)\.skipped"):
+        enc.skipped_
+    with pytest.raises(AttributeError, match=r"embed\(X\)\.cache_hits"):
+        enc.cache_info_
 
 
 def test_skipped_in_memory_image_is_named_by_index(fitted):
     enc = clone(fitted).set_params(on_error="skip").fit()
     X = [images(1)[0], np.full((8, 8), np.nan), images(1, seed=1)[0]]
     with pytest.warns(UserWarning, match="index 1"):
-        out = enc.transform(X)
-    assert np.isnan(out[1]).all() and enc.skipped_ == ["<ndarray at index 1>"]
+        out, skipped, *_ = enc.embed(X)
+    assert np.isnan(out[1]).all() and skipped == ["<ndarray at index 1>"]
 
 
 def test_num_workers_two_equals_zero(fitted, tmp_path):

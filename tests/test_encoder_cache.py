@@ -47,11 +47,11 @@ def test_second_transform_embeds_nothing_and_matches(make_image_folder, tmp_path
     reference = CodaEncoder(**TINY).fit().transform(folder)
     enc = CodaEncoder(**TINY, cache=tmp_path / "cache").fit()
     count = _counted(enc)
-    first = enc.transform(folder)
-    assert count.images == 6 and enc.cache_info_ == {"hits": 0, "misses": 6}
-    second = enc.transform(folder)
+    first, _, hits, misses = enc.embed(folder)
+    assert count.images == 6 and (hits, misses) == (0, 6)
+    second, _, hits, misses = enc.embed(folder)
     assert count.images == 6, "cached images went through the model again"
-    assert enc.cache_info_ == {"hits": 6, "misses": 0}
+    assert (hits, misses) == (6, 0)
     np.testing.assert_allclose(first, reference, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(second, first)
 
@@ -135,8 +135,8 @@ def test_set_params_normalize_after_fit_changes_the_key(tmp_path):
     enc = CodaEncoder(**TINY, cache=tmp_path / "c").fit()
     normed = enc.transform(X)
     enc.set_params(normalize=False)
-    raw = enc.transform(X)
-    assert enc.cache_info_["hits"] == 0
+    raw, _, hits, _ = enc.embed(X)
+    assert hits == 0
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
     np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-5)
 
@@ -164,13 +164,13 @@ def test_unreadable_files_are_reported_and_never_cached(make_image_folder, tmp_p
     paths = [*sorted(folder.glob("img*.png")), bad, missing]
     enc = CodaEncoder(**TINY, cache=tmp_path / "c", on_error="skip").fit()
     with pytest.warns(UserWarning, match="skipped 2"):
-        out = enc.transform(paths)
+        out, skipped, *_ = enc.embed(paths)
     assert np.isnan(out[2:]).all() and np.isfinite(out[:2]).all()
-    assert sorted(enc.skipped_) == sorted(map(str, (bad, missing)))
+    assert sorted(skipped) == sorted(map(str, (bad, missing)))
     assert len(list((tmp_path / "c").rglob("*.emb"))) == 2
     with pytest.warns(UserWarning, match="skipped 2"):
-        enc.transform(paths)
-    assert enc.cache_info_ == {"hits": 2, "misses": 2}
+        result = enc.embed(paths)
+    assert (result.cache_hits, result.cache_misses) == (2, 2)
     raising = CodaEncoder(**TINY, cache=tmp_path / "c").fit()
     with pytest.raises(Exception, match="missing.png"):
         raising.transform([missing])

@@ -74,7 +74,11 @@ def test_empty_input_runs_nothing():
 def test_warn_skipped_names_the_files():
     from codafeat.data.loader import Failure
 
-    with pytest.warns(UserWarning, match="a.png: broken"):
+    with pytest.warns(infer.SkippedImagesWarning, match="a.png: broken") as record:
         names = infer.warn_skipped([Failure(0, "a.png", "broken")], context="ctx", consequence="NaN rows")
-    assert names == ["a.png"]
+    assert names == ["a.png"] and record[0].message.skipped == ["a.png"]
+    import pickle
+
+    again = pickle.loads(pickle.dumps(record[0].message))  # crosses joblib's process boundary intact
+    assert again.skipped == ["a.png"] and str(again) == str(record[0].message)
     assert infer.warn_skipped([], context="ctx", consequence="x") == []

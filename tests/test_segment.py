@@ -276,9 +276,12 @@ def test_on_error_skip_counts_and_reports(tmp_path, data):
     with pytest.warns(UserWarning, match="skipped 1 .*gone.png"):
         seg = quick(on_error="skip").fit(paths + [missing], list(Y[:4]))
     assert seg.skipped_ == [missing]
-    with pytest.warns(UserWarning, match="skipped 1"):
+    with pytest.warns(UserWarning, match="skipped 1") as record:
         pred = seg.predict([paths[0], missing])
     assert pred[1] is None and pred[0].shape == (48, 48)
+    assert record[0].message.skipped == [missing] and seg.skipped_ == [missing], "predict leaves fit's list alone"
+    with pytest.warns(UserWarning, match="skipped 1"), pytest.raises(ValueError, match="cannot score: 1 image.*gone.png"):
+        seg.score([paths[0], missing], list(Y[:2]))
 
 
 # --------------------------------------------------------------------------- masks

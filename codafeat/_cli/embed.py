@@ -257,8 +257,7 @@ def run(args: argparse.Namespace) -> int:
             write=lambda paths, rows: write_features(args.out, paths, rows), report=_report,
         )
     paths = _collect(args, _check_outputs(args))  # the checks fail before the (long) embedding
-    enc = make_encoder(args)
-    emb = enc.transform(paths)
-    written = write_features(args.out, paths, emb)
-    _report(written, emb.shape, len(enc.skipped_))
+    result = make_encoder(args).embed(paths)
+    written = write_features(args.out, paths, result.embeddings)
+    _report(written, result.embeddings.shape, len(result.skipped))
     return 0

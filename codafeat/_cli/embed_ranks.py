@@ -132,7 +132,8 @@ def run_ranks(
             enc = make_encoder(verbose=args.verbose if info.is_main else 0)
             if hi == lo:
                 return np.zeros((0, enc._n_features_out), np.float32), []
-            return np.ascontiguousarray(enc.transform(paths[lo:hi]), dtype=np.float32), list(enc.skipped_)
+            result = enc.embed(paths[lo:hi])
+            return np.ascontiguousarray(result.embeddings, dtype=np.float32), list(result.skipped)
 
         emb, skipped = on_every_rank(info, "embedding", embed)
         counts = [b - a for a, b in split]

@@ -76,8 +76,8 @@ import numpy as np
 from codafeat import CodaEncoder, ImageReadError
 paths = [{str(good)!r}] * 5 + [{str(bad)!r}]
 enc = CodaEncoder(backbone="test_convnext", image_size=32, batch_size=2, num_workers={workers}, on_error="skip").fit()
-E = enc.transform(paths)
-print("SKIPPED", enc.skipped_, int(np.isnan(E).any(axis=1).sum()))
+E, skipped, *_ = enc.embed(paths)
+print("SKIPPED", skipped, int(np.isnan(E).any(axis=1).sum()))
 try:
     CodaEncoder(backbone="test_convnext", image_size=32, batch_size=2, num_workers={workers}).fit().transform(paths)
 except ImageReadError as exc:
@@ -500,8 +500,8 @@ def test_unreadable_files_raise_naming_them_or_are_skipped(tmp_path, case):
         CodaEncoder(**ENC).fit().transform([str(good), str(p)])
     assert err.value.path == str(p)
     enc = CodaEncoder(**dict(ENC, on_error="skip")).fit()
-    E = enc.transform([str(good), str(p)])
-    assert enc.skipped_ == [str(p)] and np.isnan(E[1]).all() and np.isfinite(E[0]).all()
+    E, skipped, *_ = enc.embed([str(good), str(p)])
+    assert skipped == [str(p)] and np.isnan(E[1]).all() and np.isfinite(E[0]).all()
 
 
 def test_nan_arrays_are_refused():
