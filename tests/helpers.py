@@ -7,11 +7,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from sklearn.utils import estimator_checks as ec
 
 
 def write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored=None, **tags) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -39,3 +45,102 @@ def write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2"
         warnings.simplefilter("ignore", UserWarning)
         ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# --------------------------------------------------------------------------- pretraining
+#: A CodaPretrainer that trains in seconds on the CPU.
+TINY_PRETRAIN = dict(
+    backbone="test_convnext",
+    image_size=32,
+    local_size=32,
+    n_local_crops=2,
+    head_out_dim=64,
+    head_hidden_dim=32,
+    head_bottleneck_dim=16,
+    batch_size=8,
+    epochs=2,
+    warmup_epochs=0,
+    lr=1e-3,
+    random_state=0,
+)
+
+
+def organ_image(organ: str, rng: np.random.Generator, size: int = 40) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    if organ == "chest":  # bright horizontal "ribs"
+        img = 120 + 80 * (np.sin(yy / (1.5 + rng.random())) > 0)
+    elif organ == "hand":  # bright disc
+        cx, cy = rng.integers(12, size - 12, 2)
+        img = 40 + 180 * ((xx - cx) ** 2 + (yy - cy) ** 2 < 60)
+    else:  # knee: vertical bar
+        img = 30 + 190 * (np.abs(xx - size // 2 + rng.integers(-4, 5)) < 5)
+    img = img + rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_organ_folder(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for organ, n in counts.items():
+        d = root / organ
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(organ_image(organ, rng)).save(d / f"{organ}_{i:03d}.png")
+    return root
+
+
+def interrupt_at(monkeypatch, epoch_to_stop: int) -> None:
+    from codafeat._train.loop import CodaTrainer
+
+    real = CodaTrainer.run_epoch
+
+    def run_epoch(self, loader, epoch, **kw):
+        if epoch == epoch_to_stop:
+            raise KeyboardInterrupt
+        return real(self, loader, epoch, **kw)
+
+    monkeypatch.setattr(CodaTrainer, "run_epoch", run_epoch)
+
+
+# --------------------------------------------------------------------------- sklearn checks
+#: scikit-learn checks that need no data (the estimators take images, not 2-d arrays).
+DATA_FREE_CHECKS = [
+    ec.check_estimator_cloneable,
+    ec.check_estimator_tags_renamed,
+    ec.check_valid_tag_types,
+    ec.check_estimator_repr,
+    ec.check_no_attributes_set_in_init,
+    ec.check_get_params_invariance,
+    ec.check_set_params,
+    ec.check_mixin_order,
+    ec.check_parameters_default_constructible,
+    ec.check_do_not_raise_errors_in_init_or_set_params,
+]
+
+
+# --------------------------------------------------------------------------- segmentation
+def shapes_dataset(n: int = 8, h: int = 48, w: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Discs (even) and squares (odd) brighter than a noisy background."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, h, w), np.float32)
+    Y = np.zeros((n, h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for i in range(n):
+        r = int(rng.integers(min(h, w) // 8, min(h, w) // 4))
+        cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
+        m = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) if i % 2 == 0 else ((abs(yy - cy) <= r) & (abs(xx - cx) <= r))
+        Y[i] = m
+        X[i] = 0.25 + 0.5 * m + 0.1 * rng.standard_normal((h, w))
+    return np.clip(X, 0, 1), Y
+
+
+# --------------------------------------------------------------------------- fine-tuning
+FINE_TUNE_TINY = dict(backbone="test_convnext", image_size=64, batch_size=16, augment=False, device="cpu", num_workers=0)
+#: Settings that let gradients move a random test_convnext far enough in 15 epochs.
+FINE_TUNE = dict(FINE_TUNE_TINY, epochs=15, lr=3e-3, encoder_lr_factor=1.0, random_state=0)
+#: The scikit-learn checks of the fine-tuning estimators.
+FINE_TUNE_CHECKS = [
+    ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types, ec.check_estimator_repr,
+    ec.check_no_attributes_set_in_init, ec.check_get_params_invariance, ec.check_set_params, ec.check_mixin_order,
+    ec.check_parameters_default_constructible, ec.check_do_not_raise_errors_in_init_or_set_params,
+    ec.check_param_validation, ec.check_estimators_unfitted,
+]

@@ -11,11 +11,20 @@ from hypothesis import strategies as st
 from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    silhouette_score,
+)
 from sklearn.model_selection import LeaveOneOut, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from codafeat.analysis import organ_separation, plot_embedding, project_2d, variant_separation
+from codafeat.analysis import (
+    organ_separation,
+    plot_embedding,
+    project_2d,
+    variant_separation,
+)
 
 
 def clusters(n=(20, 20, 20), dim=6, sep=1.2, seed=0):

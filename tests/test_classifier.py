@@ -10,6 +10,9 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from helpers import FINE_TUNE
+from helpers import FINE_TUNE_CHECKS as CHECKS
+from helpers import FINE_TUNE_TINY as TINY
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -17,14 +20,9 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import estimator_checks as ec
 
 from codafeat import CodaClassifier, CodaEncoder, FewShotSplit
 from codafeat.data.io import ImageReadError
-
-TINY = dict(backbone="test_convnext", image_size=64, batch_size=16, augment=False, device="cpu", num_workers=0)
-#: Settings that let gradients move a random test_convnext far enough in 15 epochs.
-FINE_TUNE = dict(TINY, epochs=15, lr=3e-3, encoder_lr_factor=1.0, random_state=0)
 
 
 def blob_task(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -58,14 +56,6 @@ def fitted(task):
 
 
 # --------------------------------------------------------------------------- sklearn checks
-CHECKS = [
-    ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types, ec.check_estimator_repr,
-    ec.check_no_attributes_set_in_init, ec.check_get_params_invariance, ec.check_set_params, ec.check_mixin_order,
-    ec.check_parameters_default_constructible, ec.check_do_not_raise_errors_in_init_or_set_params,
-    ec.check_param_validation, ec.check_estimators_unfitted,
-]
-
-
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_sklearn_checks(check):
     # the checks that fit on generic 2-d data do not apply: X is images (the tags say so)
@@ -225,8 +215,8 @@ def test_the_fine_tuned_backbone_saves_as_codafeat_weights(tmp_path, fitted, tas
         ref = fitted.model_.encoder(torch.from_numpy(Xt[:4]).unsqueeze(1)).numpy()
     np.testing.assert_allclose(enc.transform(Xt[:4]), ref, rtol=1e-4, atol=1e-5)
     assert enc.config_["training"]["fine_tuned"]["estimator"] == "CodaClassifier"
-    from safetensors.torch import load_file
     import timm
+    from safetensors.torch import load_file
 
     net = timm.create_model("test_convnext", pretrained=False, num_classes=0)
     net.load_state_dict(load_file(str(path)), strict=True)  # a plain timm checkpoint

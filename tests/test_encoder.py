@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from helpers import DATA_FREE_CHECKS
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -19,8 +20,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils import get_tags
 
-import codafeat.data.loader as loader_mod
 import codafeat._infer as infer_mod
+import codafeat.data.loader as loader_mod
 from codafeat import CodaEncoder, ImageReadError, SkippedImagesWarning, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
 
@@ -63,18 +64,6 @@ def write_pngs(folder: Path, n: int, seed: int = 0, size=(40, 36)) -> list[str]:
 
 
 # --------------------------------------------------------------------------- sklearn checks
-DATA_FREE_CHECKS = [
-    ec.check_estimator_cloneable,
-    ec.check_estimator_tags_renamed,
-    ec.check_valid_tag_types,
-    ec.check_estimator_repr,
-    ec.check_no_attributes_set_in_init,
-    ec.check_get_params_invariance,
-    ec.check_set_params,
-    ec.check_mixin_order,
-    ec.check_parameters_default_constructible,
-    ec.check_do_not_raise_errors_in_init_or_set_params,
-]
 # these pass generic 2-d data to fit, which the encoder ignores (fit loads weights only),
 # and test what happens before and around it: parameter validation, not-fitted errors...
 FIT_ONLY_CHECKS = [

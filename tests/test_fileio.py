@@ -8,7 +8,12 @@ import stat
 import pytest
 
 from codafeat import _fileio
-from codafeat._fileio import atomic_write_bytes, atomic_write_many, check_writable, remove_stale_temps
+from codafeat._fileio import (
+    atomic_write_bytes,
+    atomic_write_many,
+    check_writable,
+    remove_stale_temps,
+)
 
 
 def test_atomic_write_has_normal_permissions_and_leaves_no_temp(tmp_path):

@@ -9,50 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_PRETRAIN as TINY
+from helpers import interrupt_at, make_organ_folder, organ_image
 from PIL import Image
 from safetensors.torch import save as st_save
 
 from codafeat import CodaEncoder
 from codafeat.data.io import ImageReadError
 from codafeat.pretrain import CodaPretrainer
-
-TINY = dict(
-    backbone="test_convnext",
-    image_size=32,
-    local_size=32,
-    n_local_crops=2,
-    head_out_dim=64,
-    head_hidden_dim=32,
-    head_bottleneck_dim=16,
-    batch_size=8,
-    epochs=2,
-    warmup_epochs=0,
-    lr=1e-3,
-    random_state=0,
-)
-
-
-def _organ_image(organ: str, rng: np.random.Generator, size: int = 40) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    if organ == "chest":  # bright horizontal "ribs"
-        img = 120 + 80 * (np.sin(yy / (1.5 + rng.random())) > 0)
-    elif organ == "hand":  # bright disc
-        cx, cy = rng.integers(12, size - 12, 2)
-        img = 40 + 180 * ((xx - cx) ** 2 + (yy - cy) ** 2 < 60)
-    else:  # knee: vertical bar
-        img = 30 + 190 * (np.abs(xx - size // 2 + rng.integers(-4, 5)) < 5)
-    img = img + rng.normal(0, 8, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def make_organ_folder(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for organ, n in counts.items():
-        d = root / organ
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(_organ_image(organ, rng)).save(d / f"{organ}_{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +106,7 @@ def test_list_of_paths_with_labels_and_csv_manifest(organ_folder, tmp_path):
 
 def test_arrays_with_labels(organ_folder):
     rng = np.random.default_rng(3)
-    X = np.stack([_organ_image(o, rng) for o in ["chest"] * 4 + ["knee"] * 4])
+    X = np.stack([organ_image(o, rng) for o in ["chest"] * 4 + ["knee"] * 4])
     est = CodaPretrainer(**dict(TINY, epochs=1)).fit(X, ["chest"] * 4 + ["knee"] * 4)
     assert list(est.organs_) == ["chest", "knee"]
 
@@ -253,9 +217,10 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
 def test_organ_from_dicom_tag(tmp_path):
     pytest.importorskip("pydicom")
+    from helpers import write_dicom
+
     from codafeat.model_card import model_card
     from codafeat.weights import read_config
-    from helpers import write_dicom
 
     rng = np.random.default_rng(0)
     paths = []
@@ -263,7 +228,7 @@ def test_organ_from_dicom_tag(tmp_path):
     for organ, tags in spellings.items():
         for i in range(8):
             extra = {"SeriesDescription": "Hand PA"} if tags[i % 4] == "" else {}
-            paths.append(str(write_dicom(tmp_path / f"{organ}{i}.dcm", _organ_image(organ, rng),
+            paths.append(str(write_dicom(tmp_path / f"{organ}{i}.dcm", organ_image(organ, rng),
                                          BodyPartExamined=tags[i % 4], **extra)))
     est = CodaPretrainer(**dict(TINY, epochs=1, organ_from="dicom")).fit(paths)
     assert list(est.organs_) == ["chest", "hand"] and est.data_summary_["organs"] == {"chest": 8, "hand": 8}
@@ -289,19 +254,6 @@ def test_fit_restores_the_denormal_setting(organ_folder):
 
 
 # ---------------------------------------------------------------------- resume (issue 10, item 3)
-def _interrupt_at(monkeypatch, epoch_to_stop: int) -> None:
-    from codafeat._train.loop import CodaTrainer
-
-    real = CodaTrainer.run_epoch
-
-    def run_epoch(self, loader, epoch, **kw):
-        if epoch == epoch_to_stop:
-            raise KeyboardInterrupt
-        return real(self, loader, epoch, **kw)
-
-    monkeypatch.setattr(CodaTrainer, "run_epoch", run_epoch)
-
-
 def test_resume_without_random_state_reuses_the_stored_seed(tmp_path, monkeypatch):
     from codafeat._train.checkpoint import load_checkpoint
 
@@ -309,7 +261,7 @@ def test_resume_without_random_state_reuses_the_stored_seed(tmp_path, monkeypatc
     ckpt = tmp_path / "ckpt"
     params = dict(TINY, epochs=3, random_state=None, checkpoint_dir=ckpt)
     with monkeypatch.context() as m:
-        _interrupt_at(m, 1)
+        interrupt_at(m, 1)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     _, meta = load_checkpoint(ckpt / "checkpoint.safetensors")
@@ -329,7 +281,7 @@ def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt"
     params = dict(TINY, epochs=3, checkpoint_dir=ckpt)
     with monkeypatch.context() as m:
-        _interrupt_at(m, 1)
+        interrupt_at(m, 1)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     for change in (dict(global_scale=(0.5, 1.0)), dict(local_scale=(0.3, 0.6)), dict(rotation=5.0),
@@ -350,7 +302,7 @@ def test_resume_refuses_swapped_pixels(tmp_path, monkeypatch):
     folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=6)
     params = dict(TINY, epochs=2, checkpoint_dir=tmp_path / "ckpt")
     with monkeypatch.context() as m:
-        _interrupt_at(m, 1)
+        interrupt_at(m, 1)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     chest, hand = folder / "chest" / "chest_000.png", folder / "hand" / "hand_000.png"
@@ -381,7 +333,7 @@ def test_a_checkpoint_from_before_the_view_settings_resumes_at_their_defaults(tm
     ckpt = tmp_path / "ckpt"
     params = dict(TINY, epochs=2, checkpoint_dir=ckpt)
     with monkeypatch.context() as m:
-        _interrupt_at(m, 1)
+        interrupt_at(m, 1)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
     path, tensors, meta = ck.latest_checkpoint(ckpt)

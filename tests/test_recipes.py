@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import inspect
 
 import pytest
 
-import codafeat.data.io as io_mod
-import codafeat.recipes as recipes_mod
 from codafeat import CodaPretrainer
 from codafeat.recipes import RECIPES, get_recipe
-
-
-def test_doctests():
-    assert doctest.testmod(recipes_mod).failed == 0
-    assert doctest.testmod(io_mod).failed == 0
 
 
 def test_every_recipe_names_only_pretrainer_parameters_and_validates():

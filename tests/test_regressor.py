@@ -7,10 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.utils import estimator_checks as ec
+from helpers import FINE_TUNE
+from helpers import FINE_TUNE_CHECKS as CHECKS
+from helpers import FINE_TUNE_TINY as TINY
 
 from codafeat import CodaRegressor
-from test_classifier import CHECKS, FINE_TUNE, TINY
 
 
 def brightness_task(n: int, seed: int, size: int = 48) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from helpers import shapes_dataset
 from PIL import Image
 from sklearn.base import clone
 
@@ -18,21 +19,6 @@ from codafeat.metrics import iou
 from codafeat.segment import CodaSegmenter
 
 TINY = dict(backbone="test_convnext", decoder_channels=(16, 16, 16, 8, 8))
-
-
-def shapes_dataset(n: int = 8, h: int = 48, w: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Discs (even) and squares (odd) brighter than a noisy background."""
-    rng = np.random.default_rng(seed)
-    X = np.zeros((n, h, w), np.float32)
-    Y = np.zeros((n, h, w), np.uint8)
-    yy, xx = np.mgrid[:h, :w]
-    for i in range(n):
-        r = int(rng.integers(min(h, w) // 8, min(h, w) // 4))
-        cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
-        m = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) if i % 2 == 0 else ((abs(yy - cy) <= r) & (abs(xx - cx) <= r))
-        Y[i] = m
-        X[i] = 0.25 + 0.5 * m + 0.1 * rng.standard_normal((h, w))
-    return np.clip(X, 0, 1), Y
 
 
 def quick(**kw) -> CodaSegmenter:

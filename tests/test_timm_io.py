@@ -11,13 +11,25 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder
 from safetensors.torch import save_file
-from test_pretrain import TINY, make_organ_folder
 
-from codafeat import CodaEncoder, CodaPretrainer, CodaSegmenter, build_weights_wheel, export_timm
+from codafeat import (
+    CodaEncoder,
+    CodaPretrainer,
+    CodaSegmenter,
+    build_weights_wheel,
+)
 from codafeat.cli import main
 from codafeat.timm_io import load_any
-from codafeat.weights import FORMAT_VERSION, WeightsError, load_weights, make_config, read_config
+from codafeat.weights import (
+    FORMAT_VERSION,
+    WeightsError,
+    load_weights,
+    make_config,
+    read_config,
+)
 
 NAME = "test_convnext"
 

@@ -24,8 +24,7 @@ import torch
 from safetensors.torch import save as st_save
 
 import codafeat.weights as W
-from codafeat import CodaEncoder
-from codafeat import build_weights_wheel
+from codafeat import CodaEncoder, build_weights_wheel
 from codafeat.weights import WeightsError, list_weights, read_config, registered_path
 
 NAME = "Tiny-Test.v1"

@@ -14,7 +14,11 @@ import pytest
 
 from codafeat import CodaEncoder
 from codafeat.cli import main
-from codafeat.datasets import make_radiograph_phantoms, scan_organ_folder, write_image_folder
+from codafeat.datasets import (
+    make_radiograph_phantoms,
+    scan_organ_folder,
+    write_image_folder,
+)
 from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32

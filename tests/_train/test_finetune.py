@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from codafeat._device import DevicePolicy
-from codafeat._train.finetune import EarlyStopping, FineTuneTrainer, fit_epochs, warmup_cosine
+from codafeat._train.finetune import (
+    EarlyStopping,
+    FineTuneTrainer,
+    fit_epochs,
+    warmup_cosine,
+)
 from codafeat._train.tasks import ClassificationTask, SegmentationTask
 from codafeat.nn.linear_head import build_linear_head_net
 from codafeat.nn.unet import build_unet

@@ -6,11 +6,12 @@ import json
 import shutil
 
 import pytest
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder
 
 from codafeat._train import metrics_sink
 from codafeat._train.metrics_sink import MetricsSink
 from codafeat.pretrain import CodaPretrainer
-from test_pretrain import TINY, make_organ_folder
 
 
 def test_a_failed_write_warns_once_and_does_not_raise(tmp_path, caplog):

@@ -10,7 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codafeat._train.monitor import MIN_PER_ORGAN, TrainingMonitor, collapse_warnings, monitor_split
+from codafeat._train.monitor import (
+    MIN_PER_ORGAN,
+    TrainingMonitor,
+    collapse_warnings,
+    monitor_split,
+)
 from codafeat.nn.coda_model import CodaNetwork
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
@@ -10,12 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import codafeat._train.schedules as sched_mod
 from codafeat._train.schedules import cosine_schedule, teacher_temp_schedule
 
-
-def test_doctests():
-    assert doctest.testmod(sched_mod).failed == 0
 
 
 def reference_cosine(base, final, total, warmup, start):

@@ -449,7 +449,6 @@ def _dying_fill(monkeypatch):
     """The background fill replaced by a process that is SIGKILLed at once (as the OOM killer would)."""
     import subprocess
 
-    import codafeat.data.shards as shards_mod
 
     def fill(*args, **kwargs):
         return subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
@@ -475,8 +474,10 @@ def test_a_killed_fill_is_a_warning_with_its_reason_and_the_cache_still_serves(i
 
 @pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_pretraining_keeps_its_model_when_the_fill_process_dies(tmp_path, monkeypatch):
+    from helpers import TINY_PRETRAIN as TINY
+    from helpers import make_organ_folder
+
     from codafeat.pretrain import CodaPretrainer
-    from test_pretrain import TINY, make_organ_folder
 
     folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=3)
     _dying_fill(monkeypatch)

@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder, write_dicom
 from PIL import Image
-from helpers import write_dicom
-from test_pretrain import TINY, make_organ_folder
 
 from codafeat import CodaEncoder, CodaPretrainer
 from codafeat.data.decoded_cache import DecodedCache

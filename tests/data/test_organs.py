@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import write_dicom
 
 import codafeat.data.organs as organs_mod
-from codafeat.data.organs import collect_organ_images
 from codafeat.data.organs import ORGAN_INDEX_NAME as INDEX_NAME
+from codafeat.data.organs import collect_organ_images
 
 
 def _dicom(path, part, **tags):

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import shapes_dataset
 from PIL import Image
-from test_segment import shapes_dataset
 
-from codafeat.data.seg_augment import SegAugment, encode_mask, load_mask, resize_mask, resize_pair
+from codafeat.data.seg_augment import (
+    SegAugment,
+    encode_mask,
+    load_mask,
+    resize_mask,
+    resize_pair,
+)
 
 
 def test_mask_reading_rules(tmp_path):

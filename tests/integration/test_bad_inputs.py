@@ -19,16 +19,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_PRETRAIN as TINY
+from helpers import interrupt_at as _interrupt_at
+from helpers import make_organ_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from codafeat import CodaEncoder
 from codafeat.data import io
-from codafeat.data.io import ImageReadError, decode_image, find_images, load_image, set_max_image_pixels
+from codafeat.data.io import (
+    ImageReadError,
+    decode_image,
+    find_images,
+    load_image,
+    set_max_image_pixels,
+)
 from codafeat.datasets import scan_organ_folder
 from codafeat.pretrain import CodaPretrainer
-from test_pretrain import TINY, _interrupt_at, make_organ_folder
 
 REPO = Path(__file__).resolve().parents[2]
 ENC = dict(backbone="test_convnext", image_size=32, batch_size=4, random_state=0)

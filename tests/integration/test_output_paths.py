@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_organ_folder
 from PIL import Image
 
 from codafeat import CodaEncoder
 from codafeat.cli import main
 from codafeat.pretrain import CodaPretrainer
-from test_pretrain import make_organ_folder
 
 
 @pytest.fixture

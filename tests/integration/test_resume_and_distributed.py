@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder
 from safetensors.torch import load_file
-
-from test_pretrain import TINY, make_organ_folder
 
 #: Child processes and benchmark dry runs: `pytest -m "not slow"` leaves them out of a quick local loop.
 pytestmark = pytest.mark.slow

@@ -13,9 +13,8 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from helpers import DATA_FREE_CHECKS
 from sklearn.utils import estimator_checks as ec
-
-from test_encoder import DATA_FREE_CHECKS
 
 from codafeat import CodaEncoder, CodaPretrainer, CodaSegmenter
 
