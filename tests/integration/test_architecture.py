@@ -199,6 +199,53 @@ def test_tests_mirror_the_package():
     assert not orphans, f"test modules without a library module of that name: {orphans}"
 
 
+#: Library modules without a test file of their own, and where they are tested instead.
+UNMIRRORED = {
+    "__main__.py": "two lines; every test that runs `python -m codafeat` (tests/_cli/test_embed_ranks.py)",
+    "_version.py": "a constant, written into every weights config (tests/test_weights.py reads it back)",
+    "cli.py": "the parser and the exit codes, through every command's tests (tests/_cli/)",
+    "_cli/demo.py": "tests/test_demo.py runs the command",
+    "_cli/export.py": "tests/test_timm_io.py (export, then read back with timm)",
+    "_cli/info.py": "tests/test_timm_io.py and tests/test_weights.py (the model card of files and folders)",
+    "_cli/list_weights.py": "tests/test_weights_wheel.py (installed weights listed)",
+    "_cli/package_weights.py": "tests/test_weights_wheel.py (the wheel built, installed, loaded)",
+    "_cli/pretrain.py": "tests/test_pretrain.py and tests/integration/test_output_paths.py",
+    "_cli/probe.py": "tests/_cli/test_embed_probe.py (embed and probe share their options)",
+    "_params.py": "constraints: tests/integration/test_sklearn_checks.py (check_param_validation)",
+    "_finetune.py": "the shared base of tests/test_classifier.py and tests/test_regressor.py",
+    "fewshot_split.py": "tests/test_probes.py (FewShotSplit with cross_val_score, GridSearchCV)",
+    "fewshot_report.py": "tests/test_probes.py (few_shot_report, format_table)",
+    "model_card.py": "tests/test_pretrain.py and tests/test_weights_wheel.py (cards of trained weights)",
+    "data/background_fill.py": "a process of the decoded cache: tests/data/test_decoded_cache.py",
+    "data/leases.py": "the neighbour and stale-lease tests of tests/data/test_decoded_cache.py",
+    "data/seg_pairs.py": "image/mask pairs of tests/test_segment.py",
+    "data/tag_index.py": "tests/data/test_organs.py and tests/_cli/test_organs_command.py (headers read once)",
+    "nn/preprocess.py": "tests/test_encoder.py and tests/nn/test_backbone.py (greyscale in, backbone out)",
+}
+
+
+def test_every_library_module_has_its_test_file_or_a_reason():
+    """The other direction of the mirror: a module without ``tests/<package>/test_<module>*.py``
+    must say where it is tested (``UNMIRRORED``); a listed module that gains a test file leaves the list."""
+    tests = PACKAGE.parent / "tests"
+    missing, stale = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        rel = path.relative_to(PACKAGE)
+        folder = tests.joinpath(*rel.parts[:-1])
+        stem = "test_" + path.stem.lstrip("_")
+        has_test = folder.is_dir() and any(t.stem == stem or t.stem.startswith(stem + "_") for t in folder.glob("test_*.py"))
+        key = rel.as_posix()
+        if not has_test and key not in UNMIRRORED:
+            missing.append(key)
+        if has_test and key in UNMIRRORED:
+            stale.append(key)
+    assert not missing, f"library modules without a test file (add tests/.../test_<module>.py, or a reason): {missing}"
+    assert not stale, f"these have a test file now: remove them from UNMIRRORED: {stale}"
+    assert set(UNMIRRORED) <= {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}, "a listed module is gone"
+
+
 def _marked_slow(node: ast.FunctionDef, module_marked: bool) -> bool:
     return module_marked or any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
 
