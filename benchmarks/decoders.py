@@ -62,11 +62,11 @@ def corrupt_cases(data: bytes, n: int = 40, seed: int = 0) -> list[bytes]:
         if k % 2:  # fix the CRC of the chunk that holds pos, so that only the content is wrong
             off = 8
             while off + 12 <= len(b):
-                length = struct.unpack(">I", b[off:off + 4])[0]
+                length = struct.unpack(">I", b[off : off + 4])[0]
                 end = off + 12 + length
                 if off <= pos < end and end <= len(b):
-                    crc = zlib.crc32(bytes(b[off + 4:off + 8 + length])) & 0xFFFFFFFF
-                    b[off + 8 + length:end] = struct.pack(">I", crc)
+                    crc = zlib.crc32(bytes(b[off + 4 : off + 8 + length])) & 0xFFFFFFFF
+                    b[off + 8 + length : end] = struct.pack(">I", crc)
                     break
                 off = end
         out.append(bytes(b))
@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         sample = sample or blobs[0]
         same = all(np.array_equal(_pillow(b), np.squeeze(_spng(b))) for b in blobs[:10])
         t = {name: _time(fn, blobs) for name, fn in DECODERS.items()}
-        print(f"| {folder} | {len(blobs)} | {t['pillow']:.2f} | {t['pyspng']:.2f} | {t['pillow'] / t['pyspng']:.2f} | {same} |")
+        print(
+            f"| {folder} | {len(blobs)} | {t['pillow']:.2f} | {t['pyspng']:.2f} | {t['pillow'] / t['pyspng']:.2f} | {same} |"
+        )
     if sample is not None:
         with tempfile.TemporaryDirectory() as tmp:
             for name, verdict in robustness(sample, Path(tmp)).items():

@@ -51,18 +51,43 @@ def write_inputs(folder: Path, cfg: dict) -> Path:
     for i in range(cfg["n"]):
         img = np.clip(rng.normal(0, 20, (side, side)) + ramp + 30 * np.sin(i + np.arange(side)[:, None] / 9), 0, 255)
         Image.fromarray(img.astype(np.uint8)).save(images / f"{i:05d}.png")
-    return CodaEncoder(backbone=cfg["backbone"], image_size=cfg["image_size"], random_state=0).fit().save(
-        folder / "w.safetensors")
+    return (
+        CodaEncoder(backbone=cfg["backbone"], image_size=cfg["image_size"], random_state=0)
+        .fit()
+        .save(folder / "w.safetensors")
+    )
 
 
-def run(folder: Path, weights: Path, out: Path, cfg: dict, *, nproc: int, threads: int,
-        images: str = "images") -> float:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+def run(
+    folder: Path, weights: Path, out: Path, cfg: dict, *, nproc: int, threads: int, images: str = "images"
+) -> float:
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    cmd = [sys.executable, *launcher, "-m", "codafeat", "-q", "embed", str(folder / images), "--weights",
-           str(weights), "--out", str(out), "--device", "cpu", "--num-workers", "0", "--batch-size",
-           str(cfg["batch_size"]), "--verbose", "0"]
+    cmd = [
+        sys.executable,
+        *launcher,
+        "-m",
+        "codafeat",
+        "-q",
+        "embed",
+        str(folder / images),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--verbose",
+        "0",
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - t0
@@ -92,10 +117,14 @@ def measure(cfg: dict, workdir: Path) -> dict:
         blobs["all"].add((workdir / f"all{i}.npy").read_bytes())
         blobs["quarter"].add((workdir / f"quarter{i}.npy").read_bytes())
     # a run whose extra images cost no measurable time (a dry run's noise) has no marginal rate
-    marginal = {k: (cfg["n"] - n_small) / (walls[k] - small[k]) if walls[k] > small[k] else float("nan")
-                for k in RUNS}
-    return {"walls": walls, "small": small, "n_small": n_small, "marginal": marginal,
-            "same_bytes": all(len(b) == 1 for b in blobs.values())}
+    marginal = {k: (cfg["n"] - n_small) / (walls[k] - small[k]) if walls[k] > small[k] else float("nan") for k in RUNS}
+    return {
+        "walls": walls,
+        "small": small,
+        "n_small": n_small,
+        "marginal": marginal,
+        "same_bytes": all(len(b) == 1 for b in blobs.values()),
+    }
 
 
 def markdown(cfg: dict, r: dict, command: str) -> str:
@@ -115,8 +144,10 @@ def markdown(cfg: dict, r: dict, command: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name in RUNS:
-        lines.append(f"| {name} | {r['small'][name]:.1f} | {w[name]:.1f} | {cfg['n'] / w[name]:.1f} | "
-                     f"{m[name]:.1f} | {m[name] / m[one]:.2f} x |")
+        lines.append(
+            f"| {name} | {r['small'][name]:.1f} | {w[name]:.1f} | {cfg['n'] / w[name]:.1f} | "
+            f"{m[name]:.1f} | {m[name] / m[one]:.2f} x |"
+        )
     lines += [
         "",
         f"Goal: 2 processes at least 1.6 x one process: {'met' if speedup >= 1.6 else 'not met'} "
@@ -137,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg["n"] = args.n
     with tempfile.TemporaryDirectory(prefix="codafeat-embed-ranks-") as tmp:
         result = measure(cfg, Path(tmp))
-    command = "python benchmarks/embed_ranks.py" + (" --dry-run" if args.dry_run else
-                                                   (f" --n {cfg['n']}" if args.n else ""))
+    command = "python benchmarks/embed_ranks.py" + (
+        " --dry-run" if args.dry_run else (f" --n {cfg['n']}" if args.n else "")
+    )
     print(markdown(cfg, result, command))
     return 0 if result["same_bytes"] else 1
 

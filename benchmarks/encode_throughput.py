@@ -170,7 +170,9 @@ def bench_folder(folder: str, args: argparse.Namespace) -> dict:
             base_rates.append(b)
             rates[key].append(e)
             ratios[key].append(e / b)
-            print(f"  round {r + 1}: baseline {b:6.1f} img/s | {key:28s} {e:6.1f} img/s | ratio {e / b:.3f}", flush=True)
+            print(
+                f"  round {r + 1}: baseline {b:6.1f} img/s | {key:28s} {e:6.1f} img/s | ratio {e / b:.3f}", flush=True
+            )
     result = {
         "folder": folder,
         "n_images": n,
@@ -228,9 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", nargs="+", default=["auto"], help="encoder configurations to time (ints or 'auto')")
-    p.add_argument("--prototype", nargs="*", type=int, default=[], help="also time the plain-DataLoader prototype with these num_workers")
+    p.add_argument(
+        "--prototype",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also time the plain-DataLoader prototype with these num_workers",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
-    p.add_argument("--encoder-threads", type=int, default=None, help="torch threads for the encoder and prototype runs (default: --threads)")
+    p.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=None,
+        help="torch threads for the encoder and prototype runs (default: --threads)",
+    )
     p.add_argument("--repeats", type=int, default=2, help="alternating baseline/encoder rounds")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each folder")
     p.add_argument("--rss", type=int, nargs="*", default=[], help="peak-RSS runs: numbers of images")
@@ -269,11 +282,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\npeak RSS, fresh process per run, {folder} cycled, num_workers={args.num_workers[0]}:")
         for n in args.rss:
             cmd = [sys.executable, os.path.abspath(__file__), folder, "--rss-child", str(n)]
-            cmd += ["--backbone", args.backbone, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+            cmd += [
+                "--backbone",
+                args.backbone,
+                "--image-size",
+                str(args.image_size),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             cmd += ["--num-workers", args.num_workers[0]]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
-            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            r = json.loads(
+                subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            )
             print(
                 f"  {n:6d} images: RSS {r['rss_before_transform_mb']:.0f} MB before transform, peak {r['peak_rss_mb']:.0f} MB "
                 f"(growth {r['peak_rss_mb'] - r['rss_before_transform_mb']:.0f} MB; output array {r['output_mb']:.1f} MB); "

@@ -56,8 +56,16 @@ def classifier(X: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> float:
     from codafeat import CodaClassifier
 
     t0 = time.perf_counter()
-    CodaClassifier(backbone=args.backbone, image_size=X.shape[-1], epochs=args.epochs, batch_size=args.batch_size,
-                   augment=False, device=args.device, num_workers=0, random_state=0).fit(X, y)
+    CodaClassifier(
+        backbone=args.backbone,
+        image_size=X.shape[-1],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        augment=False,
+        device=args.device,
+        num_workers=0,
+        random_state=0,
+    ).fit(X, y)
     return time.perf_counter() - t0
 
 
@@ -86,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         times["CodaClassifier"].append(classifier(X, y, args))
     steps = args.epochs * -(-args.n // args.batch_size)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.backbone}, {args.size} px, {args.n} images, {args.epochs} epochs ({steps} steps of {args.batch_size}), "
-          f"{args.device}, {args.threads} threads, median of {args.repeats}:")
+    print(
+        f"{args.backbone}, {args.size} px, {args.n} images, {args.epochs} epochs ({steps} steps of {args.batch_size}), "
+        f"{args.device}, {args.threads} threads, median of {args.repeats}:"
+    )
     for k, v in med.items():
-        print(f"  {k:16s} {v:7.2f} s  ({args.n * args.epochs / v:6.1f} images/s)  runs: {', '.join(f'{t:.2f}' for t in times[k])}")
+        print(
+            f"  {k:16s} {v:7.2f} s  ({args.n * args.epochs / v:6.1f} images/s)  runs: {', '.join(f'{t:.2f}' for t in times[k])}"
+        )
     print(f"  overhead of CodaClassifier: {100 * (med['CodaClassifier'] / med['bare timm loop'] - 1):+.1f} %")
     return 0
 

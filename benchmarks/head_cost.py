@@ -63,7 +63,9 @@ class NormalizeHead(nn.Module):
         return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.weight_v, dim=1))
 
 
-def step(student: tuple[nn.Module, nn.Module], teacher: tuple[nn.Module, nn.Module], g1, g2, crops, device) -> tuple[float, float]:
+def step(
+    student: tuple[nn.Module, nn.Module], teacher: tuple[nn.Module, nn.Module], g1, g2, crops, device
+) -> tuple[float, float]:
     """One step's head work; returns (wall seconds, process CPU seconds)."""
     for m in student:
         m.zero_grad(set_to_none=True)
@@ -119,7 +121,7 @@ def main() -> None:
             assert err < 1e-4, f"{name} differs from parametrize by {err}"
 
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    for name, (s, t) in pairs.items():  # warm-up
+    for s, t in pairs.values():  # warm-up
         step(s, t, g1, g2, crops, device)
     names = list(pairs)
     for r in range(args.repeats):
@@ -132,6 +134,7 @@ def main() -> None:
         f"heads in={args.in_dim} out={args.out_dim}; student: {args.batch} + {args.crops}x{args.batch} rows fwd+bwd, "
         f"teacher: 2x{args.batch} rows fwd; median of {args.repeats} rounds"
     )
+
     # On a shared machine wall time is noisy; the process CPU time (all threads) is the
     # steadier measure of the work done, and with --threads 1 the two agree when idle.
     def median(xs: list[float]) -> float:

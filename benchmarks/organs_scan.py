@@ -32,9 +32,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: (BodyPartExamined, StudyDescription) pairs the synthetic archive cycles through.
-TAGS = [("CHEST", ""), ("PORT CHEST", ""), ("THORAX", ""), ("CHEST_LAT", ""), ("TORAX", ""), ("LSPINE", ""),
-        ("L SPINE", ""), ("LUMBAR SPINE", ""), ("C-SPINE", ""), ("HAND LT", ""), ("EXTREMITY", "XR HAND 2V"),
-        ("", "KNEE BILAT STANDING"), ("KNIE RECHTS", ""), ("PELVIS", ""), ("SKULL", ""), ("UNKNOWN PART", "")]
+TAGS = [
+    ("CHEST", ""),
+    ("PORT CHEST", ""),
+    ("THORAX", ""),
+    ("CHEST_LAT", ""),
+    ("TORAX", ""),
+    ("LSPINE", ""),
+    ("L SPINE", ""),
+    ("LUMBAR SPINE", ""),
+    ("C-SPINE", ""),
+    ("HAND LT", ""),
+    ("EXTREMITY", "XR HAND 2V"),
+    ("", "KNEE BILAT STANDING"),
+    ("KNIE RECHTS", ""),
+    ("PELVIS", ""),
+    ("SKULL", ""),
+    ("UNKNOWN PART", ""),
+]
 PER_FOLDER = 1000
 
 
@@ -102,41 +117,62 @@ def measure(n: int, workdir: Path) -> dict:
     t0 = time.perf_counter()
     write_archive(archive, n)
     write_s = time.perf_counter() - t0
-    organs = [sys.executable, "-m", "codafeat", "-q", "organs", str(archive), "--organ-from", "dicom",
-              "--cache-dir", str(cache), "--summary"]
+    organs = [
+        sys.executable,
+        "-m",
+        "codafeat",
+        "-q",
+        "organs",
+        str(archive),
+        "--organ-from",
+        "dicom",
+        "--cache-dir",
+        str(cache),
+        "--summary",
+    ]
     bare_s, _ = _timed([sys.executable, "-c", BARE, str(archive)])
     first_s, first_out = _timed(organs)
     second_s, second_out = _timed(organs)
     if first_out != second_out:
         raise RuntimeError("the second run's table differs from the first's")
-    return {"n": n, "write_s": write_s, "bare_s": bare_s, "first_s": first_s, "second_s": second_s,
-            "first_over_bare": first_s / bare_s, "second_over_first": second_s / first_s, "table": first_out}
+    return {
+        "n": n,
+        "write_s": write_s,
+        "bare_s": bare_s,
+        "first_s": first_s,
+        "second_s": second_s,
+        "first_over_bare": first_s / bare_s,
+        "second_over_first": second_s / first_s,
+        "table": first_out,
+    }
 
 
 def markdown(r: dict, command: str) -> str:
     ok_first = "met" if r["first_over_bare"] <= 1.5 else "not met"
     ok_second = "met" if r["second_over_first"] < 0.05 else "not met"
-    return "\n".join([
-        f"### `codafeat organs` on {r['n']:,} synthetic DICOM headers",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}. "
-        f"Command: `{command}`. Each figure is one fresh process (start-up included).",
-        "",
-        "| run | wall s | ratio |",
-        "|---|---|---|",
-        f"| bare header reads (pydicom, 4 tags, every file) | {r['bare_s']:.1f} | 1 |",
-        f"| first run, empty tag index | {r['first_s']:.1f} | {r['first_over_bare']:.2f} x bare |",
-        f"| second run, nothing changed | {r['second_s']:.2f} | {100 * r['second_over_first']:.1f} % of the first |",
-        "",
-        f"Goals: first run bounded by the header reads ({ok_first}: {r['first_over_bare']:.2f} x the bare reads); "
-        f"second run under 5 % of the first ({ok_second}: {100 * r['second_over_first']:.1f} %).",
-        "",
-        "The table the command printed (both runs the same):",
-        "",
-        "```",
-        r["table"].rstrip(),
-        "```",
-    ])
+    return "\n".join(
+        [
+            f"### `codafeat organs` on {r['n']:,} synthetic DICOM headers",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}. "
+            f"Command: `{command}`. Each figure is one fresh process (start-up included).",
+            "",
+            "| run | wall s | ratio |",
+            "|---|---|---|",
+            f"| bare header reads (pydicom, 4 tags, every file) | {r['bare_s']:.1f} | 1 |",
+            f"| first run, empty tag index | {r['first_s']:.1f} | {r['first_over_bare']:.2f} x bare |",
+            f"| second run, nothing changed | {r['second_s']:.2f} | {100 * r['second_over_first']:.1f} % of the first |",
+            "",
+            f"Goals: first run bounded by the header reads ({ok_first}: {r['first_over_bare']:.2f} x the bare reads); "
+            f"second run under 5 % of the first ({ok_second}: {100 * r['second_over_first']:.1f} %).",
+            "",
+            "The table the command printed (both runs the same):",
+            "",
+            "```",
+            r["table"].rstrip(),
+            "```",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

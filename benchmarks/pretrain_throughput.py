@@ -85,20 +85,36 @@ def main() -> None:
     n_steps_total = args.steps + args.warmup + 1
 
     torch.manual_seed(0)
-    student = CodaNetwork(args.backbone, mean=DEFAULT_MEAN, std=DEFAULT_STD, head_out_dim=args.head_out_dim,
-                          head_hidden_dim=args.head_hidden_dim).to(device)
+    student = CodaNetwork(
+        args.backbone,
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+        head_out_dim=args.head_out_dim,
+        head_hidden_dim=args.head_hidden_dim,
+    ).to(device)
     if device.type == "cuda":
         student = student.to(memory_format=torch.channels_last)
     teacher = make_teacher(student)
     sched = Schedules(
-        lr=np.full(n_steps_total, 1e-4), weight_decay=np.full(n_steps_total, 0.04),
-        momentum=np.full(n_steps_total, 0.996), teacher_temp=np.full(1, 0.04),
+        lr=np.full(n_steps_total, 1e-4),
+        weight_decay=np.full(n_steps_total, 0.04),
+        momentum=np.full(n_steps_total, 0.996),
+        teacher_temp=np.full(1, 0.04),
     )
     trainer = CodaTrainer(
-        student=student, teacher=teacher, inter_loss=InterOrganLoss(),
-        intra_loss=IntraOrganLoss(out_dim=args.head_out_dim).to(device), lambda_inter=1.0, lambda_intra=1.0,
-        schedules=sched, steps_per_epoch=n_steps_total, clip_grad=3.0, freeze_last_layer=0, device=device,
-        dist_info=D.DistInfo(), n_local_crops=args.n_local_crops,
+        student=student,
+        teacher=teacher,
+        inter_loss=InterOrganLoss(),
+        intra_loss=IntraOrganLoss(out_dim=args.head_out_dim).to(device),
+        lambda_inter=1.0,
+        lambda_intra=1.0,
+        schedules=sched,
+        steps_per_epoch=n_steps_total,
+        clip_grad=3.0,
+        freeze_last_layer=0,
+        device=device,
+        dist_info=D.DistInfo(),
+        n_local_crops=args.n_local_crops,
     )
     student.train()
     teacher.train()
@@ -120,16 +136,22 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    times = interleaved({"coda": lambda: trainer.step(batch, 0, next(it)), "bare": bare_step}, args.steps, args.warmup, sync)
+    times = interleaved(
+        {"coda": lambda: trainer.step(batch, 0, next(it)), "bare": bare_step}, args.steps, args.warmup, sync
+    )
     t_coda, t_bare = float(np.median(times["coda"])), float(np.median(times["bare"]))
     ips_coda, ips_bare = args.batch_size / t_coda, args.batch_size / t_bare
     ratios = [b / c for c, b in zip(times["coda"], times["bare"])]
     mem = ""
     if device.type == "cuda":
         mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}{mem}")
-    print(f"backbone {args.backbone}, batch {args.batch_size}, global {args.image_size}px, "
-          f"{args.n_local_crops} crops of {args.local_size}px, head out {args.head_out_dim}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {device}{mem}"
+    )
+    print(
+        f"backbone {args.backbone}, batch {args.batch_size}, global {args.image_size}px, "
+        f"{args.n_local_crops} crops of {args.local_size}px, head out {args.head_out_dim}"
+    )
     print(f"coda step : {ips_coda:8.2f} images/s ({t_coda * 1000:.0f} ms/step)")
     print(f"bare step : {ips_bare:8.2f} images/s ({t_bare * 1000:.0f} ms/step)")
     print(f"ratio coda/bare (medians): {ips_coda / ips_bare:.3f}; per round: {', '.join(f'{r:.2f}' for r in ratios)}")

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             for frac in ("10%", "20%", "50%"):
                 scores = []
                 for tr in t["draws"][frac]:
-                    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(
-                        Cs=np.logspace(-4, 2, 7), cv=3, max_iter=3000, scoring=scoring))
+                    probe = make_pipeline(
+                        StandardScaler(),
+                        LogisticRegressionCV(Cs=np.logspace(-4, 2, 7), cv=3, max_iter=3000, scoring=scoring),
+                    )
                     probe.fit(E[tr], t["y"][tr])
                     scores.append(get_scorer(scoring)(probe, E[t["test"]], t["y"][t["test"]]))
                 cells.append(f"{100 * np.mean(scores):.1f} ± {100 * np.std(scores):.1f}")

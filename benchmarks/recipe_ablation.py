@@ -13,7 +13,7 @@ monitor's last figures (organ kNN accuracy and NMI of the teacher, teacher entro
 ``ln K``, the information its targets carry, and the normalised embedding spread).
 
 ``--phantoms`` runs the same configurations on the demo's synthetic phantoms instead
-(:func:`codafeat.datasets.make_radiograph_phantoms`, 60 per organ, 6 organs, drawn with
+(:func:`codafeat.phantoms.make_radiograph_phantoms`, 60 per organ, 6 organs, drawn with
 ``--seed``), to study why the intra-organ branch collapses there.
 
 Usage::
@@ -42,9 +42,19 @@ DATA = REPO / ".." / "shared" / "data" / "organs7"
 
 #: The starting point: the settings of benchmarks/reproduce.py and the demo before issue 10.
 BASE: dict[str, Any] = dict(
-    backbone="convnext_atto", image_size=64, local_size=32, n_local_crops=4, batch_size=32,
-    lr=1e-3, warmup_epochs=1, head_out_dim=4096, head_hidden_dim=512, head_bottleneck_dim=128,
-    symmetric=False, drop_path_rate=0.0, momentum_teacher=0.996,
+    backbone="convnext_atto",
+    image_size=64,
+    local_size=32,
+    n_local_crops=4,
+    batch_size=32,
+    lr=1e-3,
+    warmup_epochs=1,
+    head_out_dim=4096,
+    head_hidden_dim=512,
+    head_bottleneck_dim=128,
+    symmetric=False,
+    drop_path_rate=0.0,
+    momentum_teacher=0.996,
 )
 
 #: name -> (parent, changes). Each row changes one thing against its parent.
@@ -85,14 +95,15 @@ PHANTOMS: dict[str, Path] = {}
 
 def phantom_folder(out: Path, seed: int) -> Path:
     """The demo's phantoms (60 per organ, 64 px, drawn with ``seed``) as an organ-per-folder tree."""
-    from codafeat.datasets import make_radiograph_phantoms, write_image_folder
+    from codafeat.data.manifest import write_image_folder
+    from codafeat.phantoms import make_radiograph_phantoms
 
     X, organs, variants = make_radiograph_phantoms(60, image_size=64, random_state=seed)
     return write_image_folder(X, organs, out / "phantom_data", variants=variants, overwrite=True)
 
 
 def subsample(per_organ: int, seed: int) -> tuple[list[str], np.ndarray]:
-    from codafeat.datasets import scan_organ_folder
+    from codafeat.data.manifest import scan_organ_folder
 
     if PHANTOMS:
         return scan_organ_folder(PHANTOMS["folder"])
@@ -113,12 +124,24 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     paths, organs = subsample(args.per_organ, args.seed)
-    params = dict(settings_of(name), epochs=args.epochs, monitor_fraction=args.monitor_fraction,
-                  monitor_every=1, random_state=args.seed, device="cpu")
+    params = dict(
+        settings_of(name),
+        epochs=args.epochs,
+        monitor_fraction=args.monitor_fraction,
+        monitor_every=1,
+        random_state=args.seed,
+        device="cpu",
+    )
     t0 = time.perf_counter()
     pre = CodaPretrainer(**params).fit(paths, organs)
-    return {"name": name, "params": params, "history": pre.history_, "seconds": time.perf_counter() - t0,
-            "n_train": int(pre.n_train_images_), "n_monitor": int(len(pre.monitor_indices_))}
+    return {
+        "name": name,
+        "params": params,
+        "history": pre.history_,
+        "seconds": time.perf_counter() - t0,
+        "n_train": int(pre.n_train_images_),
+        "n_monitor": int(len(pre.monitor_indices_)),
+    }
 
 
 def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -142,33 +165,53 @@ def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     mon = TrainingMonitor.from_cache(cache, held, labels, s["image_size"], torch.device("cpu"))
     raw = organ_separation(mon.images.float().flatten(1).numpy() / 255, mon.labels, n_neighbors=5)
     torch.manual_seed(seed)
-    net = CodaNetwork(s["backbone"], mean=DEFAULT_MEAN, std=DEFAULT_STD, head_out_dim=s["head_out_dim"],
-                      head_hidden_dim=s["head_hidden_dim"], head_bottleneck_dim=s["head_bottleneck_dim"]).eval()
+    net = CodaNetwork(
+        s["backbone"],
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+        head_out_dim=s["head_out_dim"],
+        head_hidden_dim=s["head_hidden_dim"],
+        head_bottleneck_dim=s["head_bottleneck_dim"],
+    ).eval()
     random = mon.measure(net, torch.zeros(1, s["head_out_dim"]), 0.04)
-    return {"raw pixels": {"knn": raw["knn_accuracy"], "nmi": raw["nmi"]},
-            "random init": {"knn": random["monitor_knn_accuracy"], "nmi": random["monitor_nmi"],
-                            "h_ratio": random["teacher_entropy"] / random["ln_k"], "mi": random["teacher_mi"]}}
+    return {
+        "raw pixels": {"knn": raw["knn_accuracy"], "nmi": raw["nmi"]},
+        "random init": {
+            "knn": random["monitor_knn_accuracy"],
+            "nmi": random["monitor_nmi"],
+            "h_ratio": random["teacher_entropy"] / random["ln_k"],
+            "mi": random["teacher_mi"],
+        },
+    }
 
 
 def summary(r: dict[str, Any]) -> dict[str, Any]:
     h = r["history"]
     intra = [e["loss_intra"] for e in h]
     last = h[-1]
-    third = intra[-max(2, len(intra) // 3):]
+    third = intra[-max(2, len(intra) // 3) :]
     return {
-        "intra_first": intra[0], "intra_min": min(intra), "intra_last": intra[-1],
+        "intra_first": intra[0],
+        "intra_min": min(intra),
+        "intra_last": intra[-1],
         "ln_k": math.log(r["params"]["head_out_dim"]),
         "rises_late": bool(third[-1] > min(third) + 0.05),
-        "knn": last.get("monitor_knn_accuracy"), "nmi": last.get("monitor_nmi"),
-        "h_ratio": last["teacher_entropy"] / last["ln_k"], "mi": last["teacher_mi"],
-        "embed_std": last["embed_std"], "inter_last": last["loss_inter"],
-        "warnings": len(last.get("collapse_warnings", [])), "seconds": r["seconds"],
+        "knn": last.get("monitor_knn_accuracy"),
+        "nmi": last.get("monitor_nmi"),
+        "h_ratio": last["teacher_entropy"] / last["ln_k"],
+        "mi": last["teacher_mi"],
+        "embed_std": last["embed_std"],
+        "inter_last": last["loss_inter"],
+        "warnings": len(last.get("collapse_warnings", [])),
+        "seconds": r["seconds"],
     }
 
 
 def table(out: Path) -> str:
-    rows = ["| config | changes (vs parent) | intra first / min / last (ln K) | rises late | kNN | NMI | H_t/lnK | MI | embed std | inter last | warn | s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| config | changes (vs parent) | intra first / min / last (ln K) | rises late | kNN | NMI | H_t/lnK | MI | embed std | inter last | warn | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, (parent, change) in CONFIGS.items():
         f = out / f"{name}.json"
         if not f.exists():
@@ -193,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", action="store_true", help="only print the table of finished configs")
-    p.add_argument("--references", action="store_true", help="also measure random init and raw pixels on the monitor images")
+    p.add_argument(
+        "--references", action="store_true", help="also measure random init and raw pixels on the monitor images"
+    )
     p.add_argument("--phantoms", action="store_true", help="the demo's synthetic phantoms instead of organs7")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -215,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(json.dumps(r, indent=1))
             os.replace(tmp, f)
             s = summary(r)
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}), flush=True)
-    print(f"per organ {args.per_organ}, epochs {args.epochs}, seed {args.seed}, monitor_fraction {args.monitor_fraction}")
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {name}: "
+                + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}),
+                flush=True,
+            )
+    print(
+        f"per organ {args.per_organ}, epochs {args.epochs}, seed {args.seed}, monitor_fraction {args.monitor_fraction}"
+    )
     print(table(out))
     if args.references:
         for name, figures in references(args).items():

@@ -63,13 +63,29 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 FRACTIONS = (0.01, 0.1, 0.2, 0.5)
 ENCODERS = ("coda", "inter_only", "intra_only", "random", "raw_pixels")
 PRETRAINED = {"coda": (1.0, 1.0), "inter_only": (1.0, 0.0), "intra_only": (0.0, 1.0)}
-LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
-         "raw_pixels": "raw pixels"}
+LABEL = {
+    "coda": "Coda (both)",
+    "inter_only": "inter-organ only",
+    "intra_only": "intra-organ only",
+    "random": "random init",
+    "raw_pixels": "raw pixels",
+}
 #: Baselines that need no pretraining (raw pixels: the image resized to the encoders' input and flattened).
 BASELINES = ("random", "raw_pixels")
 #: Pretraining parameters that the command line can override (default: the recipe's value).
-PRETRAIN_KEYS = ("backbone", "image_size", "local_size", "n_local_crops", "batch_size", "epochs", "lr", "warmup_epochs",
-                 "head_out_dim", "head_hidden_dim", "head_bottleneck_dim")
+PRETRAIN_KEYS = (
+    "backbone",
+    "image_size",
+    "local_size",
+    "n_local_crops",
+    "batch_size",
+    "epochs",
+    "lr",
+    "warmup_epochs",
+    "head_out_dim",
+    "head_hidden_dim",
+    "head_bottleneck_dim",
+)
 SECTION_MAIN = "## Reproducing the paper at CPU scale (issue 6)"
 SECTION_PRE = "## Pretraining on real radiographs (issue 3)"
 SECTION_SEG = "## Segmentation with Coda weights (issue 4 benchmark)"
@@ -120,7 +136,9 @@ def machine() -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -144,8 +162,12 @@ def pretrain_settings(args: argparse.Namespace) -> dict[str, Any]:
 def signature(args: argparse.Namespace) -> dict[str, Any]:
     """What every stage's result depends on (checked by ``--resume``)."""
     return dict(
-        pretrain_settings(args), recipe=args.recipe, organs=args.organs, max_images_per_organ=args.max_images_per_organ,
-        seed=args.seed, test_fraction=args.test_fraction,
+        pretrain_settings(args),
+        recipe=args.recipe,
+        organs=args.organs,
+        max_images_per_organ=args.max_images_per_organ,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
     )
 
 
@@ -165,7 +187,11 @@ class Run:
                 diff = {k: (old.get(k), v) for k, v in self.sig.items() if old.get(k) != v}
                 sys.exit(f"--resume: {self.out} holds results of other settings {diff}; use another --out")
         elif sig_file.exists() and not args.resume:
-            for p in list(self.out.glob("*.json")) + list((self.out / "embeddings").glob("*.npy")) + list(self.out.glob("*.safetensors")):
+            for p in (
+                list(self.out.glob("*.json"))
+                + list((self.out / "embeddings").glob("*.npy"))
+                + list(self.out.glob("*.safetensors"))
+            ):
                 p.unlink()
             for ck in self.out.glob("ckpt_*/*"):
                 ck.unlink()
@@ -190,8 +216,10 @@ def find_data(root: Path, organs: str = "organs7") -> Path:
     return root
 
 
-def pretraining_images(data: Path, max_per_organ: int | None, seed: int, folder: str = "organs7") -> tuple[list[str], np.ndarray]:
-    from codafeat.datasets import scan_organ_folder
+def pretraining_images(
+    data: Path, max_per_organ: int | None, seed: int, folder: str = "organs7"
+) -> tuple[list[str], np.ndarray]:
+    from codafeat.data.manifest import scan_organ_folder
 
     paths, organs = scan_organ_folder(data / folder)
     if max_per_organ:
@@ -206,7 +234,7 @@ def pretraining_images(data: Path, max_per_organ: int | None, seed: int, folder:
 
 
 def eval_sets(data: Path, organs: str = "organs7") -> dict[str, tuple[list[str], np.ndarray]]:
-    from codafeat.datasets import read_manifest
+    from codafeat.data.manifest import read_manifest
 
     return {
         "organs_eval": read_manifest(data / f"{organs}_eval" / "labels.csv", path_column="path", label_column="organ"),
@@ -272,7 +300,9 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
 
     args = run.args
     paths, organs = pretraining_images(data, args.max_images_per_organ, args.seed, args.organs)
-    log(f"pretraining images: {len(paths)} ({ {str(k): int(v) for k, v in zip(*np.unique(organs, return_counts=True))} })")
+    log(
+        f"pretraining images: {len(paths)} ({ {str(k): int(v) for k, v in zip(*np.unique(organs, return_counts=True))} })"
+    )
     settings = pretrain_settings(args)
     # the recipe's branch weights for Coda; an ablation sets the other branch's weight to 0
     w_inter, w_intra = settings.pop("lambda_inter", 1.0), settings.pop("lambda_intra", 1.0)
@@ -303,12 +333,23 @@ def stage_pretrain(run: Run, data: Path, names: tuple[str, ...] = tuple(PRETRAIN
         wall = time.perf_counter() - t
         # training time over all epochs, also when this process resumed an interrupted run
         seconds = max(wall, float(sum(h["seconds"] for h in pre.history_)))
-        save_json(run.path(stage), dict(
-            name=name, lambda_inter=l_inter, lambda_intra=l_intra, history=pre.history_, seconds=seconds,
-            n_images=int(pre.n_images_), organs=list(map(str, pre.organs_)), weights=str(weights),
-        ))
+        save_json(
+            run.path(stage),
+            dict(
+                name=name,
+                lambda_inter=l_inter,
+                lambda_intra=l_intra,
+                history=pre.history_,
+                seconds=seconds,
+                n_images=int(pre.n_images_),
+                organs=list(map(str, pre.organs_)),
+                weights=str(weights),
+            ),
+        )
         last = pre.history_[-1]
-        log(f"{stage}: {seconds:.0f}s, final loss {last['loss']:.4f} (inter {last['loss_inter']}, intra {last['loss_intra']})")
+        log(
+            f"{stage}: {seconds:.0f}s, final loss {last['loss']:.4f} (inter {last['loss_inter']}, intra {last['loss_intra']})"
+        )
 
 
 def encoder_for(run: Run, name: str):
@@ -322,7 +363,9 @@ def encoder_for(run: Run, name: str):
     if name == "raw_pixels":
         return lambda items: raw_pixels(items, settings["image_size"])
     if name == "random":
-        return CodaEncoder(backbone=settings["backbone"], image_size=settings["image_size"], random_state=args.seed, **common).fit()
+        return CodaEncoder(
+            backbone=settings["backbone"], image_size=settings["image_size"], random_state=args.seed, **common
+        ).fit()
     return CodaEncoder(weights=str(run.out / f"{name}.safetensors"), **common).fit()
 
 
@@ -367,20 +410,33 @@ def stage_zeroshot(run: Run, sets: dict) -> None:
         E = emb(run, name, "organs_eval")
         res["metrics"][name] = organ_separation(E, y, n_neighbors=5, random_state=run.args.seed)
         try:
-            png = plot_embedding(E, y, "tsne", run.out / f"tsne_{name}.png", title=f"{LABEL[name]}: t-SNE of organs_eval",
-                                 random_state=run.args.seed)
+            png = plot_embedding(
+                E,
+                y,
+                "tsne",
+                run.out / f"tsne_{name}.png",
+                title=f"{LABEL[name]}: t-SNE of organs_eval",
+                random_state=run.args.seed,
+            )
             res["png"][name] = str(png)
         except ImportError as exc:
             log(f"no t-SNE picture: {exc}")
         m = res["metrics"][name]
-        log(f"zero-shot {name}: kNN {m['knn_accuracy']:.3f} NMI {m['nmi']:.3f} ARI {m['ari']:.3f} sil {m['silhouette']:.3f}")
+        log(
+            f"zero-shot {name}: kNN {m['knn_accuracy']:.3f} NMI {m['nmi']:.3f} ARI {m['ari']:.3f} sil {m['silhouette']:.3f}"
+        )
     res["seconds"] = time.perf_counter() - t
     save_json(run.path("zeroshot"), res)
 
 
 def _report_dict(report) -> dict[str, Any]:
-    return {"mean": report.mean(), "std": report.std(), "n_train": report.n_train, "scoring": report.scoring,
-            "scores": {m: {c: np.asarray(v).tolist() for c, v in d.items()} for m, d in report.scores.items()}}
+    return {
+        "mean": report.mean(),
+        "std": report.std(),
+        "n_train": report.n_train,
+        "scoring": report.scoring,
+        "scores": {m: {c: np.asarray(v).tolist() for c, v in d.items()} for m, d in report.scores.items()},
+    }
 
 
 def stage_knee(run: Run, sets: dict) -> None:
@@ -394,7 +450,15 @@ def stage_knee(run: Run, sets: dict) -> None:
         for name in available(run):
             E = emb(run, name, "knee_kl")
             fn = linear_probe if probe == "linear" else knn_probe
-            r = fn(E, y, FRACTIONS, n_repeats=run.args.probe_repeats, scoring="accuracy", random_state=run.args.seed, name=name)
+            r = fn(
+                E,
+                y,
+                FRACTIONS,
+                n_repeats=run.args.probe_repeats,
+                scoring="accuracy",
+                random_state=run.args.seed,
+                name=name,
+            )
             rep = r if rep is None else rep + r
         res[probe] = _report_dict(rep)
         log(f"knee KL {probe} probe (accuracy):\n{rep}")
@@ -410,12 +474,28 @@ def stage_jsrt_cls(run: Run, sets: dict) -> None:
     train, test = jsrt_split(y, run.args.test_fraction, run.args.seed)
     rep = None
     for name in available(run):
-        r = linear_probe(emb(run, name, "jsrt"), y, FRACTIONS, test_index=test, n_repeats=run.args.probe_repeats,
-                         scoring="roc_auc", random_state=run.args.seed, name=name)
+        r = linear_probe(
+            emb(run, name, "jsrt"),
+            y,
+            FRACTIONS,
+            test_index=test,
+            n_repeats=run.args.probe_repeats,
+            scoring="roc_auc",
+            random_state=run.args.seed,
+            name=name,
+        )
         rep = r if rep is None else rep + r
     log(f"JSRT nodule linear probe (AUC), train pool {len(train)}, test {len(test)}:\n{rep}")
-    save_json(run.path("jsrt_cls"), dict(_report_dict(rep), n_train_pool=len(train), n_test=len(test), encoders=available(run),
-                                         seconds=time.perf_counter() - t))
+    save_json(
+        run.path("jsrt_cls"),
+        dict(
+            _report_dict(rep),
+            n_train_pool=len(train),
+            n_test=len(test),
+            encoders=available(run),
+            seconds=time.perf_counter() - t,
+        ),
+    )
 
 
 def seg_subsets(n_train: int, seeds: int, base_seed: int) -> dict[str, list[list[int]]]:
@@ -424,7 +504,11 @@ def seg_subsets(n_train: int, seeds: int, base_seed: int) -> dict[str, list[list
     for f in FRACTIONS:
         k = max(1, int(round(f * n_train)))
         out[f"{100 * f:g}%"] = [
-            sorted(np.random.RandomState(base_seed + 1000 * s + int(round(1000 * f))).choice(n_train, k, replace=False).tolist())
+            sorted(
+                np.random.RandomState(base_seed + 1000 * s + int(round(1000 * f)))
+                .choice(n_train, k, replace=False)
+                .tolist()
+            )
             for s in range(seeds)
         ]
     return out
@@ -457,9 +541,16 @@ def stage_seg(run: Run, sets: dict, jsrt: dict[str, np.ndarray]) -> None:
                     steps_per_epoch = math.ceil(len(idx) / args.seg_batch_size)
                     epochs = max(1, math.ceil(args.seg_steps / steps_per_epoch))
                     seg = CodaSegmenter(
-                        weights=weights, image_size=args.seg_size, n_classes=2, epochs=epochs,
-                        batch_size=args.seg_batch_size, lr=args.seg_lr, loss=args.seg_loss, validation_fraction=0.0,
-                        device=args.device, random_state=args.seed + s,
+                        weights=weights,
+                        image_size=args.seg_size,
+                        n_classes=2,
+                        epochs=epochs,
+                        batch_size=args.seg_batch_size,
+                        lr=args.seg_lr,
+                        loss=args.seg_loss,
+                        validation_fraction=0.0,
+                        device=args.device,
+                        random_state=args.seed + s,
                     )
                     with torch.random.fork_rng(devices=[]):
                         seg.fit(X[idx], Y[idx])
@@ -467,7 +558,9 @@ def stage_seg(run: Run, sets: dict, jsrt: dict[str, np.ndarray]) -> None:
                 res["iou"][label] = scores
                 res["epochs"][label] = epochs
                 res["n_train"][label] = len(subs[0])
-                log(f"{stage} {label} (n={len(subs[0])}, {epochs} epochs): IoU {np.mean(scores):.3f} ± {np.std(scores):.3f}")
+                log(
+                    f"{stage} {label} (n={len(subs[0])}, {epochs} epochs): IoU {np.mean(scores):.3f} ± {np.std(scores):.3f}"
+                )
             res.update(seconds=time.perf_counter() - t, n_test=len(test), image_size=args.seg_size)
             save_json(run.path(stage), res)
 
@@ -508,11 +601,17 @@ def claims(r: dict[str, Any]) -> list[str]:
             metrics[f"zero-shot organ {key}"] = {n: r["zeroshot"]["metrics"][n][key] for n in r["zeroshot"]["metrics"]}
     if "knee" in r:
         for probe in ("linear", "knn"):
-            metrics[f"knee KL {probe} probe accuracy"] = {n: float(np.mean(list(d.values()))) for n, d in r["knee"][probe]["mean"].items()}
+            metrics[f"knee KL {probe} probe accuracy"] = {
+                n: float(np.mean(list(d.values()))) for n, d in r["knee"][probe]["mean"].items()
+            }
     if "jsrt_cls" in r:
         metrics["JSRT nodule AUC"] = {n: float(np.mean(list(d.values()))) for n, d in r["jsrt_cls"]["mean"].items()}
     for task in ("heart", "clavicle"):
-        got = {n: float(np.mean([np.mean(v) for v in r[f"seg_{task}_{n}"]["iou"].values()])) for n in ENCODERS if f"seg_{task}_{n}" in r}
+        got = {
+            n: float(np.mean([np.mean(v) for v in r[f"seg_{task}_{n}"]["iou"].values()]))
+            for n in ENCODERS
+            if f"seg_{task}_{n}" in r
+        }
         if got:
             metrics[f"JSRT {task} IoU"] = got
     lines = []
@@ -524,13 +623,17 @@ def claims(r: dict[str, Any]) -> list[str]:
                 wins += d["coda"] >= d[other]
                 diffs.append(f"{m} {d['coda'] - d[other]:+.3f}")
         if total:
-            lines.append(f"- Coda >= {LABEL[other]} on {wins} of {total} measures (Coda minus {LABEL[other]}: " + "; ".join(diffs) + ").")
+            lines.append(
+                f"- Coda >= {LABEL[other]} on {wins} of {total} measures (Coda minus {LABEL[other]}: "
+                + "; ".join(diffs)
+                + ")."
+            )
     return lines
 
 
 def _keep_notes(old: str | None) -> str:
     if old and NOTES_BEGIN in old and NOTES_END in old:
-        return old[old.index(NOTES_BEGIN): old.index(NOTES_END) + len(NOTES_END)]
+        return old[old.index(NOTES_BEGIN) : old.index(NOTES_END) + len(NOTES_END)]
     return f"{NOTES_BEGIN}\n(Reading of the figures: to be written after the run.)\n{NOTES_END}"
 
 
@@ -539,57 +642,89 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
     meta = r.get("meta", {})
     L = [SECTION_MAIN, ""]
     L += [f"Command: `{meta.get('command', '')}` (commit {meta.get('commit', '?')}; figures from `{rel(a.out)}`).", ""]
-    L += [f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other jobs may have shared the cores during the run, so wall times are upper bounds.", ""]
+    L += [
+        f"Machine: {meta.get('machine', machine())}; torch threads {a.threads}. Other jobs may have shared the cores during the run, so wall times are upper bounds.",
+        "",
+    ]
     s = pretrain_settings(a)
     cap = f"at most {a.max_images_per_organ} per organ, " if a.max_images_per_organ else ""
-    L += [f"Settings, identical for all encoders (nothing tuned per encoder): pretraining on `{a.organs}/` "
-          f"({cap}{meta.get('n_pretrain_images', '?')} images of 7 organs; the monitor holds out 5 % of each) with the "
-          f"`{a.recipe}` recipe of `codafeat.recipes`: "
-          + ", ".join(f"`{k}={v}`" for k, v in s.items())
-          + f", `random_state={a.seed}`, every other CodaPretrainer parameter at its default; "
-          "the ablations set the other branch's weight to 0 (inter-organ only, intra-organ only; inter-organ only "
-          "also drops the intra-organ head's KoLeo term); "
-          f"random init = `CodaEncoder(backbone={s['backbone']!r}, random_state={a.seed})`; raw pixels = the image "
-          f"resized to {s['image_size']} px and flattened. The paper: ConvNeXt-B, 224 px, "
-          "12 local crops of 96 px, 65,536-way heads, 800 epochs on 23 organs -- this is a check of trends, not levels.", ""]
+    L += [
+        f"Settings, identical for all encoders (nothing tuned per encoder): pretraining on `{a.organs}/` "
+        f"({cap}{meta.get('n_pretrain_images', '?')} images of 7 organs; the monitor holds out 5 % of each) with the "
+        f"`{a.recipe}` recipe of `codafeat.recipes`: "
+        + ", ".join(f"`{k}={v}`" for k, v in s.items())
+        + f", `random_state={a.seed}`, every other CodaPretrainer parameter at its default; "
+        "the ablations set the other branch's weight to 0 (inter-organ only, intra-organ only; inter-organ only "
+        "also drops the intra-organ head's KoLeo term); "
+        f"random init = `CodaEncoder(backbone={s['backbone']!r}, random_state={a.seed})`; raw pixels = the image "
+        f"resized to {s['image_size']} px and flattened. The paper: ConvNeXt-B, 224 px, "
+        "12 local crops of 96 px, 65,536-way heads, 800 epochs on 23 organs -- this is a check of trends, not levels.",
+        "",
+    ]
     missing = [LABEL[n] for n in PRETRAINED if f"pretrain_{n}" not in r]
     if missing:
-        L += [f"**Not run yet: {', '.join(missing)}** (the run was stopped before their pretraining finished; "
-              f"`python benchmarks/reproduce.py --resume` with the same options completes them from the checkpoints "
-              f"under `{rel(a.out)}`). Their rows are absent below.", ""]
+        L += [
+            f"**Not run yet: {', '.join(missing)}** (the run was stopped before their pretraining finished; "
+            f"`python benchmarks/reproduce.py --resume` with the same options completes them from the checkpoints "
+            f"under `{rel(a.out)}`). Their rows are absent below.",
+            "",
+        ]
     if "zeroshot" in r:
         z = r["zeroshot"]["metrics"]
         n_eval = next(iter(z.values()))["n_samples"]
         k_eval = next(iter(z.values()))["n_labels"]
-        L += [f"### Zero-shot organ separation on `{a.organs}_eval/` (paper Fig. 2a)", "",
-              f"{n_eval} held-out images of {k_eval} organs, never seen in pretraining. kNN: leave-one-out "
-              f"cosine 5-NN accuracy; NMI / ARI: k-means (k={k_eval}) on L2-normalised embeddings; silhouette: cosine.", "",
-              "| encoder | kNN accuracy | NMI | ARI | silhouette | t-SNE |", "|---|---|---|---|---|---|"]
+        L += [
+            f"### Zero-shot organ separation on `{a.organs}_eval/` (paper Fig. 2a)",
+            "",
+            f"{n_eval} held-out images of {k_eval} organs, never seen in pretraining. kNN: leave-one-out "
+            f"cosine 5-NN accuracy; NMI / ARI: k-means (k={k_eval}) on L2-normalised embeddings; silhouette: cosine.",
+            "",
+            "| encoder | kNN accuracy | NMI | ARI | silhouette | t-SNE |",
+            "|---|---|---|---|---|---|",
+        ]
         for n in ENCODERS:
             if n in z:
                 m = z[n]
-                L.append(f"| {LABEL[n]} | {m['knn_accuracy']:.3f} | {m['nmi']:.3f} | {m['ari']:.3f} | {m['silhouette']:.3f} | "
-                         f"`{rel(Path(a.out) / f'tsne_{n}.png')}` (not committed) |")
+                L.append(
+                    f"| {LABEL[n]} | {m['knn_accuracy']:.3f} | {m['nmi']:.3f} | {m['ari']:.3f} | {m['silhouette']:.3f} | "
+                    f"`{rel(Path(a.out) / f'tsne_{n}.png')}` (not committed) |"
+                )
         L.append("")
     if "knee" in r:
         k = r["knee"]
-        L += ["### Knee KL grade, few-shot probes on `knee_kl/` (within-organ detail, paper Fig. 2b)", "",
-              f"500 knee radiographs, 5 KL grades; accuracy (%) on the images not drawn for training, mean ± std over "
-              f"{a.probe_repeats} stratified draws per fraction (`codafeat.probes`, same draws for every encoder). "
-              f"Majority-class accuracy: {100 * k['majority']:.1f} %.", ""]
-        for probe, title in (("linear", "Linear probe (standardised logistic regression)"), ("knn", "kNN probe (cosine, k=5)")):
+        L += [
+            "### Knee KL grade, few-shot probes on `knee_kl/` (within-organ detail, paper Fig. 2b)",
+            "",
+            f"500 knee radiographs, 5 KL grades; accuracy (%) on the images not drawn for training, mean ± std over "
+            f"{a.probe_repeats} stratified draws per fraction (`codafeat.probes`, same draws for every encoder). "
+            f"Majority-class accuracy: {100 * k['majority']:.1f} %.",
+            "",
+        ]
+        for probe, title in (
+            ("linear", "Linear probe (standardised logistic regression)"),
+            ("knn", "kNN probe (cosine, k=5)"),
+        ):
             L += [f"{title}:", ""] + _fraction_table(k[probe]["scores"], k[probe]["n_train"], list(ENCODERS)) + [""]
     if "jsrt_cls" in r:
         j = r["jsrt_cls"]
-        L += ["### JSRT nodule classification (paper Table 1 protocol)", "",
-              f"Linear probe on frozen embeddings; AUC (%) on a fixed stratified test split of {j['n_test']} images, "
-              f"training images drawn from the other {j['n_train_pool']} at 1/10/20/50 % (at least one per class), "
-              f"mean ± std over {a.probe_repeats} draws. (The paper's Table 1 uses tuberculosis classification; JSRT "
-              "nodules are what we have, and they are hard to see at 64 px.)", ""]
+        L += [
+            "### JSRT nodule classification (paper Table 1 protocol)",
+            "",
+            f"Linear probe on frozen embeddings; AUC (%) on a fixed stratified test split of {j['n_test']} images, "
+            f"training images drawn from the other {j['n_train_pool']} at 1/10/20/50 % (at least one per class), "
+            f"mean ± std over {a.probe_repeats} draws. (The paper's Table 1 uses tuberculosis classification; JSRT "
+            "nodules are what we have, and they are hard to see at 64 px.)",
+            "",
+        ]
         L += _fraction_table(j["scores"], j["n_train"], list(ENCODERS)) + [""]
     seg = [k for k in r if k.startswith("seg_")]
     if seg:
-        L += ["### JSRT heart and clavicle segmentation", "", f"See \"{SECTION_SEG[3:]}\" below for the table and settings.", ""]
+        L += [
+            "### JSRT heart and clavicle segmentation",
+            "",
+            f'See "{SECTION_SEG[3:]}" below for the table and settings.',
+            "",
+        ]
     L += ["### Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     total = 0.0
     for k, v in r.items():
@@ -597,9 +732,14 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
             L.append(f"| {k} | {v['seconds']:.0f} |")
             total += float(v["seconds"])
     L.append(f"| total | {total:.0f} ({total / 60:.0f} min) |")
-    L += ["", "### Which of the paper's claims held at this scale", "",
-          "Mechanical comparison, Coda against each other encoder, averaged over the fractions of each measure "
-          "(positive = Coda higher; for IoU/AUC/accuracy in 0-1 units):", ""]
+    L += [
+        "",
+        "### Which of the paper's claims held at this scale",
+        "",
+        "Mechanical comparison, Coda against each other encoder, averaged over the fractions of each measure "
+        "(positive = Coda higher; for IoU/AUC/accuracy in 0-1 units):",
+        "",
+    ]
     L += claims(r) + ["", _keep_notes(old), ""]
     return "\n".join(L)
 
@@ -609,27 +749,39 @@ def section_pretrain(run: Run, r: dict[str, Any]) -> str | None:
     if not runs:
         return None
     a = run.args
-    L = [SECTION_PRE, "",
-         f"`benchmarks/reproduce.py` pretrains on `../shared/data/{a.organs}` with the `{a.recipe}` recipe: "
-         + ", ".join(f"`{k}={v}`" for k, v in pretrain_settings(a).items())
-         + f", `random_state={a.seed}`, on {r.get('meta', {}).get('machine', machine())} (shared with other agents).", ""]
+    L = [
+        SECTION_PRE,
+        "",
+        f"`benchmarks/reproduce.py` pretrains on `../shared/data/{a.organs}` with the `{a.recipe}` recipe: "
+        + ", ".join(f"`{k}={v}`" for k, v in pretrain_settings(a).items())
+        + f", `random_state={a.seed}`, on {r.get('meta', {}).get('machine', machine())} (shared with other agents).",
+        "",
+    ]
     for n in runs:
         p = r[f"pretrain_{n}"]
-        L += [f"{LABEL[n]} (`lambda_inter={p['lambda_inter']:g}, lambda_intra={p['lambda_intra']:g}`): {p['n_images']} images, "
-              f"wall time {p['seconds']:.0f} s (sum over epochs).", "",
-              "| epoch | loss | inter-organ | intra-organ | monitor kNN | monitor NMI | H_t / ln K | MI | lr | momentum | img/s | s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            f"{LABEL[n]} (`lambda_inter={p['lambda_inter']:g}, lambda_intra={p['lambda_intra']:g}`): {p['n_images']} images, "
+            f"wall time {p['seconds']:.0f} s (sum over epochs).",
+            "",
+            "| epoch | loss | inter-organ | intra-organ | monitor kNN | monitor NMI | H_t / ln K | MI | lr | momentum | img/s | s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for h in p["history"]:
             f = lambda x: "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"  # noqa: E731
-            g = lambda key: f"{h[key]:.3f}" if key in h else "-"  # noqa: E731
+            g = lambda key, h=h: f"{h[key]:.3f}" if key in h else "-"  # noqa: E731
             ratio = f"{h['teacher_entropy'] / h['ln_k']:.3f}" if "teacher_entropy" in h else "-"
-            L.append(f"| {h['epoch']} | {f(h['loss'])} | {f(h['loss_inter'])} | {f(h['loss_intra'])} | {g('monitor_knn_accuracy')} "
-                     f"| {g('monitor_nmi')} | {ratio} | {g('teacher_mi')} | {h['lr']:.2e} | "
-                     f"{h['momentum']:.4f} | {h['images_per_s']:.1f} | {h['seconds']:.0f} |")
+            L.append(
+                f"| {h['epoch']} | {f(h['loss'])} | {f(h['loss_inter'])} | {f(h['loss_intra'])} | {g('monitor_knn_accuracy')} "
+                f"| {g('monitor_nmi')} | {ratio} | {g('teacher_mi')} | {h['lr']:.2e} | "
+                f"{h['momentum']:.4f} | {h['images_per_s']:.1f} | {h['seconds']:.0f} |"
+            )
         L.append("")
-    L += ["The inter-organ loss uses the paper's Eq. 1 denominator (other organs only), so it is not bounded below "
-          "by 0 and goes negative once organs separate. `img/s` is the training throughput of each epoch; drops "
-          "mean other processes were sharing the cores.", ""]
+    L += [
+        "The inter-organ loss uses the paper's Eq. 1 denominator (other organs only), so it is not bounded below "
+        "by 0 and goes negative once organs separate. `img/s` is the training throughput of each epoch; drops "
+        "mean other processes were sharing the cores.",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -639,15 +791,19 @@ def section_seg(run: Run, r: dict[str, Any]) -> str | None:
         return None
     a = run.args
     paper = {"clavicle": "56.26 / 76.96 / 82.50 / 85.97", "heart": "67.05 / 83.75 / 88.42 / 91.13"}
-    L = [SECTION_SEG, "",
-         f"`benchmarks/reproduce.py`: `CodaSegmenter` (U-Net, full fine-tuning, decoder random) on JSRT images and SCR "
-         f"masks downscaled to {a.seg_size} px (IoU measured at {a.seg_size} px), heart and clavicle (left + right "
-         "clavicle merged into one foreground class, i.e. binary). Fixed stratified test split "
-         f"({int(round(a.test_fraction * 100))} % of 247 images); training images drawn from the rest at 1/10/20/50 % "
-         f"(at least one), {a.seg_seeds} seeds (different draws and initialisations), the same draws for every encoder. "
-         f"Every fit gets about {a.seg_steps} optimiser steps (epochs = ceil({a.seg_steps} / steps per epoch)), batch "
-         f"{a.seg_batch_size}, decoder lr {a.seg_lr:g} (encoder lr / 10), loss {a.seg_loss}, default augmentation, no validation split, "
-         "no early stopping. Encoders from the CPU-scale pretraining above. Foreground IoU (%), mean ± std over seeds.", ""]
+    L = [
+        SECTION_SEG,
+        "",
+        f"`benchmarks/reproduce.py`: `CodaSegmenter` (U-Net, full fine-tuning, decoder random) on JSRT images and SCR "
+        f"masks downscaled to {a.seg_size} px (IoU measured at {a.seg_size} px), heart and clavicle (left + right "
+        "clavicle merged into one foreground class, i.e. binary). Fixed stratified test split "
+        f"({int(round(a.test_fraction * 100))} % of 247 images); training images drawn from the rest at 1/10/20/50 % "
+        f"(at least one), {a.seg_seeds} seeds (different draws and initialisations), the same draws for every encoder. "
+        f"Every fit gets about {a.seg_steps} optimiser steps (epochs = ceil({a.seg_steps} / steps per epoch)), batch "
+        f"{a.seg_batch_size}, decoder lr {a.seg_lr:g} (encoder lr / 10), loss {a.seg_loss}, default augmentation, no validation split, "
+        "no early stopping. Encoders from the CPU-scale pretraining above. Foreground IoU (%), mean ± std over seeds.",
+        "",
+    ]
     for t, res in tasks.items():
         if not res:
             continue
@@ -658,9 +814,12 @@ def section_seg(run: Run, r: dict[str, Any]) -> str | None:
     zeros = sum(x == 0.0 for res in tasks.values() for v in res.values() for xs in v["iou"].values() for x in xs)
     fits = sum(len(xs) for res in tasks.values() for v in res.values() for xs in v["iou"].values())
     if zeros:
-        L += [f"{zeros} of {fits} fits scored IoU 0 (the U-Net predicted background everywhere): the fine-tuning "
-              "budget (`--seg-steps`) is too small to compare encoders; read these tables as a smoke test of the "
-              "protocol, not as evidence for or against pretraining.", ""]
+        L += [
+            f"{zeros} of {fits} fits scored IoU 0 (the U-Net predicted background everywhere): the fine-tuning "
+            "budget (`--seg-steps`) is too small to compare encoders; read these tables as a smoke test of the "
+            "protocol, not as evidence for or against pretraining.",
+            "",
+        ]
     return "\n".join(L)
 
 
@@ -672,7 +831,11 @@ def write_results(run: Run) -> None:
     head, sections = parts[0], parts[1:]
     titles = [s.splitlines()[0].strip() for s in sections]
     old_main = sections[titles.index(SECTION_MAIN)] if SECTION_MAIN in titles else None
-    new = {SECTION_MAIN: section_main(run, r, old_main), SECTION_PRE: section_pretrain(run, r), SECTION_SEG: section_seg(run, r)}
+    new = {
+        SECTION_MAIN: section_main(run, r, old_main),
+        SECTION_PRE: section_pretrain(run, r),
+        SECTION_SEG: section_seg(run, r),
+    }
     for title, body in new.items():
         if body is None:
             continue
@@ -693,7 +856,9 @@ STAGES = ("pretrain", "embed", "zeroshot", "knee", "jsrt_cls", "seg", "results")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default=str(DATA), help="the shared data folder (default <repo>/../shared/data)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "reproduce"), help="stage results, weights, PNGs")
     p.add_argument("--resume", action="store_true", help="skip stages whose results are in --out")
@@ -705,11 +870,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("pretraining (same for all encoders): the recipe, then any value given here")
     g.add_argument("--recipe", default="small", help="codafeat.recipes name (default: small)")
-    g.add_argument("--organs", default="organs7", help="pretraining folder under --data; <name>_eval is the zero-shot set")
+    g.add_argument(
+        "--organs", default="organs7", help="pretraining folder under --data; <name>_eval is the zero-shot set"
+    )
     for key in ("backbone",):
         g.add_argument("--" + key.replace("_", "-"), default=None)
-    for key in ("image_size", "local_size", "n_local_crops", "batch_size", "epochs", "warmup_epochs", "head_out_dim",
-                "head_hidden_dim", "head_bottleneck_dim"):
+    for key in (
+        "image_size",
+        "local_size",
+        "n_local_crops",
+        "batch_size",
+        "epochs",
+        "warmup_epochs",
+        "head_out_dim",
+        "head_hidden_dim",
+        "head_bottleneck_dim",
+    ):
         g.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--max-images-per-organ", type=int, default=600, help="subsample each organ (0: all)")
@@ -726,7 +902,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--seg-loss", default="dice", choices=["dice", "ce", "ce+dice"])
     g.add_argument("--seg-seeds", type=int, default=2)
     g.add_argument("--seg-tasks", default="heart,clavicle")
-    g.add_argument("--seg-encoders", default="coda,random,inter_only,intra_only", help="raw pixels have no encoder to fine-tune")
+    g.add_argument(
+        "--seg-encoders", default="coda,random,inter_only,intra_only", help="raw pixels have no encoder to fine-tune"
+    )
     a = p.parse_args(argv)
     a.stages = [s for s in a.stages.split(",") if s]
     bad = [s for s in a.stages if s not in STAGES]
@@ -734,7 +912,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown stage(s) {bad}; choose from {STAGES}")
     a.seg_tasks = [t for t in a.seg_tasks.split(",") if t]
     a.seg_encoders = [e for e in a.seg_encoders.split(",") if e]
-    if set(a.seg_tasks) - {"heart", "clavicle"} or set(a.seg_encoders) - set(ENCODERS) or "raw_pixels" in a.seg_encoders:
+    if (
+        set(a.seg_tasks) - {"heart", "clavicle"}
+        or set(a.seg_encoders) - set(ENCODERS)
+        or "raw_pixels" in a.seg_encoders
+    ):
         p.error("--seg-tasks: heart,clavicle; --seg-encoders: " + ",".join(n for n in ENCODERS if n != "raw_pixels"))
     return a
 
@@ -752,8 +934,13 @@ def main(argv: list[str] | None = None) -> int:
     meta_path = run.path("meta")
     meta = load_json(meta_path) if meta_path.exists() else {}
     if "pretrain" in args.stages or "command" not in meta:  # a results-only rerun keeps the run's command
-        meta.update(command=cmd.strip(), commit=git_commit(), machine=machine(), n_pretrain_images=n_pre,
-                    started=meta.get("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+        meta.update(
+            command=cmd.strip(),
+            commit=git_commit(),
+            machine=machine(),
+            n_pretrain_images=n_pre,
+            started=meta.get("started", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+        )
     save_json(meta_path, meta)
     sets = eval_sets(data, args.organs)
     need_jsrt = any(s in args.stages for s in ("embed", "seg"))
@@ -783,7 +970,11 @@ def main(argv: list[str] | None = None) -> int:
         fn()
         walls[name] = walls.get(name, 0.0) + time.perf_counter() - t
         log(f"stage {name}: {walls[name]:.0f}s")
-    log("wall time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in walls.items()) + f"; total {sum(walls.values()):.0f}s")
+    log(
+        "wall time per stage: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in walls.items())
+        + f"; total {sum(walls.values()):.0f}s"
+    )
     return 0
 
 

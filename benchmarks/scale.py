@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
@@ -40,7 +39,9 @@ ORGANS = ("chest", "hand", "knee", "spine", "pelvis", "skull")
 PER_FOLDER = 500
 
 
-def write_files(root: Path, n: int, *, start: int = 0, side: int = 64, dicom_fraction: float = 0.2, seed: int = 0) -> int:
+def write_files(
+    root: Path, n: int, *, start: int = 0, side: int = 64, dicom_fraction: float = 0.2, seed: int = 0
+) -> int:
     """``n`` synthetic radiographs in ``root/<organ>/<batch>/``; returns how many are DICOM."""
     from PIL import Image
 
@@ -116,9 +117,22 @@ def child_fit(root: str, cache: str, workers: int, dry: bool) -> dict:
     pretrain_mod.collect_organ_images = collect
     dc.DecodedCache.build = classmethod(build)
     CodaTrainer.step = first_step
-    pre = CodaPretrainer(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2, head_out_dim=64,
-                         head_hidden_dim=32, head_bottleneck_dim=16, batch_size=8, epochs=1, monitor_every=0,
-                         cache_dir=cache, num_workers=workers, device="cpu", random_state=0)
+    pre = CodaPretrainer(
+        backbone="test_convnext",
+        image_size=32,
+        local_size=32,
+        n_local_crops=2,
+        head_out_dim=64,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        batch_size=8,
+        epochs=1,
+        monitor_every=0,
+        cache_dir=cache,
+        num_workers=workers,
+        device="cpu",
+        random_state=0,
+    )
     try:
         pre.fit(root)
     except _FirstStep:
@@ -139,8 +153,9 @@ def child_transform(root: str, workers: int) -> dict:
     t0 = time.perf_counter()
     paths = find_images(root)
     t_scan = time.perf_counter() - t0
-    enc = CodaEncoder(backbone="test_convnext", image_size=32, batch_size=256, num_workers=workers, device="cpu",
-                      random_state=0).fit()
+    enc = CodaEncoder(
+        backbone="test_convnext", image_size=32, batch_size=256, num_workers=workers, device="cpu", random_state=0
+    ).fit()
     t1 = time.perf_counter()
     out = enc.transform(paths)
     dt = time.perf_counter() - t1
@@ -170,9 +185,19 @@ def measure(n: int, args: argparse.Namespace, work: Path) -> dict:
     write_files(root, add, start=n, side=args.side, dicom_fraction=args.dicom_fraction, seed=1)
     third = run_child("fit", str(root), str(cache), w)
     enc = run_child("transform", str(root), w)
-    res = {"n": n, "n_dicom": n_dicom, "generate_s": gen_s, "data_mb": _du(root) / 1e6, "cache_mb": disk / 1e6,
-           "first": first, "second": second, "incremental": third, "added": add, "encoder": enc,
-           "decode_per_worker": n / first["cache_complete_s"] / max(1, args.workers)}
+    res = {
+        "n": n,
+        "n_dicom": n_dicom,
+        "generate_s": gen_s,
+        "data_mb": _du(root) / 1e6,
+        "cache_mb": disk / 1e6,
+        "first": first,
+        "second": second,
+        "incremental": third,
+        "added": add,
+        "encoder": enc,
+        "decode_per_worker": n / first["cache_complete_s"] / max(1, args.workers),
+    }
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
@@ -210,8 +235,11 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             ("encoder peak RSS", lambda r: r["encoder"]["rss_mb"]),
         ):
             lines.append(f"- {name}: {slope(ns, [get(r) for r in results]):.2f}")
-    lines += ["", f"Command: `python benchmarks/scale.py --n {' '.join(map(str, ns))} --workers {args.workers}` "
-              f"({args.side}-px files, DICOM fraction {args.dicom_fraction}, test_convnext at 32 px)."]
+    lines += [
+        "",
+        f"Command: `python benchmarks/scale.py --n {' '.join(map(str, ns))} --workers {args.workers}` "
+        f"({args.side}-px files, DICOM fraction {args.dicom_fraction}, test_convnext at 32 px).",
+    ]
     return "\n".join(lines)
 
 
@@ -227,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args(argv)
     if args.child:
-        out = child_fit(rest[0], rest[1], int(rest[2]), False) if args.child == "fit" else child_transform(rest[0], int(rest[1]))
+        out = (
+            child_fit(rest[0], rest[1], int(rest[2]), False)
+            if args.child == "fit"
+            else child_transform(rest[0], int(rest[1]))
+        )
         out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return 0

@@ -70,7 +70,9 @@ def load_jsrt(root: Path, task: str, size: int) -> tuple[list[str], np.ndarray, 
     imgs, masks = [], []
     for name in names:
         with Image.open(root / "images" / name) as im:
-            imgs.append(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR, reducing_gap=2.0), np.float32) / 255)
+            imgs.append(
+                np.asarray(im.convert("L").resize((size, size), Image.BILINEAR, reducing_gap=2.0), np.float32) / 255
+            )
         m = np.zeros((size, size), np.uint8)
         for part in TASKS[task]:
             with Image.open(root / "masks" / part / name) as mk:
@@ -133,7 +135,9 @@ def few_shot_segmentation(
         t0 = time.perf_counter()
         names, X, Y = load_jsrt(Path(data), task, size)
         pool, test = split(len(names), test_size)
-        log(f"[{task}] {len(names)} images at {size}px ({time.perf_counter() - t0:.1f}s): pool {len(pool)}, test {len(test)}")
+        log(
+            f"[{task}] {len(names)} images at {size}px ({time.perf_counter() - t0:.1f}s): pool {len(pool)}, test {len(test)}"
+        )
         for fraction in fractions:
             for seed in seeds:
                 idx = subset(pool, fraction, seed)
@@ -143,18 +147,34 @@ def few_shot_segmentation(
                     w = spec(seed) if callable(spec) else spec
                     t1 = time.perf_counter()
                     seg = CodaSegmenter(
-                        weights=w, image_size=size, epochs=n_epochs, batch_size=batch_size, lr=lr,
-                        encoder_lr=encoder_lr, loss=loss, decoder_channels=decoder_channels, validation_fraction=0, augment=True,
-                        device=device, random_state=seed,
+                        weights=w,
+                        image_size=size,
+                        epochs=n_epochs,
+                        batch_size=batch_size,
+                        lr=lr,
+                        encoder_lr=encoder_lr,
+                        loss=loss,
+                        decoder_channels=decoder_channels,
+                        validation_fraction=0,
+                        augment=True,
+                        device=device,
+                        random_state=seed,
                     )
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # e.g. an all-background subset is reported below
                         seg.fit(X[idx], Y[idx])
                     score = seg.score(X[test], Y[test])
                     rec = {
-                        "task": task, "fraction": fraction, "n_train": int(len(idx)), "seed": seed, "encoder": label,
-                        "iou": score, "epochs": n_epochs, "steps": n_epochs * n_steps_epoch,
-                        "final_train_loss": seg.history_[-1]["train_loss"], "time_s": time.perf_counter() - t1,
+                        "task": task,
+                        "fraction": fraction,
+                        "n_train": int(len(idx)),
+                        "seed": seed,
+                        "encoder": label,
+                        "iou": score,
+                        "epochs": n_epochs,
+                        "steps": n_epochs * n_steps_epoch,
+                        "final_train_loss": seg.history_[-1]["train_loss"],
+                        "time_s": time.perf_counter() - t1,
                     }
                     records.append(rec)
                     log(
@@ -169,16 +189,20 @@ def markdown_table(records: list[dict[str, Any]], *, with_paper: bool = True) ->
     tasks = list(dict.fromkeys(r["task"] for r in records))
     fractions = sorted({r["fraction"] for r in records})
     encoders = list(dict.fromkeys(r["encoder"] for r in records))
-    head = "| task | encoder | " + " | ".join(
-        f"{f:.0%} (n={next(r['n_train'] for r in records if r['fraction'] == f)})" for f in fractions
-    ) + " |"
+    head = (
+        "| task | encoder | "
+        + " | ".join(f"{f:.0%} (n={next(r['n_train'] for r in records if r['fraction'] == f)})" for f in fractions)
+        + " |"
+    )
     lines = [head, "|---|---|" + "---|" * len(fractions)]
     for task in tasks:
         means = {}
         for enc in encoders:
             cells = []
             for f in fractions:
-                v = [100 * r["iou"] for r in records if r["task"] == task and r["encoder"] == enc and r["fraction"] == f]
+                v = [
+                    100 * r["iou"] for r in records if r["task"] == task and r["encoder"] == enc and r["fraction"] == f
+                ]
                 means[enc, f] = float(np.mean(v)) if v else float("nan")
                 cells.append(f"{np.mean(v):.1f} ± {np.std(v):.1f}" if v else "-")
             lines.append(f"| {task} | {enc} | " + " | ".join(cells) + " |")
@@ -197,7 +221,9 @@ def markdown_table(records: list[dict[str, Any]], *, with_paper: bool = True) ->
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--weights", type=Path, help="codafeat safetensors file of the (Coda) encoder")
     p.add_argument("--backbone", default="convnext_atto", help="placeholder backbone when --weights is absent")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSRT folder (images/, masks/<part>/)")
@@ -210,12 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-2, help="decoder learning rate (high: runs are short)")
     p.add_argument("--encoder-lr", type=float, default=None, help="encoder learning rate (default lr/10)")
-    p.add_argument("--loss", default="dice", choices=["dice", "ce", "ce+dice"],
-                   help="dice: learns within tens of steps; ce+dice first sits on the background prior")
+    p.add_argument(
+        "--loss",
+        default="dice",
+        choices=["dice", "ce", "ce+dice"],
+        help="dice: learns within tens of steps; ce+dice first sits on the background prior",
+    )
     p.add_argument("--test-size", type=int, default=100)
     p.add_argument("--decoder-channels", default="128,64,32,16,16", help="U-Net decoder widths")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: robust on shared CPUs; 0 = torch default)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (1: robust on shared CPUs; 0 = torch default)"
+    )
     p.add_argument("--json", type=Path, help="also write the per-run records here")
     args = p.parse_args(argv)
 
@@ -237,9 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     fractions = tuple(float(f) / 100 for f in args.fractions.split(","))
     t0 = time.perf_counter()
     records = few_shot_segmentation(
-        weights, data=args.data, tasks=tuple(args.tasks.split(",")), fractions=fractions,
-        seeds=tuple(range(args.seeds)), size=args.size, steps=args.steps, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr, loss=args.loss, test_size=args.test_size,
+        weights,
+        data=args.data,
+        tasks=tuple(args.tasks.split(",")),
+        fractions=fractions,
+        seeds=tuple(range(args.seeds)),
+        size=args.size,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        encoder_lr=args.encoder_lr,
+        loss=args.loss,
+        test_size=args.test_size,
         decoder_channels=tuple(int(c) for c in args.decoder_channels.split(",")),
         device=args.device,
     )
@@ -257,7 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(records))
     if args.json:
-        args.json.write_text(json.dumps({"settings": vars(args) | {"weights": source, "data": str(args.data)}, "records": records}, default=str, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"settings": vars(args) | {"weights": source, "data": str(args.data)}, "records": records},
+                default=str,
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -93,10 +93,28 @@ class Run:
         (self.out / "embeddings").mkdir(exist_ok=True)
         self.settings = recipe_settings(args)
         # what the encoders depend on, and what the evaluation cells depend on
-        sig = {"pretrain": json.loads(json.dumps(dict(self.settings, recipe=args.recipe, seed=args.seed,
-                                                      max_images_per_organ=args.max_images_per_organ))),
-               "eval": json.loads(json.dumps(dict(test_fraction=args.test_fraction, draws=args.draws,
-                                                  fractions=args.fractions, ft=self.ft_settings())))}
+        sig = {
+            "pretrain": json.loads(
+                json.dumps(
+                    dict(
+                        self.settings,
+                        recipe=args.recipe,
+                        seed=args.seed,
+                        max_images_per_organ=args.max_images_per_organ,
+                    )
+                )
+            ),
+            "eval": json.loads(
+                json.dumps(
+                    dict(
+                        test_fraction=args.test_fraction,
+                        draws=args.draws,
+                        fractions=args.fractions,
+                        ft=self.ft_settings(),
+                    )
+                )
+            ),
+        }
         sig_file = self.out / "signature.json"
         old = rp.load_json(sig_file) if sig_file.exists() else sig
         if "pretrain" not in old:  # the first layout: one flat dict of the pretraining settings
@@ -105,15 +123,23 @@ class Run:
             if old[part] not in (None, sig[part]):
                 if args.resume:
                     diff = {k: (old[part].get(k), v) for k, v in sig[part].items() if old[part].get(k) != v}
-                    raise SystemExit(f"--resume: {self.out} holds {part} results of other settings {diff}; use another --out")
+                    raise SystemExit(
+                        f"--resume: {self.out} holds {part} results of other settings {diff}; use another --out"
+                    )
                 for p in self.out.glob(f"cells/{cells}.json"):
                     p.unlink()
         rp.save_json(sig_file, sig)
 
     def ft_settings(self) -> dict[str, Any]:
         a = self.args
-        return dict(steps=a.ft_steps, lr=a.ft_lr, encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
-                    lp_fraction=a.ft_lp_fraction, weight_decay=a.ft_weight_decay)
+        return dict(
+            steps=a.ft_steps,
+            lr=a.ft_lr,
+            encoder_lr_factor=a.ft_encoder_lr_factor,
+            batch_size=a.ft_batch_size,
+            lp_fraction=a.ft_lp_fraction,
+            weight_decay=a.ft_weight_decay,
+        )
 
     def cell(self, *parts: Any) -> Path:
         return self.out / "cells" / ("__".join(str(p) for p in parts) + ".json")
@@ -136,8 +162,9 @@ class Run:
         names = [n for n in self.args.variants if Path(self.weights(n)).exists()]
         names += [e.split("=", 1)[0] for e in self.args.extra]
         tag = self.tag()
-        return [f"{n}@{tag}" if tag else n for n in [*names, "random"]] + ([f"raw_pixels@{self.args.eval_size}px"]
-                                                                          if self.args.eval_size else ["raw_pixels"])
+        return [f"{n}@{tag}" if tag else n for n in [*names, "random"]] + (
+            [f"raw_pixels@{self.args.eval_size}px"] if self.args.eval_size else ["raw_pixels"]
+        )
 
     def tag(self) -> str:
         """What the evaluation changes for every encoder alike (pooling, input side), as a name suffix."""
@@ -166,18 +193,32 @@ def stage_pretrain(run: Run, data: Path) -> None:
         branch = {"koleo_weight": 0.0} if l_intra == 0 else {}  # the KoLeo term belongs to the intra-organ branch
         t = time.perf_counter()
         pre = CodaPretrainer(
-            **{**settings, **branch}, lambda_inter=l_inter, lambda_intra=l_intra, device=args.device,
-            cache_dir=str(run.out / "decoded_cache"), checkpoint_dir=str(run.out / f"ckpt_{name}"), resume=True,
+            **{**settings, **branch},
+            lambda_inter=l_inter,
+            lambda_intra=l_intra,
+            device=args.device,
+            cache_dir=str(run.out / "decoded_cache"),
+            checkpoint_dir=str(run.out / f"ckpt_{name}"),
+            resume=True,
             random_state=args.seed,
         )
         pre.fit(paths, organs)
         pre.save(weights)
         seconds = max(time.perf_counter() - t, float(sum(h["seconds"] for h in pre.history_)))
-        rp.save_json(run.cell("pretrain", name), dict(history=pre.history_, seconds=seconds, lambda_inter=l_inter,
-                                                      lambda_intra=l_intra, settings={**settings, **branch}))
+        rp.save_json(
+            run.cell("pretrain", name),
+            dict(
+                history=pre.history_,
+                seconds=seconds,
+                lambda_inter=l_inter,
+                lambda_intra=l_intra,
+                settings={**settings, **branch},
+            ),
+        )
         last = pre.history_[-1]
-        log(f"pretrain {name}: {seconds:.0f}s, loss {last['loss']:.3f} (inter {last['loss_inter']}, intra {last['loss_intra']})")
-
+        log(
+            f"pretrain {name}: {seconds:.0f}s, loss {last['loss']:.3f} (inter {last['loss_inter']}, intra {last['loss_intra']})"
+        )
 
 
 # ---------------------------------------------------------------------------- tasks and draws
@@ -241,8 +282,9 @@ def embed_fn(run: Run, name: str):
     """``f(X) -> embeddings``: a CodaEncoder's transform, or the flattened pixels."""
     from codafeat import CodaEncoder
 
-    common = dict(device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling,
-                  image_size=run.eval_size())
+    common = dict(
+        device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling, image_size=run.eval_size()
+    )
     if name.split("@")[0] == "raw_pixels":
         return lambda X: X.reshape(len(X), -1)
     if name.split("@")[0] == "random":
@@ -273,9 +315,13 @@ def stage_linear(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
             E = np.load(run.out / "embeddings" / f"{name}__{task}.npy")
             res = {}
             for frac, draws in t["draws"].items():
-                res[frac] = [score(t["scoring"], t["y"][t["test"]], make_linear_probe().fit(E[tr], t["y"][tr]),
-                                   E[t["test"]]) for tr in draws]
-            rp.save_json(run.cell("linear", name, task), dict(scores=res, n_train={f: len(d[0]) for f, d in t["draws"].items()}))
+                res[frac] = [
+                    score(t["scoring"], t["y"][t["test"]], make_linear_probe().fit(E[tr], t["y"][tr]), E[t["test"]])
+                    for tr in draws
+                ]
+            rp.save_json(
+                run.cell("linear", name, task), dict(scores=res, n_train={f: len(d[0]) for f, d in t["draws"].items()})
+            )
             log(f"linear {name} {task}: " + ", ".join(f"{f} {np.mean(v):.3f}" for f, v in res.items()))
 
 
@@ -305,30 +351,53 @@ def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
                     if run.done("finetune", name, task, frac, d):
                         continue
                     t0 = time.perf_counter()
-                    epochs = max(1, math.ceil(a.ft_steps / math.ceil(len(tr) / a.ft_batch_size)))  # same steps for every fit
+                    epochs = max(
+                        1, math.ceil(a.ft_steps / math.ceil(len(tr) / a.ft_batch_size))
+                    )  # same steps for every fit
                     clf = CodaClassifier(
-                        weights=weights, epochs=epochs, lp_epochs=round(a.ft_lp_fraction * epochs), lr=a.ft_lr,
-                        encoder_lr_factor=a.ft_encoder_lr_factor, batch_size=a.ft_batch_size,
-                        weight_decay=a.ft_weight_decay, device=a.device, num_workers=0, random_state=a.seed + d,
-                        pooling=a.pooling, image_size=run.eval_size(),
+                        weights=weights,
+                        epochs=epochs,
+                        lp_epochs=round(a.ft_lp_fraction * epochs),
+                        lr=a.ft_lr,
+                        encoder_lr_factor=a.ft_encoder_lr_factor,
+                        batch_size=a.ft_batch_size,
+                        weight_decay=a.ft_weight_decay,
+                        device=a.device,
+                        num_workers=0,
+                        random_state=a.seed + d,
+                        pooling=a.pooling,
+                        image_size=run.eval_size(),
                     ).fit(t["X"][tr], t["y"][tr])
                     value = score(t["scoring"], t["y"][t["test"]], clf, t["X"][t["test"]])
-                    rp.save_json(run.cell("finetune", name, task, frac, d),
-                                 dict(score=value, n_train=len(tr), seconds=time.perf_counter() - t0,
-                                      train_loss=clf.history_[-1]["train_loss"]))
+                    rp.save_json(
+                        run.cell("finetune", name, task, frac, d),
+                        dict(
+                            score=value,
+                            n_train=len(tr),
+                            seconds=time.perf_counter() - t0,
+                            train_loss=clf.history_[-1]["train_loss"],
+                        ),
+                    )
                     log(f"finetune {name} {task} {frac} draw {d}: {value:.3f} ({time.perf_counter() - t0:.1f}s)")
 
 
 STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_finetune}
 
 
-
 # ---------------------------------------------------------------------------- RESULTS.md
-LABEL = {"coda": "Coda (both)", "inter_only": "inter-organ only", "intra_only": "intra-organ only", "random": "random init",
-         "raw_pixels": "raw pixels", "coda_koleo": "Coda, koleo_weight=0.1 (the previous recipe)"}
-TASK_TEXT = {"knee_kl": ("Knee KL grade", "accuracy (%)"), "jsrt": ("JSRT nodules", "ROC AUC (%)"),
-             "shoulder": ("Shoulder implant maker (training images, labels unseen in pretraining)",
-                          "balanced accuracy (%)")}
+LABEL = {
+    "coda": "Coda (both)",
+    "inter_only": "inter-organ only",
+    "intra_only": "intra-organ only",
+    "random": "random init",
+    "raw_pixels": "raw pixels",
+    "coda_koleo": "Coda, koleo_weight=0.1 (the previous recipe)",
+}
+TASK_TEXT = {
+    "knee_kl": ("Knee KL grade", "accuracy (%)"),
+    "jsrt": ("JSRT nodules", "ROC AUC (%)"),
+    "shoulder": ("Shoulder implant maker (training images, labels unseen in pretraining)", "balanced accuracy (%)"),
+}
 NOTES = ("<!-- transfer-notes -->", "<!-- /transfer-notes -->")
 
 
@@ -350,8 +419,10 @@ def collect(run: Run) -> dict[str, Any]:
 
 def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], order: list[str]) -> list[str]:
     fracs = list(n_train)
-    lines = ["| encoder | " + " | ".join(f"{f} (n={n_train.get(f, '?')})" for f in fracs) + " | mean |",
-             "|---" * (len(fracs) + 2) + "|"]
+    lines = [
+        "| encoder | " + " | ".join(f"{f} (n={n_train.get(f, '?')})" for f in fracs) + " | mean |",
+        "|---" * (len(fracs) + 2) + "|",
+    ]
     for name in [n for n in order if n in scores]:
         cells, means = [], []
         for f in fracs:
@@ -371,22 +442,40 @@ def section(run: Run, old: str | None) -> str:
     tags = sorted({c.stem.split("__")[1].partition("@")[2] for c in (run.out / "cells").glob("*__*.json")})
     order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels"]]
     commands = meta.get("commands") or [meta.get("command", "?")]
-    lines = [SECTION, "", "Commands (in this order; finished cells are kept, `--resume` skips them; commit "
-             f"{meta.get('commit', '?')}):", "", "```", *commands, "```", "",
-             f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
-             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items()))
-             + (f"; wall time: {meta['wall']}" if meta.get("wall") else "") + ".", "",
-             "Encoders pretrained with the recipe `" + run.args.recipe + "`"
-             + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "") + ": "
-             + ", ".join(f"`{k}={v}`" for k, v in run.settings.items()) + f", `random_state={run.args.seed}`, on "
-             f"`organs7/` (at most {run.args.max_images_per_organ} images per organ); the single-branch encoders set the "
-             "other branch's weight to 0 (and the KoLeo term with the intra-organ branch). Extra encoders: "
-             + (", ".join(f"`{e}`" for e in run.args.extra) or "none") + ".", "",
-             f"Protocol: a fixed stratified test split ({100 * run.args.test_fraction:g} %) per task; training images drawn "
-             f"from the rest at each fraction ({run.args.draws} stratified draws, the same for every encoder and both "
-             "protocols). Linear: standardised logistic regression on frozen embeddings. Fine-tuning: `CodaClassifier` "
-             "(linear head, whole network), " + ", ".join(f"`{k}={v}`" for k, v in run.ft_settings().items())
-             + " (epochs = steps / batches per epoch), augmentation on, the same for every encoder.", ""]
+    lines = [
+        SECTION,
+        "",
+        f"Commands (in this order; finished cells are kept, `--resume` skips them; commit {meta.get('commit', '?')}):",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        f"Machine: {meta.get('machine', '?')}. Seconds in the cells: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["seconds"].items()))
+        + (f"; wall time: {meta['wall']}" if meta.get("wall") else "")
+        + ".",
+        "",
+        "Encoders pretrained with the recipe `"
+        + run.args.recipe
+        + "`"
+        + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "")
+        + ": "
+        + ", ".join(f"`{k}={v}`" for k, v in run.settings.items())
+        + f", `random_state={run.args.seed}`, on "
+        f"`organs7/` (at most {run.args.max_images_per_organ} images per organ); the single-branch encoders set the "
+        "other branch's weight to 0 (and the KoLeo term with the intra-organ branch). Extra encoders: "
+        + (", ".join(f"`{e}`" for e in run.args.extra) or "none")
+        + ".",
+        "",
+        f"Protocol: a fixed stratified test split ({100 * run.args.test_fraction:g} %) per task; training images drawn "
+        f"from the rest at each fraction ({run.args.draws} stratified draws, the same for every encoder and both "
+        "protocols). Linear: standardised logistic regression on frozen embeddings. Fine-tuning: `CodaClassifier` "
+        "(linear head, whole network), "
+        + ", ".join(f"`{k}={v}`" for k, v in run.ft_settings().items())
+        + " (epochs = steps / batches per epoch), augmentation on, the same for every encoder.",
+        "",
+    ]
     for task, (title, unit) in TASK_TEXT.items():
         if task not in r["linear"]:
             continue
@@ -421,34 +510,54 @@ def dry_run(args: argparse.Namespace) -> int:
     """Everything on synthetic phantoms with a tiny backbone: the code paths, not the figures."""
     from PIL import Image
 
-    from codafeat.datasets import make_radiograph_phantoms
+    from codafeat.phantoms import make_radiograph_phantoms
 
     out = Path(args.out)
-    X, organs = make_radiograph_phantoms(8, organs=("chest", "hand", "knee"), image_size=48, random_state=0,
-                                         return_variants=False)
+    X, organs = make_radiograph_phantoms(
+        8, organs=("chest", "hand", "knee"), image_size=48, random_state=0, return_variants=False
+    )
     for i, (img, organ) in enumerate(zip(X, organs)):
         (out / "data" / "organs7" / str(organ)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray((np.asarray(img) * 255).astype(np.uint8)).save(out / "data" / "organs7" / str(organ) / f"{i:03d}.png")
-    args.set += ['backbone="test_convnext"', "image_size=32", "local_size=32", "n_local_crops=2", "head_out_dim=64",
-                 "head_hidden_dim=32", "head_bottleneck_dim=16", "batch_size=8", "epochs=1"]
+        Image.fromarray((np.asarray(img) * 255).astype(np.uint8)).save(
+            out / "data" / "organs7" / str(organ) / f"{i:03d}.png"
+        )
+    args.set += [
+        'backbone="test_convnext"',
+        "image_size=32",
+        "local_size=32",
+        "n_local_crops=2",
+        "head_out_dim=64",
+        "head_hidden_dim=32",
+        "head_bottleneck_dim=16",
+        "batch_size=8",
+        "epochs=1",
+    ]
     args.draws, args.ft_steps, args.max_images_per_organ, args.fractions = 1, 2, 0, [0.1, 0.5]
     run = Run(args)
     stage_pretrain(run, out / "data")
-    Xt, yt = make_radiograph_phantoms(48, organs=("chest", "hand"), image_size=32, random_state=1, return_variants=False)
+    Xt, yt = make_radiograph_phantoms(
+        48, organs=("chest", "hand"), image_size=32, random_state=1, return_variants=False
+    )
     Xt = np.asarray(Xt, dtype=np.float32)
-    tasks = {"knee_kl": make_task(Xt, np.arange(len(Xt)) % 3, "accuracy", args),
-             "jsrt": make_task(Xt, (np.asarray(yt) == "hand").astype(int), "roc_auc", args)}
+    tasks = {
+        "knee_kl": make_task(Xt, np.arange(len(Xt)) % 3, "accuracy", args),
+        "jsrt": make_task(Xt, (np.asarray(yt) == "hand").astype(int), "roc_auc", args),
+    }
     for stage in ("embed", "linear", "finetune"):
         STAGE_FN[stage](run, tasks)
-    rp.save_json(run.out / "meta.json", dict(commands=["python benchmarks/transfer.py --dry-run"], machine=rp.machine(),
-                                             commit=rp.git_commit()))
+    rp.save_json(
+        run.out / "meta.json",
+        dict(commands=["python benchmarks/transfer.py --dry-run"], machine=rp.machine(), commit=rp.git_commit()),
+    )
     write_results(run, Path(args.results_file))
     return 0
 
 
 # ---------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", default=str(rp.DATA), help="the shared data folder (default <repo>/../shared/data)")
     p.add_argument("--out", default=str(HERE / "out" / "transfer"))
     p.add_argument("--resume", action="store_true", help="skip finished cells")
@@ -461,23 +570,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("encoders")
     g.add_argument("--recipe", default="small")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a CodaPretrainer parameter on top of the recipe (JSON value), repeatable")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CodaPretrainer parameter on top of the recipe (JSON value), repeatable",
+    )
     g.add_argument("--variants", default=",".join(VARIANTS), help="pretrained encoders: coda,inter_only,intra_only")
     g.add_argument("--extra", action="append", default=[], metavar="NAME=WEIGHTS", help="more encoders to evaluate")
     g.add_argument("--max-images-per-organ", type=int, default=600)
-    g.add_argument("--eval-size", type=int, default=None,
-                   help="input side of every encoder, raw pixels and fine-tuning (default: the recipe's image_size)")
-    g.add_argument("--pooling", default=None, choices=("avg", "max", "avgmax"),
-                   help="global pooling of every encoder (default: each weights' own); names get '@<pooling>'")
+    g.add_argument(
+        "--eval-size",
+        type=int,
+        default=None,
+        help="input side of every encoder, raw pixels and fine-tuning (default: the recipe's image_size)",
+    )
+    g.add_argument(
+        "--pooling",
+        default=None,
+        choices=("avg", "max", "avgmax"),
+        help="global pooling of every encoder (default: each weights' own); names get '@<pooling>'",
+    )
     g = p.add_argument_group("evaluation")
-    g.add_argument("--tasks", default=",".join(TASKS), help="knee_kl, jsrt (dev folders), shoulder (organs7/shoulder's makers)")
+    g.add_argument(
+        "--tasks", default=",".join(TASKS), help="knee_kl, jsrt (dev folders), shoulder (organs7/shoulder's makers)"
+    )
     g.add_argument("--draws", type=int, default=5, help="stratified draws per fraction")
     g.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="of the training pool")
     g.add_argument("--test-fraction", type=float, default=0.4, help="fixed test split of each task")
     g.add_argument("--ft-steps", type=int, default=100, help="optimiser steps of every fine-tuning fit")
-    g.add_argument("--ft-lp-fraction", type=float, default=0.0,
-                   help="share of the epochs spent as a linear probe first (LP-FT); 0 = the paper's plain fine-tuning")
+    g.add_argument(
+        "--ft-lp-fraction",
+        type=float,
+        default=0.0,
+        help="share of the epochs spent as a linear probe first (LP-FT); 0 = the paper's plain fine-tuning",
+    )
     g.add_argument("--ft-lr", type=float, default=1e-3, help="head learning rate")
     g.add_argument("--ft-encoder-lr-factor", type=float, default=0.1)
     g.add_argument("--ft-batch-size", type=int, default=32)

@@ -85,9 +85,22 @@ def measure(backbone: str) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for op in ("safetensors", "codafeat", "codafeat, then load"):
-            r = subprocess.run([sys.executable, __file__, "--child", op, "--backbone", backbone,
-                                "--out", os.path.join(tmp, "w.safetensors")],
-                               env=env, capture_output=True, text=True, timeout=600)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    op,
+                    "--backbone",
+                    backbone,
+                    "--out",
+                    os.path.join(tmp, "w.safetensors"),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if r.returncode != 0:
                 raise RuntimeError(r.stderr[-3000:])
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))

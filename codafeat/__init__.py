@@ -40,7 +40,7 @@ _EXPORTS = {
     "variant_separation": "analysis",
     "ImageReadError": "data.io",
     "SkippedImagesWarning": "_infer",
-    "make_radiograph_phantoms": "datasets",
+    "make_radiograph_phantoms": "phantoms",
     "CodaClassifier": "classifier",
     "CodaEncoder": "encoder",
     "dice": "metrics",

@@ -113,8 +113,23 @@ PRETRAIN: dict[str, Any] = {
 #: checkpoint's networks): they may change between a checkpoint and the run that resumes
 #: it. Every other parameter must agree.
 PRETRAIN_RUN_ONLY = frozenset(
-    {"init_weights", "compile", "device", "num_workers", "cache_dir", "checkpoint_dir", "checkpoint_every", "resume",
-     "organ_from", "organ_map", "on_error", "monitor_every", "log_dir", "random_state", "verbose"}
+    {
+        "init_weights",
+        "compile",
+        "device",
+        "num_workers",
+        "cache_dir",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "resume",
+        "organ_from",
+        "organ_map",
+        "on_error",
+        "monitor_every",
+        "log_dir",
+        "random_state",
+        "verbose",
+    }
 )
 
 #: Decoder widths of the U-Net at strides 16, 8, 4, 2, 1 (ours).

@@ -102,7 +102,7 @@ class DevicePolicy:
         object.__setattr__(self, "_amp_dtype", dtype)
 
     @classmethod
-    def for_device(cls, device: str | torch.device, *, local_rank: int | None = None) -> "DevicePolicy":
+    def for_device(cls, device: str | torch.device, *, local_rank: int | None = None) -> DevicePolicy:
         """The policy of :func:`resolve_device` ``(device, local_rank=...)``."""
         return cls(resolve_device(device, local_rank=local_rank))
 

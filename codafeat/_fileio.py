@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import IO
 
 __all__ = [
-    "TEMP_PATTERN", "atomic_open", "atomic_write_bytes", "atomic_write_many", "check_free_space", "check_writable",
+    "TEMP_PATTERN",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_many",
+    "check_free_space",
+    "check_writable",
     "remove_stale_temps",
 ]
 
@@ -140,7 +145,9 @@ def check_writable(path: str | os.PathLike, *, what: str, is_dir: bool = False, 
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise OSError(exc.errno, f"the folder of {what} {str(p)!r} cannot be created ({exc.strerror or exc})") from exc
+                raise OSError(
+                    exc.errno, f"the folder of {what} {str(p)!r} cannot be created ({exc.strerror or exc})"
+                ) from exc
     probe = _temp_path(folder / ".codafeat-write-probe")
     try:
         with open(probe, "xb") as fh:

@@ -49,8 +49,12 @@ def resolve_weights(spec: Any, backbone: str | None) -> tuple[dict[str, torch.Te
     """
     if spec is None:
         config = {
-            "backbone": backbone or BACKBONE, "image_size": IMAGE_SIZE, "in_chans": 3,
-            "mean": list(MEAN), "std": list(STD), "training": {"init": "random"},
+            "backbone": backbone or BACKBONE,
+            "image_size": IMAGE_SIZE,
+            "in_chans": 3,
+            "mean": list(MEAN),
+            "std": list(STD),
+            "training": {"init": "random"},
         }
         return None, config, "random initialisation"
     if isinstance(spec, CodaEncoder):
@@ -80,16 +84,28 @@ def fine_tuning_tags(tags: Any) -> Any:
 
 
 def run_epochs(
-    trainer: FineTuneTrainer, images: torch.Tensor, targets: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
-    *, epochs: int, batch_size: int, patience: int | None, verbose: int,
+    trainer: FineTuneTrainer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int | None,
+    verbose: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """:func:`~codafeat._train.finetune.fit_epochs` on the training and validation positions, with a progress
     bar when ``verbose``; ``patience=None`` trains every epoch (no early stopping)."""
     progress = tqdm_epochs(verbose, epochs)
     try:
         return fit_epochs(
-            trainer, (images[train_idx], targets[train_idx]), (images[val_idx], targets[val_idx]) if len(val_idx) else None,
-            epochs=epochs, batch_size=batch_size, progress=progress,
+            trainer,
+            (images[train_idx], targets[train_idx]),
+            (images[val_idx], targets[val_idx]) if len(val_idx) else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=progress,
             early_stopping=EarlyStopping(patience) if patience is not None else None,
         )
     finally:
@@ -170,14 +186,28 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         bs = min(int(self.batch_size), len(train_idx))
         steps_per_epoch = math.ceil(len(train_idx) / bs)
         trainer = FineTuneTrainer(
-            model, encoder=model.encoder, task=self._task(), lr=float(self.lr),
-            encoder_lr=float(self.lr) * float(self.encoder_lr_factor), weight_decay=float(self.weight_decay),
-            freeze_encoder=bool(self.freeze_encoder), total_steps=steps_per_epoch * int(self.epochs),
-            lp_steps=steps_per_epoch * min(int(self.lp_epochs), int(self.epochs)), policy=policy,
-            augment=image_augment(self.augment), generator=torch.Generator().manual_seed(seed),
+            model,
+            encoder=model.encoder,
+            task=self._task(),
+            lr=float(self.lr),
+            encoder_lr=float(self.lr) * float(self.encoder_lr_factor),
+            weight_decay=float(self.weight_decay),
+            freeze_encoder=bool(self.freeze_encoder),
+            total_steps=steps_per_epoch * int(self.epochs),
+            lp_steps=steps_per_epoch * min(int(self.lp_epochs), int(self.epochs)),
+            policy=policy,
+            augment=image_augment(self.augment),
+            generator=torch.Generator().manual_seed(seed),
         )
         self.history_, self.best_epoch_ = run_epochs(
-            trainer, images, targets, train_idx, val_idx, epochs=int(self.epochs), batch_size=bs, verbose=self.verbose,
+            trainer,
+            images,
+            targets,
+            train_idx,
+            val_idx,
+            epochs=int(self.epochs),
+            batch_size=bs,
+            verbose=self.verbose,
             patience=int(self.n_iter_no_change) if self.early_stopping else None,
         )
         self.model_ = model.eval()
@@ -194,8 +224,14 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             torch.manual_seed(seed)
             try:
                 model = build_linear_head_net(
-                    config["backbone"], n_outputs, mean=config["mean"], std=config["std"],
-                    in_chans=int(config.get("in_chans", 3)), pooling=pooling, state=state, source=source,
+                    config["backbone"],
+                    n_outputs,
+                    mean=config["mean"],
+                    std=config["std"],
+                    in_chans=int(config.get("in_chans", 3)),
+                    pooling=pooling,
+                    state=state,
+                    source=source,
                 )
             except ValueError as exc:
                 if source in str(exc):
@@ -204,10 +240,18 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         size = int(self.image_size or config["image_size"])
         check_input_size(model.encoder.backbone, config["backbone"], image_size=size)
         config = make_config(
-            backbone=config["backbone"], embed_dim=embed_dim(model.encoder.backbone), image_size=size,
-            mean=config["mean"], std=config["std"], in_chans=int(config.get("in_chans", 3)), pooling=pooling,
-            training=config.get("training", {}), license=config.get("license"), intended_use=config.get("intended_use"),
-            data=config.get("data"), extra={"intensity": config["intensity"]} if config.get("intensity") else None,
+            backbone=config["backbone"],
+            embed_dim=embed_dim(model.encoder.backbone),
+            image_size=size,
+            mean=config["mean"],
+            std=config["std"],
+            in_chans=int(config.get("in_chans", 3)),
+            pooling=pooling,
+            training=config.get("training", {}),
+            license=config.get("license"),
+            intended_use=config.get("intended_use"),
+            data=config.get("data"),
+            extra={"intensity": config["intensity"]} if config.get("intensity") else None,
         )
         if self.bit_depth is not None:
             config["intensity"] = {**config.get("intensity", {}), "bit_depth": int(self.bit_depth)}
@@ -216,7 +260,11 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
     def _training_images(self, items: Any, size: int, config: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
         """The decoded images that could be read and their positions in ``items``."""
         images, failures, _ = decode_to_tensor(
-            items, size, on_error=self.on_error, num_workers=self.num_workers, batch_size=int(self.batch_size),
+            items,
+            size,
+            on_error=self.on_error,
+            num_workers=self.num_workers,
+            batch_size=int(self.batch_size),
             bit_depth=(config.get("intensity") or {}).get("bit_depth"),
         )
         self.skipped_ = warn_skipped(failures, context=type(self).__name__ + ".fit", consequence="left out of training")
@@ -240,8 +288,9 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training image out of {n}")
         strat = self._stratify(targets)
         try:
-            train, val = train_test_split(np.arange(n), test_size=n_val, stratify=strat,
-                                          random_state=rng.randint(0, 2**31 - 1))
+            train, val = train_test_split(
+                np.arange(n), test_size=n_val, stratify=strat, random_state=rng.randint(0, 2**31 - 1)
+            )
         except ValueError as exc:
             raise ValueError(
                 f"early_stopping: cannot hold out a stratified validation_fraction={self.validation_fraction} of "
@@ -264,8 +313,13 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             out[batch.index.numpy()] = y.float().cpu().numpy()
 
         failures = stream_batches(
-            items, self.image_size_, apply, policy=policy, batch_size=int(self.batch_size),
-            num_workers=self.num_workers, on_error=self.on_error,
+            items,
+            self.image_size_,
+            apply,
+            policy=policy,
+            batch_size=int(self.batch_size),
+            num_workers=self.num_workers,
+            on_error=self.on_error,
             bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
         )
         out[[f.index for f in failures]] = np.nan
@@ -282,8 +336,12 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         config = {k: v for k, v in self.config_.items() if k != "n_outputs"}
         training = dict(config.get("training") or {})
-        training["fine_tuned"] = {"estimator": type(self).__name__, "epochs": int(self.n_epochs_),
-                                  "n_train": int(self.n_train_), "freeze_encoder": bool(self.freeze_encoder)}
+        training["fine_tuned"] = {
+            "estimator": type(self).__name__,
+            "epochs": int(self.n_epochs_),
+            "n_train": int(self.n_train_),
+            "freeze_encoder": bool(self.freeze_encoder),
+        }
         return Weights.from_state(self.model_.encoder.backbone.state_dict(), dict(config, training=training))
 
     def save(self, path: str | os.PathLike):
@@ -296,8 +354,12 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
 
     def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
         model = build_linear_head_net(
-            config["backbone"], int(config["n_outputs"]), mean=config["mean"], std=config["std"],
-            in_chans=int(config.get("in_chans", 3)), pooling=config.get("pooling", "avg"),
+            config["backbone"],
+            int(config["n_outputs"]),
+            mean=config["mean"],
+            std=config["std"],
+            in_chans=int(config.get("in_chans", 3)),
+            pooling=config.get("pooling", "avg"),
         )
         model.load_state_dict(tensors, strict=True)
         self.model_ = DevicePolicy(device).module(model).eval()

@@ -19,7 +19,16 @@ import torch
 
 from ._device import DevicePolicy
 from .data.io import report_skipped
-from .data.loader import PROBE, Batch, Failure, auto_num_workers, is_in_memory, make_loader, raise_failure, workers_after_probe
+from .data.loader import (
+    PROBE,
+    Batch,
+    Failure,
+    auto_num_workers,
+    is_in_memory,
+    make_loader,
+    raise_failure,
+    workers_after_probe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +134,14 @@ def stream_batches(
     if n == 0:
         return failures
     workers = resolve_workers(num_workers, items, batch_size, policy.device)
-    run = dict(policy=policy, batch_size=batch_size, on_error=on_error, with_shapes=with_shapes, bit_depth=bit_depth,
-               progress=progress)
+    run = dict(
+        policy=policy,
+        batch_size=batch_size,
+        on_error=on_error,
+        with_shapes=with_shapes,
+        bit_depth=bit_depth,
+        progress=progress,
+    )
     start = 0
     if workers == PROBE:
         # decode and run the first batch here, timing both, then choose the workers
@@ -157,8 +172,15 @@ def _run(
 ) -> tuple[float, float]:
     """Run ``items[start:stop]``; returns the seconds spent waiting for batches and in ``apply``."""
     loader = make_loader(
-        items, size, batch_size=batch_size, num_workers=workers, pin_memory=policy.pin_memory,
-        start=start, stop=stop, with_shapes=with_shapes, bit_depth=bit_depth,
+        items,
+        size,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=policy.pin_memory,
+        start=start,
+        stop=stop,
+        with_shapes=with_shapes,
+        bit_depth=bit_depth,
     )
     logger.debug("images %d:%s with %d worker(s) on %s", start, stop, workers, policy.device)
     wait_s = model_s = 0.0
@@ -250,7 +272,13 @@ def decode_to_tensor(
         out[batch.index] = (x.float().div_(255.0) if x.dtype == torch.uint8 else x).to(dtype)
 
     failures = stream_batches(
-        items, size, apply, policy=DevicePolicy(torch.device("cpu")), batch_size=batch_size,
-        num_workers=num_workers, on_error=on_error, bit_depth=bit_depth,
+        items,
+        size,
+        apply,
+        policy=DevicePolicy(torch.device("cpu")),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        on_error=on_error,
+        bit_depth=bit_depth,
     )
     return out, failures, kinds

@@ -22,6 +22,7 @@ from .weights import module_state_from_bytes, weights_to_bytes
 
 logger = logging.getLogger(__name__)
 
+
 def _bytes_key(name: str) -> str:
     """``model_`` travels as ``_model_bytes``."""
     return f"_{name.rstrip('_')}_bytes"
@@ -49,7 +50,9 @@ class TorchStateMixin:
     def _module_config(self, name: str) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _restore_module(self, name: str, tensors: dict[str, torch.Tensor], config: dict[str, Any], device: torch.device) -> None:  # pragma: no cover - abstract
+    def _restore_module(
+        self, name: str, tensors: dict[str, torch.Tensor], config: dict[str, Any], device: torch.device
+    ) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __getstate__(self) -> dict[str, Any]:

@@ -27,10 +27,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
-from ._version import __version__
 from ._fileio import atomic_open
+from ._version import __version__
 from .model_card import model_card
 from .weights import ENTRY_POINT_GROUP, WeightsError, load_weights
 
@@ -76,8 +74,7 @@ def check_version(version: Any) -> str:
     """
     if not isinstance(version, str) or not _VERSION_RE.match(version):
         raise ValueError(
-            f"version {version!r} is not a canonical PEP 440 version (e.g. '0.1.0', '1.0rc1', "
-            "'1.0.post1', '2.0.dev3')"
+            f"version {version!r} is not a canonical PEP 440 version (e.g. '0.1.0', '1.0rc1', '1.0.post1', '2.0.dev3')"
         )
     return version
 
@@ -160,12 +157,7 @@ def _metadata(name: str, version: str, config: dict[str, Any]) -> str:
 
 
 def _wheel_file() -> str:
-    return (
-        "Wheel-Version: 1.0\n"
-        f"Generator: codafeat ({__version__})\n"
-        "Root-Is-Purelib: true\n"
-        "Tag: py3-none-any\n"
-    )
+    return f"Wheel-Version: 1.0\nGenerator: codafeat ({__version__})\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
 
 
 def _check_weights_file(path: Path) -> dict[str, Any]:
@@ -287,7 +279,9 @@ def build_weights_wheel(
     return target
 
 
-def _write_wheel(target: Path, module: str, dist_info: str, texts: dict[str, str], src: Path, payload: bytes | None) -> None:
+def _write_wheel(
+    target: Path, module: str, dist_info: str, texts: dict[str, str], src: Path, payload: bytes | None
+) -> None:
     """Write the wheel atomically: the package, the weights (``payload`` or the file ``src``), .dist-info, RECORD."""
     record: list[tuple[str, str, str]] = []
     with atomic_open(target) as fh, zipfile.ZipFile(fh, "w") as zf:

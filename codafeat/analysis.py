@@ -134,7 +134,11 @@ def organ_separation(
     knn = _loo_knn_accuracy(U, codes, int(n_neighbors))
     km = KMeans(n_clusters=n_labels, n_init=10, random_state=random_state).fit(U)
     sample = SILHOUETTE_MAX_SAMPLES if n > SILHOUETTE_MAX_SAMPLES else None
-    sil = silhouette_score(E, codes, metric="cosine", sample_size=sample, random_state=random_state) if n > n_labels else float("nan")
+    sil = (
+        silhouette_score(E, codes, metric="cosine", sample_size=sample, random_state=random_state)
+        if n > n_labels
+        else float("nan")
+    )
     return {
         "knn_accuracy": float(knn),
         "nmi": float(normalized_mutual_info_score(codes, km.labels_)),
@@ -242,6 +246,21 @@ def _require_matplotlib():
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")
 
 
+def _legend(classes: list, kinds: list | None, colours: Any) -> list:
+    """Legend entries: one colour per class, then (with variants) one marker per variant."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", ls="", color=colours(i % colours.N), label=str(c)) for i, c in enumerate(classes)
+    ]
+    if kinds is not None:
+        handles += [
+            Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], ls="", color="0.4", label=str(k))
+            for i, k in enumerate(kinds)
+        ]
+    return handles
+
+
 def plot_embedding(
     embeddings: Any,
     labels: Any,
@@ -303,7 +322,6 @@ def plot_embedding(
     ax = fig.add_subplot(1, 1, 1)
     classes = np.unique(y).tolist()
     from matplotlib import colormaps
-    from matplotlib.lines import Line2D
 
     colours = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     kinds = [None] if v is None else np.unique(v).tolist()
@@ -312,13 +330,22 @@ def plot_embedding(
         for ki, k in enumerate(kinds):
             m = (y == c) if k is None else (y == c) & (v == k)
             if m.any():
-                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colours(ci % colours.N), marker=_MARKERS[ki % len(_MARKERS)],
-                           alpha=0.8, linewidths=0)
-    handles = [Line2D([], [], marker="o", ls="", color=colours(i % colours.N), label=str(c)) for i, c in enumerate(classes)]
-    if v is not None:
-        handles += [Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], ls="", color="0.4", label=str(k))
-                    for i, k in enumerate(kinds)]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=8)
+                ax.scatter(
+                    xy[m, 0],
+                    xy[m, 1],
+                    s=size,
+                    color=colours(ci % colours.N),
+                    marker=_MARKERS[ki % len(_MARKERS)],
+                    alpha=0.8,
+                    linewidths=0,
+                )
+    ax.legend(
+        handles=_legend(classes, kinds if v is not None else None, colours),
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+        fontsize=8,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{'t-SNE' if method == 'tsne' else 'PCA'} 1")

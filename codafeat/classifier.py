@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._finetune import LinearHeadFineTuner
@@ -196,7 +196,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> "CodaClassifier":
+    def fit(self, X: Any, y: Any) -> CodaClassifier:
         """Fine-tune on images ``X`` with labels ``y``.
 
         Parameters
@@ -226,11 +226,15 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         y = np.asarray(y)
         if y.dtype.kind == "f" and np.isnan(y).any():
             rows = np.isnan(y.reshape(len(y), -1)).any(axis=1)
-            raise ValueError(f"y contains NaN: {int(rows.sum())} row(s), e.g. position(s) {np.flatnonzero(rows)[:10].tolist()}")
+            raise ValueError(
+                f"y contains NaN: {int(rows.sum())} row(s), e.g. position(s) {np.flatnonzero(rows)[:10].tolist()}"
+            )
         self.multilabel_ = y.ndim == 2 and y.shape[1] > 1
         if self.multilabel_:
             if type_of_target(y) != "multilabel-indicator":
-                raise ValueError(f"a 2-D y must be a 0/1 indicator matrix (multi-label), got {type_of_target(y)!r} values")
+                raise ValueError(
+                    f"a 2-D y must be a 0/1 indicator matrix (multi-label), got {type_of_target(y)!r} values"
+                )
             if self.class_weight is not None:
                 raise ValueError("class_weight is for single-label y; it is not supported with a multi-label y")
             self.classes_ = np.arange(y.shape[1])
@@ -242,7 +246,8 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         if len(self.classes_) < 2:
             raise ValueError(
                 f"CodaClassifier needs at least 2 classes in y to train on; got only class {self.classes_[0]!r}"
-                if len(self.classes_) else "CodaClassifier needs at least 2 classes in y; y is empty"
+                if len(self.classes_)
+                else "CodaClassifier needs at least 2 classes in y; y is empty"
             )
         weights = None  # numpy, not a tensor: no tensor travels in a pickle (codafeat._persist)
         if self.class_weight is not None:

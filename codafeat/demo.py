@@ -2,7 +2,7 @@
 
 Steps, all written to one output folder:
 
-1. data: synthetic radiograph phantoms (:func:`codafeat.datasets.make_radiograph_phantoms`,
+1. data: synthetic radiograph phantoms (:func:`codafeat.phantoms.make_radiograph_phantoms`,
    six organs, two within-organ variants each) written as an organ-per-folder tree, plus a
    disjoint evaluation set drawn with another seed; or, with ``data=DIR``, a real
    organ-per-folder dataset split into pretraining (80 %) and held-out evaluation (20 %)
@@ -68,7 +68,9 @@ class DemoResult:
             lines.append(f"organs  {key:16s}{self.separation['coda'][key]:10.3f}{self.separation['random'][key]:14.3f}")
         if self.variants:
             for key in ("knn_accuracy", "nmi"):
-                lines.append(f"variants {key:15s}{self.variants['coda'][key]:10.3f}{self.variants['random'][key]:14.3f}")
+                lines.append(
+                    f"variants {key:15s}{self.variants['coda'][key]:10.3f}{self.variants['random'][key]:14.3f}"
+                )
         first, last = self.history[0], self.history[-1]
         if "ln_k" in last:
             lines.append(
@@ -86,7 +88,8 @@ class DemoResult:
 
 
 def _phantom_data(out: Path, n_per_organ: int, n_eval_per_organ: int, random_state: int):
-    from .datasets import make_radiograph_phantoms, write_image_folder
+    from .data.manifest import write_image_folder
+    from .phantoms import make_radiograph_phantoms
 
     X, organs, variants = make_radiograph_phantoms(n_per_organ, image_size=64, random_state=random_state)
     folder = write_image_folder(X, organs, out / "data", variants=variants, overwrite=True)
@@ -97,7 +100,7 @@ def _phantom_data(out: Path, n_per_organ: int, n_eval_per_organ: int, random_sta
 def _real_data(data: str | os.PathLike, random_state: int):
     from sklearn.model_selection import train_test_split
 
-    from .datasets import scan_organ_folder
+    from .data.manifest import scan_organ_folder
 
     paths, organs = scan_organ_folder(data)
     idx_train, idx_eval = train_test_split(
@@ -170,14 +173,17 @@ def run_demo(
     t = time.perf_counter()
     encoders = {
         "coda": pre.encoder_,
-        "random": CodaEncoder(backbone=params["backbone"], image_size=params["image_size"], random_state=random_state).fit(),
+        "random": CodaEncoder(
+            backbone=params["backbone"], image_size=params["image_size"], random_state=random_state
+        ).fit(),
     }
     emb = {name: enc.transform(eval_X) for name, enc in encoders.items()}
     timings["embedding"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    separation, variants, few, pngs = _analyse(emb, eval_y, eval_v, out, shots=shots, n_repeats=n_repeats,
-                                               random_state=random_state)
+    separation, variants, few, pngs = _analyse(
+        emb, eval_y, eval_v, out, shots=shots, n_repeats=n_repeats, random_state=random_state
+    )
     timings["analysis"] = time.perf_counter() - t
 
     result = DemoResult(out, separation, variants, few, pre.history_, timings, weights)
@@ -189,29 +195,47 @@ def run_demo(
 _NAMES = {"coda": "Coda (ours, demo scale)", "random": "random init"}
 
 
-def _analyse(emb: dict[str, np.ndarray], eval_y: np.ndarray, eval_v: Any, out: Path, *, shots: tuple[int, ...],
-             n_repeats: int, random_state: int) -> tuple[dict, dict | None, Any, dict[str, Path]]:
+def _analyse(
+    emb: dict[str, np.ndarray],
+    eval_y: np.ndarray,
+    eval_v: Any,
+    out: Path,
+    *,
+    shots: tuple[int, ...],
+    n_repeats: int,
+    random_state: int,
+) -> tuple[dict, dict | None, Any, dict[str, Path]]:
     """Zero-shot separation, variant separation, few-shot probes and pictures of each encoder's embeddings."""
     from .analysis import organ_separation, plot_embedding, variant_separation
     from .probes import linear_probe
 
     k = int(min(5, len(eval_y) - 1))
-    separation = {name: organ_separation(E, eval_y, n_neighbors=k, random_state=random_state) for name, E in emb.items()}
+    separation = {
+        name: organ_separation(E, eval_y, n_neighbors=k, random_state=random_state) for name, E in emb.items()
+    }
     variants = None
     if eval_v is not None:
         variants = {
-            name: variant_separation(E, eval_y, eval_v, n_neighbors=k, random_state=random_state)["mean"] for name, E in emb.items()
+            name: variant_separation(E, eval_y, eval_v, n_neighbors=k, random_state=random_state)["mean"]
+            for name, E in emb.items()
         }
     few = None
     for name, E in emb.items():
-        r = linear_probe(E, eval_y, None, shots=list(shots), n_repeats=n_repeats, random_state=random_state, name=_NAMES[name])
+        r = linear_probe(
+            E, eval_y, None, shots=list(shots), n_repeats=n_repeats, random_state=random_state, name=_NAMES[name]
+        )
         few = r if few is None else few + r
     pngs = {}
     for name, E in emb.items():
         try:
             pngs[name] = plot_embedding(
-                E, eval_y, "tsne", out / f"embedding_{name}.png", variants=eval_v,
-                title=f"{_NAMES[name]}: t-SNE of held-out images", random_state=random_state,
+                E,
+                eval_y,
+                "tsne",
+                out / f"embedding_{name}.png",
+                variants=eval_v,
+                title=f"{_NAMES[name]}: t-SNE of held-out images",
+                random_state=random_state,
             )
         except ImportError as exc:  # matplotlib is an extra
             logger.warning("no pictures: %s", exc)
@@ -220,6 +244,36 @@ def _analyse(emb: dict[str, np.ndarray], eval_y: np.ndarray, eval_v: Any, out: P
 
 def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def _history_lines(r: DemoResult, params: dict[str, Any]) -> list[str]:
+    """The report's training history table, its monitor figures and the collapse warnings."""
+    lines = [
+        "## Training history and monitor",
+        "",
+        "The monitor embeds held-out training images with the teacher after each epoch: organ kNN "
+        "accuracy and NMI, the teacher's intra-organ target entropy over ln K (1 = uniform: nothing to "
+        "distil) and the information its targets carry about the image (MI, nats; 0 = collapse).",
+        "",
+        "`loss` = inter-organ + intra-organ"
+        + (f" + {params['koleo_weight']} x KoLeo" if params.get("koleo_weight") else "")
+        + " (the weights this run trained with; on the phantoms the demo adds the KoLeo term, which keeps their "
+        "intra-organ branch from collapsing).",
+        "",
+        "| epoch | loss | inter-organ | intra-organ | KoLeo | monitor kNN | monitor NMI | H_t / ln K | MI | lr "
+        "| img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for h in r.history:
+        ratio = h["teacher_entropy"] / h["ln_k"] if "teacher_entropy" in h else None
+        lines.append(
+            f"| {h['epoch']} | {_fmt(h['loss'])} | {_fmt(h['loss_inter'])} | {_fmt(h['loss_intra'])} "
+            f"| {_fmt(h.get('loss_koleo'))} | {_fmt(h.get('monitor_knn_accuracy'))} | {_fmt(h.get('monitor_nmi'))} "
+            f"| {_fmt(ratio)} | {_fmt(h.get('teacher_mi'))} | {h['lr']:.2e} | {h['images_per_s']:.1f} |"
+        )
+    warned = sorted({w for h in r.history for w in h.get("collapse_warnings", [])})
+    lines += ["", "Collapse warnings: " + ("; ".join(warned) if warned else "none.")]
+    return lines
 
 
 def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict[str, Path], pre) -> Path:
@@ -242,38 +296,28 @@ def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict
     for key in ("knn_accuracy", "nmi", "ari", "silhouette"):
         lines.append(f"| {key} | {_fmt(r.separation['coda'][key])} | {_fmt(r.separation['random'][key])} |")
     if r.variants:
-        lines += ["", "## Within-organ variant separation (mean over organs)", "", "| metric | Coda | random init |", "|---|---|---|"]
+        lines += [
+            "",
+            "## Within-organ variant separation (mean over organs)",
+            "",
+            "| metric | Coda | random init |",
+            "|---|---|---|",
+        ]
         for key in ("knn_accuracy", "nmi", "ari", "silhouette"):
             lines.append(f"| {key} | {_fmt(r.variants['coda'][key])} | {_fmt(r.variants['random'][key])} |")
-    lines += ["", "## Few-shot organ classification (linear probe on frozen embeddings)", "", format_table(r.few_shot), ""]
+    lines += [
+        "",
+        "## Few-shot organ classification (linear probe on frozen embeddings)",
+        "",
+        format_table(r.few_shot),
+        "",
+    ]
     if pngs:
         lines += ["## Embedding maps", ""]
         for name, p in pngs.items():
             lines.append(f"![{name}]({Path(p).name})")
         lines.append("")
-    lines += [
-        "## Training history and monitor",
-        "",
-        "The monitor embeds held-out training images with the teacher after each epoch: organ kNN "
-        "accuracy and NMI, the teacher's intra-organ target entropy over ln K (1 = uniform: nothing to "
-        "distil) and the information its targets carry about the image (MI, nats; 0 = collapse).",
-        "",
-        "`loss` = inter-organ + intra-organ" + (f" + {params['koleo_weight']} x KoLeo" if params.get("koleo_weight") else "")
-        + " (the weights this run trained with; on the phantoms the demo adds the KoLeo term, which keeps their "
-        "intra-organ branch from collapsing).",
-        "",
-        "| epoch | loss | inter-organ | intra-organ | KoLeo | monitor kNN | monitor NMI | H_t / ln K | MI | lr | img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for h in r.history:
-        ratio = h["teacher_entropy"] / h["ln_k"] if "teacher_entropy" in h else None
-        lines.append(
-            f"| {h['epoch']} | {_fmt(h['loss'])} | {_fmt(h['loss_inter'])} | {_fmt(h['loss_intra'])} "
-            f"| {_fmt(h.get('loss_koleo'))} | {_fmt(h.get('monitor_knn_accuracy'))} | {_fmt(h.get('monitor_nmi'))} "
-            f"| {_fmt(ratio)} | {_fmt(h.get('teacher_mi'))} | {h['lr']:.2e} | {h['images_per_s']:.1f} |"
-        )
-    warned = sorted({w for h in r.history for w in h.get("collapse_warnings", [])})
-    lines += ["", "Collapse warnings: " + ("; ".join(warned) if warned else "none.")]
+    lines += _history_lines(r, params)
     lines += ["", "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in r.timings.items()), ""]
     path = r.out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -89,7 +89,7 @@ def model_key(
     if isinstance(weights, (bytes, bytearray, memoryview)):
         h.update(b"bytes\0")
         h.update(bytes(weights))
-    elif hasattr(weights, "data") and isinstance(getattr(weights, "data"), bytes):
+    elif hasattr(weights, "data") and isinstance(weights.data, bytes):
         h.update(b"bytes\0")
         h.update(weights.data)
     elif isinstance(weights, Mapping):
@@ -100,8 +100,7 @@ def model_key(
             h.update(np.ascontiguousarray(arr).view(np.uint8).tobytes())
     else:
         raise TypeError(
-            "weights must be bytes, a codafeat Weights object or a state_dict mapping, got "
-            f"{type(weights).__name__}"
+            f"weights must be bytes, a codafeat Weights object or a state_dict mapping, got {type(weights).__name__}"
         )
     settings = {
         "cache_version": CACHE_VERSION,
@@ -271,7 +270,9 @@ class EmbeddingCache:
                 if vec.shape[0] != dim:
                     logger.warning(
                         "embedding cache entry %s has %d features, expected %d: treated as a miss",
-                        self.path(model_key, key), vec.shape[0], dim,
+                        self.path(model_key, key),
+                        vec.shape[0],
+                        dim,
                     )
                     continue
                 rows[i] = vec

@@ -17,8 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, STD
 from ._device import DevicePolicy, resolve_device
-from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._infer import progress_bar, stream_batches, warn_skipped
+from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._persist import TorchStateMixin
 from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
@@ -196,7 +196,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any = None, y: Any = None) -> "CodaEncoder":
+    def fit(self, X: Any = None, y: Any = None) -> CodaEncoder:
         """Build the model (load ``weights`` or initialise randomly); ``X``, ``y`` are ignored.
 
         Returns
@@ -276,7 +276,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         """
         return self.embed(X).embeddings
 
-    def embed(self, X: Any) -> "Embedded":
+    def embed(self, X: Any) -> Embedded:
         """:meth:`transform`, with what the call skipped and found in the cache.
 
         Parameters
@@ -354,7 +354,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             },
         )
 
-    def _embed_cached(self, items: Any, cache: EmbeddingCache) -> "Embedded":
+    def _embed_cached(self, items: Any, cache: EmbeddingCache) -> Embedded:
         mk = self.cache_key()
         keys: list[str | None] = []
         for i in range(len(items)):
@@ -381,7 +381,9 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
                 if self._warn_once("cache store"):
                     logger.warning(
                         "embedding cache %s cannot store entries (%s); the embeddings are returned, "
-                        "not cached (this warning is shown once per encoder)", cache, exc,
+                        "not cached (this warning is shown once per encoder)",
+                        cache,
+                        exc,
                     )
         return Embedded(out, skipped, len(hit), len(todo))
 
@@ -410,8 +412,15 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         progress = progress_bar(self.verbose, len(items), "embedding")
         try:
             failures = stream_batches(
-                items, self.image_size_, apply, policy=policy, batch_size=self.batch_size,
-                num_workers=self.num_workers, on_error=self.on_error, bit_depth=self.bit_depth_, progress=progress,
+                items,
+                self.image_size_,
+                apply,
+                policy=policy,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                on_error=self.on_error,
+                bit_depth=self.bit_depth_,
+                progress=progress,
             )
         finally:
             if progress is not None:

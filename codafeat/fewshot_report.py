@@ -91,7 +91,7 @@ class FewShotReport:
         rows = [[v for c in self.columns for v in (mean[m][c], std[m][c])] for m in self.methods]
         return pd.DataFrame(rows, index=pd.Index(list(self.methods), name="method"), columns=cols)
 
-    def __add__(self, other: "FewShotReport") -> "FewShotReport":
+    def __add__(self, other: FewShotReport) -> FewShotReport:
         """Stack the rows of two reports with the same columns and scoring."""
         if not isinstance(other, FewShotReport):
             return NotImplemented
@@ -160,4 +160,3 @@ def format_table(report: FewShotReport, *, percent: bool | None = None, digits: 
         cells = [f"{scale * mean[m][c]:.{digits}f} ± {scale * std[m][c]:.{digits}f}" for c in report.columns]
         lines.append("| " + " | ".join([m] + cells) + " |")
     return "\n".join(lines)
-

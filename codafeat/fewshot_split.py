@@ -80,9 +80,7 @@ class FewShotSplit(GroupsConsumerMixin, BaseCrossValidator):
                 "FewShotSplit needs exactly one of n_shots (images per class) and fraction "
                 f"(of the data); got n_shots={n_shots!r}, fraction={fraction!r}"
             )
-        if n_shots is not None and (
-            not isinstance(n_shots, Integral) or isinstance(n_shots, bool) or n_shots < 1
-        ):
+        if n_shots is not None and (not isinstance(n_shots, Integral) or isinstance(n_shots, bool) or n_shots < 1):
             raise ValueError(f"n_shots must be an integer >= 1, got {n_shots!r}")
         if fraction is not None and (
             not isinstance(fraction, Real) or isinstance(fraction, bool) or not 0.0 < float(fraction) < 1.0
@@ -237,4 +235,3 @@ class FewShotSplit(GroupsConsumerMixin, BaseCrossValidator):
             order = np.argsort(-(quota - take), kind="stable")
             take[order[:rest]] += 1
         return np.minimum(np.maximum(take, 1), counts)
-

@@ -56,9 +56,7 @@ def _as_mask_pairs(y_true: Any, y_pred: Any) -> list[tuple[np.ndarray, np.ndarra
     return list(zip(t, p))
 
 
-def overlap_counts(
-    y_true: Any, y_pred: Any, labels: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overlap_counts(y_true: Any, y_pred: Any, labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image and class: intersection, |true| and |pred| pixel counts, each ``(n, k)``."""
     pairs = _as_mask_pairs(y_true, y_pred)
     labels = [int(c) for c in labels]

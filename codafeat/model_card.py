@@ -26,7 +26,11 @@ def _data_lines(data: Mapping[str, Any]) -> list[str]:
     try:
         return _summary_lines(data)
     except (TypeError, ValueError, AttributeError):
-        return ["- (a data summary this codafeat cannot read) `" + _one_line(json.dumps(data, sort_keys=True, default=str)) + "`"]
+        return [
+            "- (a data summary this codafeat cannot read) `"
+            + _one_line(json.dumps(data, sort_keys=True, default=str))
+            + "`"
+        ]
 
 
 def _summary_lines(data: Mapping[str, Any]) -> list[str]:
@@ -35,8 +39,10 @@ def _summary_lines(data: Mapping[str, Any]) -> list[str]:
     lines = []
     organs = data.get("organs") or {}
     if organs:
-        lines.append(f"- {data.get('n_images', sum(organs.values()))} images of {len(organs)} organ(s): "
-                     + ", ".join(f"{o} {n}" for o, n in sorted(organs.items())))
+        lines.append(
+            f"- {data.get('n_images', sum(organs.values()))} images of {len(organs)} organ(s): "
+            + ", ".join(f"{o} {n}" for o, n in sorted(organs.items()))
+        )
     if data.get("files_sha256"):
         lines.append(f"- SHA-256 of the list of training files: `{data['files_sha256']}`")
     for key, label in (("dicom_manufacturers", "DICOM manufacturers"), ("dicom_body_parts", "DICOM body parts")):
@@ -49,11 +55,32 @@ def _summary_lines(data: Mapping[str, Any]) -> list[str]:
         lines.append("- Organ of each DICOM BodyPartExamined value (organ_from='dicom'; source, files):")
         for row in rows[:_MAX_MAP_ROWS]:
             organ = row.get("organ") or "(unknown: left out)"
-            lines.append(f"  - {_one_line(repr(row.get('raw', '')))} -> {_one_line(str(organ))} "
-                         f"({row.get('source')}, {row.get('count')})")
+            lines.append(
+                f"  - {_one_line(repr(row.get('raw', '')))} -> {_one_line(str(organ))} "
+                f"({row.get('source')}, {row.get('count')})"
+            )
         if len(rows) > _MAX_MAP_ROWS:
             lines.append(f"  - ... and {len(rows) - _MAX_MAP_ROWS} more value(s) (all in the weights' config)")
     return lines or ["- " + _one_line(json.dumps(dict(data), sort_keys=True))]
+
+
+def _summary_rows(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The card's table: backbone, embedding size, input, pooling, licence, writer, intensity."""
+    rows = [
+        ("backbone", f"`{_one_line(config['backbone'])}` (timm)"),
+        ("embedding size", config["embed_dim"]),
+        (
+            "input",
+            f"{config['image_size']} px, {config['in_chans']} channel(s), mean {list(config['mean'])}, "
+            f"std {list(config['std'])}",
+        ),
+        ("pooling", f"`{_one_line(config.get('pooling', 'avg'))}`"),
+        ("licence", _one_line(config.get("license", "unknown"))),
+        ("written by", f"codafeat {_one_line(config.get('codafeat_version', 'unknown'))}"),
+    ]
+    if "intensity" in config:
+        rows.append(("intensity", f"`{_one_line(json.dumps(config['intensity'], sort_keys=True))}`"))
+    return rows
 
 
 def model_card(config: Mapping[str, Any], *, name: str | None = None) -> str:
@@ -73,19 +100,21 @@ def model_card(config: Mapping[str, Any], *, name: str | None = None) -> str:
     training = config.get("training") or {}
     training = training if isinstance(training, Mapping) else {"training": training}
     title = name or f"codafeat {config['backbone']}"
-    rows = [
-        ("backbone", f"`{_one_line(config['backbone'])}` (timm)"),
-        ("embedding size", config["embed_dim"]),
-        ("input", f"{config['image_size']} px, {config['in_chans']} channel(s), mean {list(config['mean'])}, "
-                  f"std {list(config['std'])}"),
-        ("pooling", f"`{_one_line(config.get('pooling', 'avg'))}`"),
-        ("licence", _one_line(config.get("license", "unknown"))),
-        ("written by", f"codafeat {_one_line(config.get('codafeat_version', 'unknown'))}"),
-    ]
-    if "intensity" in config:
-        rows.append(("intensity", f"`{_one_line(json.dumps(config['intensity'], sort_keys=True))}`"))
-    trained = {k: training[k] for k in ("method", "init", "init_weights", "epochs", "batch_size", "final_loss",
-                                        "final_loss_inter", "final_loss_intra") if k in training}
+    rows = _summary_rows(config)
+    trained = {
+        k: training[k]
+        for k in (
+            "method",
+            "init",
+            "init_weights",
+            "epochs",
+            "batch_size",
+            "final_loss",
+            "final_loss_inter",
+            "final_loss_intra",
+        )
+        if k in training
+    }
     lines = [
         f"# {title}: {config['backbone']}, {config['embed_dim']}-d embeddings at {config['image_size']} px",
         "",
@@ -103,7 +132,8 @@ def model_card(config: Mapping[str, Any], *, name: str | None = None) -> str:
         "",
         "## Training",
         "",
-        ("```json\n" + json.dumps(trained, indent=2, sort_keys=True, default=str) + "\n```") if trained
+        ("```json\n" + json.dumps(trained, indent=2, sort_keys=True, default=str) + "\n```")
+        if trained
         else "Not recorded.",
         "",
         "## Use",

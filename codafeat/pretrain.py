@@ -528,7 +528,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None) -> "CodaPretrainer":
+    def fit(self, X: Any, y: Any = None) -> CodaPretrainer:
         """Pretrain on ``X`` and build ``encoder_`` from the teacher.
 
         Parameters
@@ -571,8 +571,13 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         steps = len(sampler)
         self.n_train_images_ = len(dataset)
         self.data_summary_["n_train_images"] = int(len(dataset))  # the rest were held out for the monitor
-        run = {"seed": self.seed_, "n_images": self.n_images_, "n_train_images": len(dataset),
-               "steps_per_epoch": steps, "data_key": data_key}
+        run = {
+            "seed": self.seed_,
+            "n_images": self.n_images_,
+            "n_train_images": len(dataset),
+            "steps_per_epoch": steps,
+            "data_key": data_key,
+        }
         trainer = self._build_trainer(self.seed_, steps, device, info)
         if self.checkpoint_dir is not None and info.is_main:
             # newest + previous + the one being written, each ~4 copies of the student
@@ -580,7 +585,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
             check_free_space(self.checkpoint_dir, 3 * 4 * n_bytes, what="checkpoint_dir")
         start_epoch, history = (
-            resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run) if ckpt is not None else (0, [])
+            resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run)
+            if ckpt is not None
+            else (0, [])
         )
         self.history_ = self._train(trainer, dataset, sampler, loader, monitor, info, start_epoch, history, run)
         # the background fill, if any: every shard on disk and the intensity kinds complete. Training never
@@ -594,23 +601,32 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     def _prepare(self, X: Any, y: Any, info: D.DistInfo) -> tuple[Any, DecodedCache, np.ndarray, str | None]:
         """Find the images, read the checkpoint to resume, fix the seed, decode: ``(ckpt, cache, labels, data key)``."""
         items, organ_names, unlabelled, organ_mapping = collect_organ_images(
-            X, y, organ_from=self.organ_from, organ_map=self.organ_map, on_error=self.on_error,
+            X,
+            y,
+            organ_from=self.organ_from,
+            organ_map=self.organ_map,
+            on_error=self.on_error,
             cache_dir=self.cache_dir,
         )
         _check_organs(organ_names, stage="input")
         ckpt = (
             resume.read_for_resume(self.checkpoint_dir, epochs=self.epochs, params=self._resume_signature())
-            if self.resume else None
+            if self.resume
+            else None
         )
         self.seed_ = self._run_seed(ckpt, info)
         cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
         # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
         legacy = ckpt is not None and not str(ckpt[2].get("data_key") or "v2:").startswith("v2:")
-        data_key = (resume.data_key(items, cache.kept, labels, with_identity=not legacy)
-                    if self.checkpoint_dir is not None else None)
+        data_key = (
+            resume.data_key(items, cache.kept, labels, with_identity=not legacy)
+            if self.checkpoint_dir is not None
+            else None
+        )
         kept = [items[int(i)] for i in cache.kept]
-        self.data_summary_ = training_data_summary(kept if not isinstance(items, np.ndarray) else [], self.organs_[labels],
-                                                   cache_dir=self.cache_dir)
+        self.data_summary_ = training_data_summary(
+            kept if not isinstance(items, np.ndarray) else [], self.organs_[labels], cache_dir=self.cache_dir
+        )
         self.data_summary_["n_images"] = int(len(labels))
         if organ_mapping:
             self.data_summary_["dicom_organ_map"] = organ_mapping
@@ -620,15 +636,24 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         """The multi-crop views of the parameters (which also checks the view settings)."""
         blur = self.blur_prob if isinstance(self.blur_prob, Real) else tuple(self.blur_prob)
         return MultiCropViews(
-            image_size=self.image_size, local_size=self.local_size, n_local_crops=self.n_local_crops,
-            global_scale=tuple(self.global_scale), local_scale=tuple(self.local_scale),
-            rotation=float(self.rotation), hflip=self.hflip, brightness=float(self.brightness),
-            contrast=float(self.contrast), gamma=tuple(self.gamma), jitter_prob=float(self.jitter_prob),
-            blur_prob=blur, blur_sigma=tuple(self.blur_sigma),
+            image_size=self.image_size,
+            local_size=self.local_size,
+            n_local_crops=self.n_local_crops,
+            global_scale=tuple(self.global_scale),
+            local_scale=tuple(self.local_scale),
+            rotation=float(self.rotation),
+            hflip=self.hflip,
+            brightness=float(self.brightness),
+            contrast=float(self.contrast),
+            gamma=tuple(self.gamma),
+            jitter_prob=float(self.jitter_prob),
+            blur_prob=blur,
+            blur_sigma=tuple(self.blur_sigma),
         )
 
-    def _loader(self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device,
-                info: D.DistInfo) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
+    def _loader(
+        self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device, info: D.DistInfo
+    ) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
         views = self._views()
         dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=self.seed_, indices=train_idx)
         if self.batch_size % info.world_size:
@@ -639,17 +664,32 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
                 f"accumulate_steps={self.accumulate_steps} exceeds the {per_rank} image(s) per process and step "
                 f"(batch_size={self.batch_size} over {info.world_size} process(es))"
             )
-        sampler = GlobalBatchSampler(len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_)
+        sampler = GlobalBatchSampler(
+            len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_
+        )
         loader = DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate_views, num_workers=self.num_workers,
-            pin_memory=DevicePolicy(device).pin_memory, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_views,
+            num_workers=self.num_workers,
+            pin_memory=DevicePolicy(device).pin_memory,
+            persistent_workers=self.num_workers > 0,
             multiprocessing_context=worker_context() if self.num_workers > 0 else None,
         )
         return dataset, sampler, loader
 
-    def _train(self, trainer: CodaTrainer, dataset: MultiCropDataset, sampler: GlobalBatchSampler, loader: DataLoader,
-               monitor: TrainingMonitor | None, info: D.DistInfo, start_epoch: int, history: list,
-               run: dict[str, Any]) -> list[dict[str, Any]]:
+    def _train(
+        self,
+        trainer: CodaTrainer,
+        dataset: MultiCropDataset,
+        sampler: GlobalBatchSampler,
+        loader: DataLoader,
+        monitor: TrainingMonitor | None,
+        info: D.DistInfo,
+        start_epoch: int,
+        history: list,
+        run: dict[str, Any],
+    ) -> list[dict[str, Any]]:
         """The epochs from ``start_epoch``: train, monitor, report, checkpoint."""
         sink = None
         if info.is_main:
@@ -660,7 +700,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         if self.verbose and info.is_main:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step")
+            progress = tqdm(
+                total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step"
+            )
         try:
             with _logging_beside(progress):
                 for epoch in range(start_epoch, self.epochs):
@@ -675,8 +717,15 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
                     self._report_epoch(record, trainer, sink, info)
                     if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
                         if info.is_main:
-                            resume.save(self.checkpoint_dir, trainer, epochs_done=done, history=history,
-                                        params=self._resume_signature(), organs=[str(o) for o in self.organs_], run=run)
+                            resume.save(
+                                self.checkpoint_dir,
+                                trainer,
+                                epochs_done=done,
+                                history=history,
+                                params=self._resume_signature(),
+                                organs=[str(o) for o in self.organs_],
+                                run=run,
+                            )
                         D.barrier(info)
         finally:
             if progress is not None:
@@ -700,8 +749,13 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         if info.is_distributed and self.cache_dir is not None and not info.is_main:
             D.barrier(info)  # rank 0 builds the shared cache file first
         cache = DecodedCache.build(
-            items, cache_size_for(self.image_size), cache_dir=self.cache_dir, on_error=self.on_error,
-            num_workers=self.num_workers, verbose=self.verbose if info.is_main else 0, bit_depth=self.bit_depth,
+            items,
+            cache_size_for(self.image_size),
+            cache_dir=self.cache_dir,
+            on_error=self.on_error,
+            num_workers=self.num_workers,
+            verbose=self.verbose if info.is_main else 0,
+            bit_depth=self.bit_depth,
             wait=info.is_distributed,  # one process: start training while the shards fill in the background
         )
         if info.is_distributed and self.cache_dir is not None and info.is_main:
@@ -714,7 +768,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self.organs_, labels = np.unique(organ_names, return_inverse=True)
         self.n_images_ = len(labels)
         logger.info(
-            "%d images of %d organs (%s) ready in %.1fs", self.n_images_, len(self.organs_),
+            "%d images of %d organs (%s) ready in %.1fs",
+            self.n_images_,
+            len(self.organs_),
             ", ".join(f"{o}: {c}" for o, c in sorted(Counter(organ_names.tolist()).items())),
             time.perf_counter() - t0,
         )
@@ -732,20 +788,28 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             figures["collapse_warnings"] = warnings
         return D.broadcast_object(figures, info)
 
-    def _report_epoch(self, record: dict[str, Any], trainer: CodaTrainer, sink: MetricsSink | None, info: D.DistInfo) -> None:
+    def _report_epoch(
+        self, record: dict[str, Any], trainer: CodaTrainer, sink: MetricsSink | None, info: D.DistInfo
+    ) -> None:
         if not info.is_main:
             return
         logger.info(
             "epoch %d/%d loss %.4f (inter %.4f, intra %.4f) %.1f img/s%s",
-            record["epoch"], self.epochs, record["loss"], record["loss_inter"], record["loss_intra"],
+            record["epoch"],
+            self.epochs,
+            record["loss"],
+            record["loss_inter"],
+            record["loss_intra"],
             record["images_per_s"],
             f" | monitor kNN {record['monitor_knn_accuracy']:.3f} NMI {record['monitor_nmi']:.3f}"
-            if "monitor_knn_accuracy" in record else "",
+            if "monitor_knn_accuracy" in record
+            else "",
         )
         if record["inter_skipped_steps"]:
             logger.warning(
-                "epoch %d: %d step(s) had a single organ in the batch; their inter-organ "
-                "term was skipped", record["epoch"], record["inter_skipped_steps"],
+                "epoch %d: %d step(s) had a single organ in the batch; their inter-organ term was skipped",
+                record["epoch"],
+                record["inter_skipped_steps"],
             )
         if "monitor_knn_accuracy" in record:
             post = {"knn": f"{record['monitor_knn_accuracy']:.3f}", "nmi": f"{record['monitor_nmi']:.3f}"}
@@ -758,10 +822,15 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     def _new_network(self) -> CodaNetwork:
         """A freshly initialised student (backbone and the heads of the active branches)."""
         return CodaNetwork(
-            self.backbone, mean=MEAN, std=STD,
-            with_org=self.lambda_inter > 0, with_ins=self.lambda_intra > 0,
-            head_out_dim=self.head_out_dim, head_hidden_dim=self.head_hidden_dim,
-            head_bottleneck_dim=self.head_bottleneck_dim, drop_path_rate=self.drop_path_rate,
+            self.backbone,
+            mean=MEAN,
+            std=STD,
+            with_org=self.lambda_inter > 0,
+            with_ins=self.lambda_intra > 0,
+            head_out_dim=self.head_out_dim,
+            head_hidden_dim=self.head_hidden_dim,
+            head_bottleneck_dim=self.head_bottleneck_dim,
+            drop_path_rate=self.drop_path_rate,
             head_fp32=self.head_fp32,
         )
 
@@ -769,7 +838,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         total = self.epochs * steps
         warmup = self.warmup_epochs
         if warmup >= self.epochs:
-            logger.warning("warmup_epochs=%d >= epochs=%d: warm-up shortened to %d epoch(s)", warmup, self.epochs, self.epochs - 1)
+            logger.warning(
+                "warmup_epochs=%d >= epochs=%d: warm-up shortened to %d epoch(s)", warmup, self.epochs, self.epochs - 1
+            )
             warmup = self.epochs - 1
         return Schedules(
             lr=cosine_schedule(self.lr, self.min_lr, total, warmup_steps=warmup * steps),
@@ -796,18 +867,35 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         # the student, after the teacher was already copied from each rank's own init).
         D.broadcast_module_(student, info)
         teacher = make_teacher(student)
-        inter = InterOrganLoss(temperature=self.temperature, denominator=self.denominator) if self.lambda_inter > 0 else None
+        inter = (
+            InterOrganLoss(temperature=self.temperature, denominator=self.denominator)
+            if self.lambda_inter > 0
+            else None
+        )
         intra = (
-            IntraOrganLoss(out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum).to(device)
+            IntraOrganLoss(
+                out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum
+            ).to(device)
             if self.lambda_intra > 0
             else None
         )
         return CodaTrainer(
-            student=student, teacher=teacher, inter_loss=inter, intra_loss=intra,
-            lambda_inter=self.lambda_inter, lambda_intra=self.lambda_intra, schedules=self._schedules(steps),
-            steps_per_epoch=steps, clip_grad=self.clip_grad, freeze_last_layer=self.freeze_last_layer,
-            device=device, dist_info=info, n_local_crops=self.n_local_crops, symmetric=self.symmetric,
-            accumulate_steps=self.accumulate_steps, compile=self.compile,
+            student=student,
+            teacher=teacher,
+            inter_loss=inter,
+            intra_loss=intra,
+            lambda_inter=self.lambda_inter,
+            lambda_intra=self.lambda_intra,
+            schedules=self._schedules(steps),
+            steps_per_epoch=steps,
+            clip_grad=self.clip_grad,
+            freeze_last_layer=self.freeze_last_layer,
+            device=device,
+            dist_info=info,
+            n_local_crops=self.n_local_crops,
+            symmetric=self.symmetric,
+            accumulate_steps=self.accumulate_steps,
+            compile=self.compile,
             koleo_weight=self.koleo_weight,
         )
 
@@ -838,14 +926,21 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     def _config(self, teacher: CodaNetwork) -> dict[str, Any]:
         return make_config(
-            backbone=self.backbone, embed_dim=embed_dim(teacher.backbone), image_size=self.image_size,
-            mean=MEAN, std=STD, training=self._training_summary(), data=self.data_summary_,
+            backbone=self.backbone,
+            embed_dim=embed_dim(teacher.backbone),
+            image_size=self.image_size,
+            mean=MEAN,
+            std=STD,
+            training=self._training_summary(),
+            data=self.data_summary_,
             extra={"intensity": self.intensity_},
         )
 
     def _make_encoder(self, teacher: CodaNetwork, device: torch.device) -> CodaEncoder:
         """The encoder on the teacher's backbone, on this process's device (its rank's GPU under torchrun)."""
-        weights = Weights.from_state(teacher.backbone.state_dict(), self._config(teacher), source="CodaPretrainer teacher")
+        weights = Weights.from_state(
+            teacher.backbone.state_dict(), self._config(teacher), source="CodaPretrainer teacher"
+        )
         return CodaEncoder(weights=weights, device=device).fit()
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -877,9 +972,7 @@ def _check_organs(organ_names: Any, *, stage: str) -> None:
         )
     single = sorted(o for o, c in counts.items() if c < 2)
     if single:
-        raise ValueError(
-            f"every organ needs at least 2 images; in the {stage} these have one: {single}"
-        )
+        raise ValueError(f"every organ needs at least 2 images; in the {stage} these have one: {single}")
 
 
 def _logging_beside(progress: Any):

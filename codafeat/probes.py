@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_validate
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -105,7 +105,7 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.weights = weights
         self.metric = metric
 
-    def fit(self, X: Any, y: Any) -> "KNNProbe":
+    def fit(self, X: Any, y: Any) -> KNNProbe:
         """Store the training embeddings.
 
         Returns
@@ -141,8 +141,6 @@ def make_knn_probe(n_neighbors: int = 5, *, weights: str = "distance") -> KNNPro
 def make_linear_probe(C: float = 1.0, *, max_iter: int = 2000) -> Pipeline:
     """The standard linear probe: ``StandardScaler`` then L2-regularised ``LogisticRegression``."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-
-
 
 
 def default_scoring(y: Any) -> str:

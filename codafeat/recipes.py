@@ -37,21 +37,21 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     # CPU-sized (a few minutes per epoch on 2 cores for a few thousand images).
     "small": dict(
-        backbone="convnext_atto",   # 3.4 M parameters instead of ConvNeXt-B's 88 M
-        image_size=64,              # global views; the cache holds 73-px images
+        backbone="convnext_atto",  # 3.4 M parameters instead of ConvNeXt-B's 88 M
+        image_size=64,  # global views; the cache holds 73-px images
         local_size=32,
         n_local_crops=4,
-        batch_size=32,              # more steps per epoch than 64 at the same cost
+        batch_size=32,  # more steps per epoch than 64 at the same cost
         epochs=8,
-        lr=1e-3,                    # small backbone, few steps
+        lr=1e-3,  # small backbone, few steps
         warmup_epochs=1,
         head_out_dim=4096,
         head_hidden_dim=512,
         head_bottleneck_dim=128,
-        drop_path_rate=0.0,         # a 3.4 M-parameter model trained for minutes underfits
-        symmetric=True,             # ablation: kNN / NMI up, intra-organ loss lower
-        momentum_teacher=0.99,      # ablation: 0.996 barely moves the teacher in a few hundred steps
-        koleo_weight=0.0,           # the paper's objective: KoLeo 0.1 did not transfer better (transfer.py)
+        drop_path_rate=0.0,  # a 3.4 M-parameter model trained for minutes underfits
+        symmetric=True,  # ablation: kNN / NMI up, intra-organ loss lower
+        momentum_teacher=0.99,  # ablation: 0.996 barely moves the teacher in a few hundred steps
+        koleo_weight=0.0,  # the paper's objective: KoLeo 0.1 did not transfer better (transfer.py)
     ),
 }
 

@@ -117,7 +117,7 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> "CodaRegressor":
+    def fit(self, X: Any, y: Any) -> CodaRegressor:
         """Fine-tune on images ``X`` with targets ``y`` of shape ``(n,)`` or ``(n, n_outputs)``.
 
         Returns
@@ -141,7 +141,8 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         bad = ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
         if bad.any():
             raise ValueError(
-                f"y contains NaN or infinite values: {int(bad.sum())} row(s), e.g. position(s) {np.flatnonzero(bad)[:10].tolist()}"
+                f"y contains NaN or infinite values: {int(bad.sum())} row(s), "
+                f"e.g. position(s) {np.flatnonzero(bad)[:10].tolist()}"
             )
         self._y_1d = y.ndim == 1
         y2 = y.reshape(len(y), -1)

@@ -26,10 +26,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import DECODER_CHANNELS
 from ._device import DevicePolicy
+from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
 from ._infer import stream_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
 from ._persist import TorchStateMixin
-from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
 from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
@@ -234,7 +234,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         return fine_tuning_tags(super().__sklearn_tags__())
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, Y: Any) -> "CodaSegmenter":
+    def fit(self, X: Any, Y: Any) -> CodaSegmenter:
         """Build the U-Net from ``weights`` and fine-tune it on images ``X`` and masks ``Y``.
 
         Parameters
@@ -272,32 +272,30 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             X, Y, size, int(self.n_classes), self.on_error, bit_depth=depth
         )
         if len(images) == 0:
-            raise ValueError("no training images" + (f" ({len(self.skipped_)} unreadable, skipped)" if self.skipped_ else ""))
+            raise ValueError(
+                "no training images" + (f" ({len(self.skipped_)} unreadable, skipped)" if self.skipped_ else "")
+            )
         warn_label_content(masks, names, int(self.n_classes))
         train_idx, val_idx = self._split(len(images), rng)
 
         model = policy.module(model)
         bs = min(int(self.batch_size), len(train_idx))
-        lr = float(self.lr)
-        trainer = FineTuneTrainer(
-            model, encoder=model.encoder, task=SegmentationTask(int(self.n_classes), self.loss), lr=lr,
-            encoder_lr=lr / 10 if self.encoder_lr is None else float(self.encoder_lr),
-            weight_decay=float(self.weight_decay), freeze_encoder=bool(self.freeze_encoder),
-            total_steps=math.ceil(len(train_idx) / bs) * int(self.epochs), policy=policy, augment=augment,
-            generator=torch.Generator().manual_seed(seed),
+        trainer = self._trainer(
+            model, policy, augment, steps=math.ceil(len(train_idx) / bs) * int(self.epochs), seed=seed
         )
         self.history_, best_epoch = run_epochs(
-            trainer, images, masks, train_idx, val_idx, epochs=int(self.epochs), batch_size=bs, verbose=self.verbose,
+            trainer,
+            images,
+            masks,
+            train_idx,
+            val_idx,
+            epochs=int(self.epochs),
+            batch_size=bs,
+            verbose=self.verbose,
             patience=int(self.n_iter_no_change) if self.early_stopping else None,
         )
         self.model_ = model.eval()
-        self.config_ = make_config(
-            backbone=config["backbone"], embed_dim=encoder_channels(model.encoder)[-1], image_size=size,
-            mean=config["mean"], std=config["std"], in_chans=int(config.get("in_chans", 3)),
-            pooling=config.get("pooling", "avg"), training=config.get("training", {}),
-            extra={"n_classes": int(self.n_classes), "decoder_channels": list(channels),
-                   **({"intensity": config["intensity"]} if config.get("intensity") else {})},
-        )
+        self.config_ = self._fitted_config(config, model, size, channels)
         self.device_ = policy.device
         self.image_size_ = size
         self.classes_ = np.arange(int(self.n_classes))
@@ -305,6 +303,42 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         self.best_epoch_ = best_epoch
         self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
         return self
+
+    def _trainer(self, model: Any, policy: DevicePolicy, augment: Any, *, steps: int, seed: int) -> FineTuneTrainer:
+        lr = float(self.lr)
+        return FineTuneTrainer(
+            model,
+            encoder=model.encoder,
+            task=SegmentationTask(int(self.n_classes), self.loss),
+            lr=lr,
+            encoder_lr=lr / 10 if self.encoder_lr is None else float(self.encoder_lr),
+            weight_decay=float(self.weight_decay),
+            freeze_encoder=bool(self.freeze_encoder),
+            total_steps=steps,
+            policy=policy,
+            augment=augment,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def _fitted_config(
+        self, config: dict[str, Any], model: Any, size: int, channels: tuple[int, ...]
+    ) -> dict[str, Any]:
+        """The config the fitted segmenter records (and pickles): the weights' plus the decoder's."""
+        return make_config(
+            backbone=config["backbone"],
+            embed_dim=encoder_channels(model.encoder)[-1],
+            image_size=size,
+            mean=config["mean"],
+            std=config["std"],
+            in_chans=int(config.get("in_chans", 3)),
+            pooling=config.get("pooling", "avg"),
+            training=config.get("training", {}),
+            extra={
+                "n_classes": int(self.n_classes),
+                "decoder_channels": list(channels),
+                **({"intensity": config["intensity"]} if config.get("intensity") else {}),
+            },
+        )
 
     def _split(self, n: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
         """``(train, validation)`` positions: ``floor(n * validation_fraction)`` held out."""
@@ -325,8 +359,14 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_unet(
-                config["backbone"], int(self.n_classes), mean=config["mean"], std=config["std"],
-                in_chans=int(config.get("in_chans", 3)), state=state, source=source, decoder_channels=channels,
+                config["backbone"],
+                int(self.n_classes),
+                mean=config["mean"],
+                std=config["std"],
+                in_chans=int(config.get("in_chans", 3)),
+                state=state,
+                source=source,
+                decoder_channels=channels,
             )
         check_input_size(model.encoder, config["backbone"], image_size=size)
         return model
@@ -353,8 +393,14 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
                 results[i] = convert(out[0])
 
         failures = stream_batches(
-            items, self.image_size_, apply, policy=policy, batch_size=int(self.batch_size),
-            num_workers=self.num_workers, on_error=self.on_error, with_shapes=True,
+            items,
+            self.image_size_,
+            apply,
+            policy=policy,
+            batch_size=int(self.batch_size),
+            num_workers=self.num_workers,
+            on_error=self.on_error,
+            with_shapes=True,
             bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
         )
         skipped = warn_skipped(failures, context="CodaSegmenter", consequence="None in the result")
@@ -397,8 +443,10 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         pred = self.predict(items)
         missing = [i for i, p in enumerate(pred) if p is None]
         if missing:
-            names = [str(items[i]) if isinstance(items[i], (str, os.PathLike)) else f"<image at index {i}>"
-                     for i in missing[:5]]
+            names = [
+                str(items[i]) if isinstance(items[i], (str, os.PathLike)) else f"<image at index {i}>"
+                for i in missing[:5]
+            ]
             raise ValueError(f"cannot score: {len(missing)} image(s) could not be read: {names}")
         true = []
         for i in range(len(mask_items)):
@@ -417,10 +465,13 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
 
     def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
         model = build_unet(
-            config["backbone"], int(config["n_classes"]), mean=config["mean"], std=config["std"],
-            in_chans=int(config.get("in_chans", 3)), decoder_channels=config["decoder_channels"],
+            config["backbone"],
+            int(config["n_classes"]),
+            mean=config["mean"],
+            std=config["std"],
+            in_chans=int(config.get("in_chans", 3)),
+            decoder_channels=config["decoder_channels"],
         )
         model.load_state_dict(tensors, strict=True)
         self.model_ = DevicePolicy(device).module(model).eval()
         self.device_ = device
-

@@ -30,7 +30,15 @@ from safetensors.torch import load_file as st_load_file
 from ._defaults import MEAN, STD
 from ._fileio import atomic_write_many
 from .weights import (
-    CONFIG_KEY, Weights, WeightsError, _check_config, load_any as _load_codafeat, make_config, weights_to_bytes,
+    CONFIG_KEY,
+    Weights,
+    WeightsError,
+    _check_config,
+    make_config,
+    weights_to_bytes,
+)
+from .weights import (
+    load_any as _load_codafeat,
 )
 
 __all__ = ["TIMM_CONFIG", "TIMM_WEIGHTS", "export_timm", "load_any"]

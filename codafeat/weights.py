@@ -48,9 +48,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
-from ._version import __version__
-
 from ._fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported: public since 0.1)
+from ._version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +218,8 @@ def _check_card(cfg: dict[str, Any], source: str) -> None:
             or (depth is not None and not (_is_int(depth) and 9 <= depth <= 32))
         ):
             raise WeightsError(
-                f"{source}: config 'intensity' must be {{'bit_depth': None or 9..32, 'kinds': {{...}}}}, got {intensity!r}"
+                f"{source}: config 'intensity' must be {{'bit_depth': None or 9..32, 'kinds': {{...}}}}, "
+                f"got {intensity!r}"
             )
     if not isinstance(cfg["backbone"], str) or not cfg["backbone"]:
         raise WeightsError(f"{source}: config 'backbone' must be a non-empty str, got {cfg['backbone']!r}")
@@ -230,15 +230,12 @@ def _check_card(cfg: dict[str, Any], source: str) -> None:
             )
     for key in ("mean", "std"):
         values = cfg[key]
-        if (
-            not isinstance(values, list)
-            or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        if not isinstance(values, list) or not all(
+            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
         ):
             raise WeightsError(f"{source}: config {key!r} must be a list of finite numbers, got {values!r}")
         if len(values) != cfg["in_chans"]:
-            raise WeightsError(
-                f"{source}: config {key!r} has {len(values)} values but 'in_chans' is {cfg['in_chans']}"
-            )
+            raise WeightsError(f"{source}: config {key!r} has {len(values)} values but 'in_chans' is {cfg['in_chans']}")
     if any(s <= 0 for s in cfg["std"]):
         raise WeightsError(f"{source}: config 'std' values must be positive, got {cfg['std']!r}")
     from .nn.backbone import POOLINGS
@@ -271,9 +268,7 @@ def _config_json(config: Mapping[str, Any]) -> str:
     return json.dumps(_check_config(plain, "config"), sort_keys=True)
 
 
-def weights_to_bytes(
-    state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = ""
-) -> bytes:
+def weights_to_bytes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = "") -> bytes:
     """Serialise a backbone ``state`` (keys without prefix) and ``config`` to safetensors bytes.
 
     Parameters
@@ -399,7 +394,9 @@ def strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _backbone_state(tensors: dict[str, torch.Tensor], config: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+def _backbone_state(
+    tensors: dict[str, torch.Tensor], config: Mapping[str, Any], source: str
+) -> dict[str, torch.Tensor]:
     """The backbone tensors of a weights file: all of them, or (format 1) those under ``backbone.``."""
     if config.get("format_version", 1) == 1:
         state = strip_prefix(tensors, BACKBONE_PREFIX)
@@ -707,12 +704,14 @@ class Weights:
         raise AttributeError(f"Weights is immutable; cannot delete {name!r}")
 
     @classmethod
-    def from_state(cls, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, source: str = "<memory>") -> "Weights":
+    def from_state(
+        cls, state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, source: str = "<memory>"
+    ) -> Weights:
         """Build from a backbone ``state_dict`` and a config (see :func:`make_config`)."""
         return cls(weights_to_bytes(state, config), source=source)
 
     @classmethod
-    def from_file(cls, spec: str | os.PathLike) -> "Weights":
+    def from_file(cls, spec: str | os.PathLike) -> Weights:
         """Read a weights file or registered name."""
         path = resolve_weights(spec)
         try:
@@ -721,7 +720,7 @@ class Weights:
             raise WeightsError(f"{path}: cannot read weights file ({exc})") from exc
         return cls(data, source=str(path))
 
-    def with_config(self, **changes: Any) -> "Weights":
+    def with_config(self, **changes: Any) -> Weights:
         """A copy whose config has ``changes`` (e.g. ``license=``, ``intended_use=``); same tensors.
 
         Examples
@@ -763,10 +762,10 @@ class Weights:
         """Write the weights to ``path`` (atomically)."""
         return atomic_write_bytes(path, self._data)
 
-    def __deepcopy__(self, memo: dict) -> "Weights":
+    def __deepcopy__(self, memo: dict) -> Weights:
         return self
 
-    def __copy__(self) -> "Weights":
+    def __copy__(self) -> Weights:
         return self
 
     def __reduce__(self):
@@ -794,7 +793,7 @@ def _weights_from_pickle(data: bytes, source: str) -> Weights:
     return Weights(data, source=source)
 
 
-def load_any(spec: "str | os.PathLike | Weights") -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+def load_any(spec: str | os.PathLike | Weights) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """``(state, config, source)`` from a path, a registered name or :class:`Weights`."""
     if isinstance(spec, Weights):
         return spec.state_dict(), spec.config, spec.source

@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 
 from codafeat import CodaEncoder
-from codafeat.datasets import make_radiograph_phantoms, scan_organ_folder
+from codafeat.data.manifest import scan_organ_folder
+from codafeat.phantoms import make_radiograph_phantoms
 from codafeat.probes import knn_probe, linear_probe
 
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="codafeat weights file or installed name (default: random init)")
+    parser.add_argument(
+        "--weights", default=None, help="codafeat weights file or installed name (default: random init)"
+    )
     parser.add_argument("--backbone", default="test_convnext", help="timm backbone without --weights (default: tiny)")
     parser.add_argument("--data", default=None, help="folder with one sub-folder per class (default: phantoms)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the weights' (64 for phantoms)")

@@ -17,13 +17,15 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from codafeat import CodaEncoder
-from codafeat.datasets import make_radiograph_phantoms
+from codafeat.phantoms import make_radiograph_phantoms
 from codafeat.probes import FewShotSplit
 
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="codafeat weights file or installed name (default: random init)")
+    parser.add_argument(
+        "--weights", default=None, help="codafeat weights file or installed name (default: random init)"
+    )
     parser.add_argument("--backbone", default="test_convnext", help="timm backbone without --weights (default: tiny)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--n-per-organ", type=int, default=20)

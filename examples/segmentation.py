@@ -48,7 +48,9 @@ def paired_files(images: str, masks: str) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="codafeat weights file or installed name (default: random init)")
+    parser.add_argument(
+        "--weights", default=None, help="codafeat weights file or installed name (default: random init)"
+    )
     parser.add_argument("--backbone", default="convnext_atto", help="timm backbone without --weights")
     parser.add_argument("--images", default=None, help="folder of images (default: synthetic blobs)")
     parser.add_argument("--masks", default=None, help="folder of masks paired with --images by file name")

@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         gap = (backbone(x) - encoder.model_.backbone(x)).abs().max().item()
-    print(f"timm.create_model({name!r}, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=...)): "
-          f"{backbone.num_features}-d features, max difference to codafeat {gap:.1e}")
+    print(
+        f"timm.create_model({name!r}, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=...)): "
+        f"{backbone.num_features}-d features, max difference to codafeat {gap:.1e}"
+    )
 
     # 2. a feature pyramid (U-Net encoders, detection necks), one input channel
     pyramid = timm.create_model(name, pretrained=True, features_only=True, in_chans=1, pretrained_cfg_overlay=overlay)
@@ -61,8 +63,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     same = torch.equal(stem, encoder.model_.backbone.state_dict()["stem.0.weight"])
     with torch.no_grad():
         out = unet(torch.rand(1, 3, 64, 64))
-    print(f"smp.Unet('tu-{name}', encoder_weights=True, pretrained_cfg_overlay=...): output {tuple(out.shape)}, "
-          f"encoder weights from the file: {same}")
+    print(
+        f"smp.Unet('tu-{name}', encoder_weights=True, pretrained_cfg_overlay=...): output {tuple(out.shape)}, "
+        f"encoder weights from the file: {same}"
+    )
     result["smp_encoder_matches"] = float(same)
     return result
 

@@ -16,12 +16,14 @@ import argparse
 
 from codafeat import CodaEncoder
 from codafeat.analysis import organ_separation, plot_embedding, variant_separation
-from codafeat.datasets import make_radiograph_phantoms
+from codafeat.phantoms import make_radiograph_phantoms
 
 
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None, help="codafeat weights file or installed name (default: random init)")
+    parser.add_argument(
+        "--weights", default=None, help="codafeat weights file or installed name (default: random init)"
+    )
     parser.add_argument("--backbone", default="test_convnext", help="timm backbone without --weights (default: tiny)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--n-per-organ", type=int, default=40)
@@ -42,12 +44,20 @@ def main(argv: list[str] | None = None):
 
     organ = organ_separation(embeddings, organs)
     variant = variant_separation(embeddings, organs, variants)
-    print("organ separation:   " + ", ".join(f"{k} {organ[k]:.3f}" for k in ("knn_accuracy", "nmi", "ari", "silhouette")))
+    print(
+        "organ separation:   " + ", ".join(f"{k} {organ[k]:.3f}" for k in ("knn_accuracy", "nmi", "ari", "silhouette"))
+    )
     print("variant separation: " + ", ".join(f"{k} {v:.3f}" for k, v in variant["mean"].items()))
     for name, r in variant["per_group"].items():
         print(f"  {name:7s} kNN {r['knn_accuracy']:.3f}  ARI {r['ari']:.3f}")
-    path = plot_embedding(embeddings, organs, args.method, args.out, variants=variants,
-                          title=f"{'Coda' if args.weights else 'random init'} embeddings of phantoms")
+    path = plot_embedding(
+        embeddings,
+        organs,
+        args.method,
+        args.out,
+        variants=variants,
+        title=f"{'Coda' if args.weights else 'random init'} embeddings of phantoms",
+    )
     print(f"wrote {path}")
     return organ, variant, path
 

@@ -52,5 +52,7 @@ target = out.replace(".safetensors", f".rank{rank}.safetensors") if "WORLD_SIZE"
 est.encoder_.save(target)
 from safetensors.torch import save_file  # noqa: E402
 
-save_file({k: v.contiguous() for k, v in est.student_.state_dict().items()}, target.replace(".safetensors", ".student.st"))
+save_file(
+    {k: v.contiguous() for k, v in est.student_.state_dict().items()}, target.replace(".safetensors", ".student.st")
+)
 Path(out + f".history{rank}.json").write_text(json.dumps(est.history_))

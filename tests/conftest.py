@@ -60,5 +60,6 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
 
     return make
 
+
 # A script run by the resume tests as a child process, not a test module.
 collect_ignore = ["_pretrain_worker.py"]

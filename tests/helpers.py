@@ -134,13 +134,23 @@ def shapes_dataset(n: int = 8, h: int = 48, w: int = 48, seed: int = 0) -> tuple
 
 
 # --------------------------------------------------------------------------- fine-tuning
-FINE_TUNE_TINY = dict(backbone="test_convnext", image_size=64, batch_size=16, augment=False, device="cpu", num_workers=0)
+FINE_TUNE_TINY = dict(
+    backbone="test_convnext", image_size=64, batch_size=16, augment=False, device="cpu", num_workers=0
+)
 #: Settings that let gradients move a random test_convnext far enough in 15 epochs.
 FINE_TUNE = dict(FINE_TUNE_TINY, epochs=15, lr=3e-3, encoder_lr_factor=1.0, random_state=0)
 #: The scikit-learn checks of the fine-tuning estimators.
 FINE_TUNE_CHECKS = [
-    ec.check_estimator_cloneable, ec.check_estimator_tags_renamed, ec.check_valid_tag_types, ec.check_estimator_repr,
-    ec.check_no_attributes_set_in_init, ec.check_get_params_invariance, ec.check_set_params, ec.check_mixin_order,
-    ec.check_parameters_default_constructible, ec.check_do_not_raise_errors_in_init_or_set_params,
-    ec.check_param_validation, ec.check_estimators_unfitted,
+    ec.check_estimator_cloneable,
+    ec.check_estimator_tags_renamed,
+    ec.check_valid_tag_types,
+    ec.check_estimator_repr,
+    ec.check_no_attributes_set_in_init,
+    ec.check_get_params_invariance,
+    ec.check_set_params,
+    ec.check_mixin_order,
+    ec.check_parameters_default_constructible,
+    ec.check_do_not_raise_errors_in_init_or_set_params,
+    ec.check_param_validation,
+    ec.check_estimators_unfitted,
 ]

@@ -10,9 +10,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from helpers import FINE_TUNE
-from helpers import FINE_TUNE_CHECKS as CHECKS
-from helpers import FINE_TUNE_TINY as TINY
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -23,6 +20,10 @@ from sklearn.preprocessing import StandardScaler
 
 from codafeat import CodaClassifier, CodaEncoder, FewShotSplit
 from codafeat.data.io import ImageReadError
+
+from helpers import FINE_TUNE
+from helpers import FINE_TUNE_CHECKS as CHECKS
+from helpers import FINE_TUNE_TINY as TINY
 
 
 def blob_task(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

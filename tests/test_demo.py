@@ -9,8 +9,17 @@ import pytest
 from codafeat import CodaEncoder
 from codafeat.demo import DEMO_SETTINGS, PHANTOM_SETTINGS, run_demo
 
-TINY = dict(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2, batch_size=12, epochs=1,
-            head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
+TINY = dict(
+    backbone="test_convnext",
+    image_size=32,
+    local_size=32,
+    n_local_crops=2,
+    batch_size=12,
+    epochs=1,
+    head_out_dim=64,
+    head_hidden_dim=32,
+    head_bottleneck_dim=16,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,8 @@ def test_demo_measures_both_encoders_on_held_out_images(demo):
 
 
 def test_demo_on_a_real_style_folder(tmp_path):
-    from codafeat.datasets import make_radiograph_phantoms, write_image_folder
+    from codafeat.data.manifest import write_image_folder
+    from codafeat.phantoms import make_radiograph_phantoms
 
     X, organs, _ = make_radiograph_phantoms(10, organs=("chest", "hand"), image_size=40, random_state=3)
     folder = write_image_folder(X, organs, tmp_path / "organs")

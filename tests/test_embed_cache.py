@@ -245,8 +245,9 @@ def test_joblib_memory_location(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 8)),
-                   elements=st.floats(-1e6, 1e6, width=32)))
+@given(
+    rows=arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 8)), elements=st.floats(-1e6, 1e6, width=32))
+)
 def test_round_trip_is_exact(tmp_path_factory, rows):
     cache = EmbeddingCache(tmp_path_factory.mktemp("rt"))
     keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(rows))]

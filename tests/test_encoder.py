@@ -10,7 +10,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from helpers import DATA_FREE_CHECKS
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -24,6 +23,8 @@ import codafeat._infer as infer_mod
 import codafeat.data.loader as loader_mod
 from codafeat import CodaEncoder, ImageReadError, SkippedImagesWarning, save_weights
 from codafeat.weights import load_weights, make_config, weights_from_bytes
+
+from helpers import DATA_FREE_CHECKS
 
 SMALL = dict(backbone="test_convnext", image_size=32)
 N_FEATURES = 64
@@ -95,9 +96,18 @@ def test_tags_declare_image_input():
 def test_init_only_stores_and_defaults():
     enc = CodaEncoder()
     assert enc.get_params() == {
-        "backbone": None, "batch_size": 32, "bit_depth": None, "cache": None, "device": "auto", "image_size": None,
+        "backbone": None,
+        "batch_size": 32,
+        "bit_depth": None,
+        "cache": None,
+        "device": "auto",
+        "image_size": None,
         "normalize": True,
-        "num_workers": "auto", "on_error": "raise", "pooling": None, "random_state": None, "verbose": 0,
+        "num_workers": "auto",
+        "on_error": "raise",
+        "pooling": None,
+        "random_state": None,
+        "verbose": 0,
         "weights": None,
     }
     with pytest.raises(TypeError):
@@ -106,7 +116,14 @@ def test_init_only_stores_and_defaults():
 
 @pytest.mark.parametrize(
     "params",
-    [{"batch_size": 0}, {"num_workers": -1}, {"num_workers": "many"}, {"pooling": "median"}, {"image_size": 4}, {"on_error": "ignore"}],
+    [
+        {"batch_size": 0},
+        {"num_workers": -1},
+        {"num_workers": "many"},
+        {"pooling": "median"},
+        {"image_size": 4},
+        {"on_error": "ignore"},
+    ],
 )
 def test_invalid_params_raise_at_fit(params):
     enc = encoder(**params)  # constructing never raises
@@ -116,7 +133,12 @@ def test_invalid_params_raise_at_fit(params):
 
 def test_not_fitted_errors():
     enc = encoder()
-    for call in (lambda: enc.transform(images(2)), enc.get_weights, lambda: enc.save("x.safetensors"), enc.get_feature_names_out):
+    for call in (
+        lambda: enc.transform(images(2)),
+        enc.get_weights,
+        lambda: enc.save("x.safetensors"),
+        enc.get_feature_names_out,
+    ):
         with pytest.raises(NotFittedError):
             call()
 
@@ -344,9 +366,9 @@ def test_transform_only_reads_the_fitted_encoder(fitted, tmp_path):
         enc.transform(items)
     assert {k: id(v) for k, v in vars(enc).items()} == before
     with pytest.raises(AttributeError, match=r"embed\(X\)\.skipped"):
-        enc.skipped_
+        _ = enc.skipped_
     with pytest.raises(AttributeError, match=r"embed\(X\)\.cache_hits"):
-        enc.cache_info_
+        _ = enc.cache_info_
 
 
 def test_skipped_in_memory_image_is_named_by_index(fitted):

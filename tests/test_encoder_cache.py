@@ -29,7 +29,7 @@ class ForwardCounter:
         self.images = 0
         self.calls = 0
 
-    def attach(self, enc: CodaEncoder) -> "ForwardCounter":
+    def attach(self, enc: CodaEncoder) -> ForwardCounter:
         def hook(module, args, output):
             self.calls += 1
             self.images += int(args[0].shape[0])

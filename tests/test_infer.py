@@ -21,7 +21,10 @@ def _collect(items, size=8, **kw):
         failed = {f.index for f in batch.failures}
         for j, i in enumerate(batch.index.tolist()):
             if i not in failed:
-                seen[i] = (x[j].float().mean().item(), None if batch.shapes is None else tuple(batch.shapes[j].tolist()))
+                seen[i] = (
+                    x[j].float().mean().item(),
+                    None if batch.shapes is None else tuple(batch.shapes[j].tolist()),
+                )
 
     kw = {"batch_size": 2, "num_workers": 0, "on_error": "raise", **kw}
     failures = infer.stream_batches(items, size, apply, policy=CPU, **kw)

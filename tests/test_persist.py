@@ -27,8 +27,9 @@ def test_segmenter_round_trip_predicts_the_same():
     masks = np.zeros((4, 40, 40), np.uint8)
     masks[:, 10:30, 12:28] = 1
     images = (masks * 0.6 + 0.2 * rng.random((4, 40, 40))).astype(np.float32)
-    seg = CodaSegmenter(backbone="test_convnext", image_size=32, epochs=1, validation_fraction=0, random_state=0,
-                        num_workers=0).fit(images, masks)
+    seg = CodaSegmenter(
+        backbone="test_convnext", image_size=32, epochs=1, validation_fraction=0, random_state=0, num_workers=0
+    ).fit(images, masks)
     again = pickle.loads(pickle.dumps(seg))
     np.testing.assert_array_equal(again.predict_proba(images), seg.predict_proba(images))
     assert again.config_ == seg.config_ and again.device_ == torch.device("cpu")
@@ -44,11 +45,22 @@ def test_a_missing_device_falls_back_to_the_cpu(caplog):
 def test_pretrainer_round_trip_keeps_student_teacher_and_encoder():
     from codafeat import CodaPretrainer, make_radiograph_phantoms
 
-    X, organs = make_radiograph_phantoms(6, organs=("chest", "hand"), image_size=48, random_state=0,
-                                         return_variants=False)
-    pre = CodaPretrainer(backbone="test_convnext", image_size=32, local_size=32, n_local_crops=2, epochs=1,
-                         batch_size=8, head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, monitor_every=0,
-                         random_state=0).fit(X, organs)
+    X, organs = make_radiograph_phantoms(
+        6, organs=("chest", "hand"), image_size=48, random_state=0, return_variants=False
+    )
+    pre = CodaPretrainer(
+        backbone="test_convnext",
+        image_size=32,
+        local_size=32,
+        n_local_crops=2,
+        epochs=1,
+        batch_size=8,
+        head_out_dim=64,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        monitor_every=0,
+        random_state=0,
+    ).fit(X, organs)
     data = pickle.dumps(pre)
     assert b"torch._utils" not in data
     again = pickle.loads(data)

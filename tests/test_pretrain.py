@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_PRETRAIN as TINY
-from helpers import interrupt_at, make_organ_folder, organ_image
 from PIL import Image
 from safetensors.torch import save as st_save
 
 from codafeat import CodaEncoder
 from codafeat.data.io import ImageReadError
 from codafeat.pretrain import CodaPretrainer
+
+from helpers import TINY_PRETRAIN as TINY
+from helpers import interrupt_at, make_organ_folder, organ_image
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,18 @@ def test_fit_returns_self_and_a_fitted_encoder(organ_folder, fitted):
 def test_history_has_every_quantity_per_epoch(fitted):
     assert len(fitted.history_) == 2
     for rec in fitted.history_:
-        for key in ("loss", "loss_inter", "loss_intra", "lr", "momentum", "images_per_s", "skipped_files",
-                    "inter_skipped_steps", "teacher_temp", "weight_decay"):
+        for key in (
+            "loss",
+            "loss_inter",
+            "loss_intra",
+            "lr",
+            "momentum",
+            "images_per_s",
+            "skipped_files",
+            "inter_skipped_steps",
+            "teacher_temp",
+            "weight_decay",
+        ):
             assert key in rec
         assert np.isfinite(rec["loss"]) and np.isfinite(rec["loss_inter"]) and np.isfinite(rec["loss_intra"])
         assert rec["loss"] == pytest.approx(rec["loss_inter"] + rec["loss_intra"], rel=1e-4)
@@ -203,12 +214,40 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
     out = tmp_path / "m.safetensors"
     hist = tmp_path / "h.json"
-    rc = main([
-        "pretrain", str(organ_folder), "--out", str(out), "--history", str(hist), "--backbone", "test_convnext",
-        "--image-size", "32", "--local-size", "32", "--n-local-crops", "2", "--head-out-dim", "64",
-        "--head-hidden-dim", "32", "--head-bottleneck-dim", "16", "--batch-size", "8", "--epochs", "1",
-        "--warmup-epochs", "0", "--random-state", "0", "--verbose", "0",
-    ])
+    rc = main(
+        [
+            "pretrain",
+            str(organ_folder),
+            "--out",
+            str(out),
+            "--history",
+            str(hist),
+            "--backbone",
+            "test_convnext",
+            "--image-size",
+            "32",
+            "--local-size",
+            "32",
+            "--n-local-crops",
+            "2",
+            "--head-out-dim",
+            "64",
+            "--head-hidden-dim",
+            "32",
+            "--head-bottleneck-dim",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--random-state",
+            "0",
+            "--verbose",
+            "0",
+        ]
+    )
     assert rc == 0
     enc = CodaEncoder(weights=out).fit()
     assert enc.transform(organ_folder).shape == (16, 64)
@@ -217,10 +256,10 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
 def test_organ_from_dicom_tag(tmp_path):
     pytest.importorskip("pydicom")
-    from helpers import write_dicom
-
     from codafeat.model_card import model_card
     from codafeat.weights import read_config
+
+    from helpers import write_dicom
 
     rng = np.random.default_rng(0)
     paths = []
@@ -228,8 +267,13 @@ def test_organ_from_dicom_tag(tmp_path):
     for organ, tags in spellings.items():
         for i in range(8):
             extra = {"SeriesDescription": "Hand PA"} if tags[i % 4] == "" else {}
-            paths.append(str(write_dicom(tmp_path / f"{organ}{i}.dcm", organ_image(organ, rng),
-                                         BodyPartExamined=tags[i % 4], **extra)))
+            paths.append(
+                str(
+                    write_dicom(
+                        tmp_path / f"{organ}{i}.dcm", organ_image(organ, rng), BodyPartExamined=tags[i % 4], **extra
+                    )
+                )
+            )
     est = CodaPretrainer(**dict(TINY, epochs=1, organ_from="dicom")).fit(paths)
     assert list(est.organs_) == ["chest", "hand"] and est.data_summary_["organs"] == {"chest": 8, "hand": 8}
     table = {row["raw"]: (row["organ"], row["source"], row["count"]) for row in est.data_summary_["dicom_organ_map"]}
@@ -284,9 +328,19 @@ def test_resume_refuses_other_data_seed_or_augmentation(tmp_path, monkeypatch):
         interrupt_at(m, 1)
         with pytest.raises(KeyboardInterrupt):
             CodaPretrainer(**params).fit(folder)
-    for change in (dict(global_scale=(0.5, 1.0)), dict(local_scale=(0.3, 0.6)), dict(rotation=5.0),
-                   dict(hflip=True), dict(symmetric=False), dict(drop_path_rate=0.0), dict(jitter_prob=0.0),
-                   dict(brightness=0.2), dict(blur_prob=0.5), dict(blur_sigma=(0.1, 1.0)), dict(gamma=(1.0, 1.0))):
+    for change in (
+        dict(global_scale=(0.5, 1.0)),
+        dict(local_scale=(0.3, 0.6)),
+        dict(rotation=5.0),
+        dict(hflip=True),
+        dict(symmetric=False),
+        dict(drop_path_rate=0.0),
+        dict(jitter_prob=0.0),
+        dict(brightness=0.2),
+        dict(blur_prob=0.5),
+        dict(blur_sigma=(0.1, 1.0)),
+        dict(gamma=(1.0, 1.0)),
+    ):
         with pytest.raises(ValueError, match="other settings"):
             CodaPretrainer(**dict(params, resume=True, **change)).fit(folder)
     with pytest.raises(ValueError, match="another seed"):
@@ -314,13 +368,20 @@ def test_resume_refuses_swapped_pixels(tmp_path, monkeypatch):
 
 
 def test_view_settings_reach_the_views_and_bad_ones_are_named_before_any_data(tmp_path):
-    pre = CodaPretrainer(**dict(TINY, brightness=0.1, contrast=0.2, gamma=(1.0, 1.0), jitter_prob=0.0, blur_prob=0.25,
-                                blur_sigma=(0.5, 1.0)))
+    pre = CodaPretrainer(
+        **dict(
+            TINY, brightness=0.1, contrast=0.2, gamma=(1.0, 1.0), jitter_prob=0.0, blur_prob=0.25, blur_sigma=(0.5, 1.0)
+        )
+    )
     views = pre._views()
     assert (views.brightness, views.contrast, views.gamma, views.jitter_prob) == (0.1, 0.2, (1.0, 1.0), 0.0)
     assert views.blur_prob == (0.25, 0.25, 0.25) and views.blur_sigma == (0.5, 1.0)
-    for change, name in ((dict(gamma=(0.0, 1.2)), "gamma"), (dict(blur_prob=(1.0, 0.1)), "blur_prob"),
-                         (dict(blur_sigma=(-1.0, 2.0)), "blur_sigma"), (dict(jitter_prob=1.5), "jitter_prob")):
+    for change, name in (
+        (dict(gamma=(0.0, 1.2)), "gamma"),
+        (dict(blur_prob=(1.0, 0.1)), "blur_prob"),
+        (dict(blur_sigma=(-1.0, 2.0)), "blur_sigma"),
+        (dict(jitter_prob=1.5), "jitter_prob"),
+    ):
         with pytest.raises(ValueError, match=name):
             CodaPretrainer(**dict(TINY, **change)).fit(tmp_path / "does-not-exist")
 
@@ -352,8 +413,15 @@ def test_drop_path_is_the_students_only():
     assert pre.get_params()["drop_path_rate"] == 0.2
     from codafeat.nn.coda_model import CodaNetwork
 
-    net = CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.2,) * 3, head_out_dim=8, head_hidden_dim=8,
-                      head_bottleneck_dim=4, drop_path_rate=0.2)
+    net = CodaNetwork(
+        "test_convnext",
+        mean=(0.5,) * 3,
+        std=(0.2,) * 3,
+        head_out_dim=8,
+        head_hidden_dim=8,
+        head_bottleneck_dim=4,
+        drop_path_rate=0.2,
+    )
     rates = [m.drop_prob for m in net.modules() if type(m).__name__ == "DropPath"]
     assert rates and max(rates) > 0
     with pytest.raises(ValueError, match="drop_path_rate"):
@@ -361,7 +429,15 @@ def test_drop_path_is_the_students_only():
 
 
 # ---------------------------------------------------------------------- monitor (issue 10, item 4)
-MONITOR_KEYS = {"monitor_knn_accuracy", "monitor_nmi", "embed_std", "teacher_entropy", "teacher_mi", "ln_k", "center_norm"}
+MONITOR_KEYS = {
+    "monitor_knn_accuracy",
+    "monitor_nmi",
+    "embed_std",
+    "teacher_entropy",
+    "teacher_mi",
+    "ln_k",
+    "center_norm",
+}
 
 
 def test_monitor_records_figures_on_held_out_images(tmp_path, monkeypatch):
@@ -463,7 +539,7 @@ ORGANS7 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "orga
 @pytest.mark.skipif(not ORGANS7.is_dir(), reason="needs ../shared/data/organs7")
 def test_monitor_on_seven_real_organs():
     """The monitor's own check on real data: 7 organs of organs7, a tiny backbone, 2 epochs."""
-    from codafeat.datasets import scan_organ_folder
+    from codafeat.data.manifest import scan_organ_folder
 
     paths, organs = scan_organ_folder(ORGANS7)
     rng = np.random.default_rng(0)

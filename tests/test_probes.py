@@ -216,7 +216,11 @@ def test_methods_share_the_same_splits():
     X, y = blobs((10, 10, 10))
     rep = few_shot_report(
         {"a": LogisticRegression(max_iter=300), "b": LogisticRegression(max_iter=300)},
-        X, y, fractions=(0.2,), n_repeats=4, random_state=None,
+        X,
+        y,
+        fractions=(0.2,),
+        n_repeats=4,
+        random_state=None,
     )
     np.testing.assert_array_equal(rep.scores["a"]["20%"], rep.scores["b"]["20%"])
 
@@ -233,8 +237,10 @@ def test_report_errors():
 
 def test_format_table_layout_and_values():
     rep = FewShotReport(
-        {"Coda": {"1%": np.array([0.8, 0.9]), "10%": np.array([0.95, 0.95])},
-         "random": {"1%": np.array([0.5, 0.6]), "10%": np.array([0.7, 0.9])}},
+        {
+            "Coda": {"1%": np.array([0.8, 0.9]), "10%": np.array([0.95, 0.95])},
+            "random": {"1%": np.array([0.5, 0.6]), "10%": np.array([0.7, 0.9])},
+        },
         {"1%": 4.0, "10%": 40.0},
         "roc_auc",
     )
@@ -251,8 +257,14 @@ def test_format_table_layout_and_values():
     assert "| m | -1.50 ± 0.50 |" in format_table(neg)
     assert "n≈10.5" in format_table(neg)
     recs = rep.records()
-    assert recs[0] == {"method": "Coda", "setting": "1%", "n_train": 4.0, "mean": pytest.approx(0.85),
-                       "std": pytest.approx(0.05), "scores": [0.8, 0.9]}
+    assert recs[0] == {
+        "method": "Coda",
+        "setting": "1%",
+        "n_train": 4.0,
+        "mean": pytest.approx(0.85),
+        "std": pytest.approx(0.05),
+        "scores": [0.8, 0.9],
+    }
 
 
 def test_report_addition_and_frame():

@@ -7,11 +7,12 @@ import warnings
 
 import numpy as np
 import pytest
+
+from codafeat import CodaRegressor
+
 from helpers import FINE_TUNE
 from helpers import FINE_TUNE_CHECKS as CHECKS
 from helpers import FINE_TUNE_TINY as TINY
-
-from codafeat import CodaRegressor
 
 
 def brightness_task(n: int, seed: int, size: int = 48) -> tuple[np.ndarray, np.ndarray]:

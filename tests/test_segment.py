@@ -10,7 +10,6 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from helpers import shapes_dataset
 from PIL import Image
 from sklearn.base import clone
 
@@ -18,11 +17,15 @@ from codafeat import CodaEncoder, Weights
 from codafeat.metrics import iou
 from codafeat.segment import CodaSegmenter
 
+from helpers import shapes_dataset
+
 TINY = dict(backbone="test_convnext", decoder_channels=(16, 16, 16, 8, 8))
 
 
 def quick(**kw) -> CodaSegmenter:
-    params = dict(TINY, image_size=32, epochs=1, batch_size=4, validation_fraction=0, augment=False, random_state=0, device="cpu")
+    params = dict(
+        TINY, image_size=32, epochs=1, batch_size=4, validation_fraction=0, augment=False, random_state=0, device="cpu"
+    )
     params.update(kw)
     return CodaSegmenter(**params)
 
@@ -36,8 +39,16 @@ def data():
 def fitted(data):
     X, Y = data
     seg = CodaSegmenter(
-        **TINY, image_size=48, epochs=40, batch_size=8, lr=1e-2, encoder_lr=1e-3,
-        validation_fraction=0, augment=False, random_state=0, device="cpu",
+        **TINY,
+        image_size=48,
+        epochs=40,
+        batch_size=8,
+        lr=1e-2,
+        encoder_lr=1e-3,
+        validation_fraction=0,
+        augment=False,
+        random_state=0,
+        device="cpu",
     )
     return seg.fit(X, Y)
 
@@ -266,7 +277,10 @@ def test_on_error_skip_counts_and_reports(tmp_path, data):
         pred = seg.predict([paths[0], missing])
     assert pred[1] is None and pred[0].shape == (48, 48)
     assert record[0].message.skipped == [missing] and seg.skipped_ == [missing], "predict leaves fit's list alone"
-    with pytest.warns(UserWarning, match="skipped 1"), pytest.raises(ValueError, match="cannot score: 1 image.*gone.png"):
+    with (
+        pytest.warns(UserWarning, match="skipped 1"),
+        pytest.raises(ValueError, match="cannot score: 1 image.*gone.png"),
+    ):
         seg.score([paths[0], missing], list(Y[:2]))
 
 

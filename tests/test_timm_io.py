@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from helpers import TINY_PRETRAIN as TINY
-from helpers import make_organ_folder
 from safetensors.torch import save_file
 
 from codafeat import (
@@ -30,6 +28,9 @@ from codafeat.weights import (
     make_config,
     read_config,
 )
+
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder
 
 NAME = "test_convnext"
 
@@ -63,7 +64,9 @@ def test_plain_timm_loads_a_codafeat_file_bit_exact(encoder, wfile):
     assert _same(m2.state_dict(), ours)
     feats = timm.create_model(NAME, pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=str(wfile)))
     assert torch.equal(feats.stem_0.weight, ours["stem.0.weight"])
-    one = timm.create_model(NAME, pretrained=True, num_classes=0, in_chans=1, pretrained_cfg_overlay=dict(file=str(wfile)))
+    one = timm.create_model(
+        NAME, pretrained=True, num_classes=0, in_chans=1, pretrained_cfg_overlay=dict(file=str(wfile))
+    )
     torch.testing.assert_close(one.stem[0].weight, ours["stem.0.weight"].sum(1, keepdim=True))
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -79,7 +82,9 @@ def test_format_1_files_still_load(encoder, tmp_path):
     save_file(tensors, str(old), metadata={"codafeat_config": json.dumps(cfg)})
     state, config = load_weights(old)
     assert config["format_version"] == 1 and _same(state, encoder.model_.backbone.state_dict())
-    np.testing.assert_array_equal(CodaEncoder(weights=str(old)).fit().transform(_images()), encoder.transform(_images()))
+    np.testing.assert_array_equal(
+        CodaEncoder(weights=str(old)).fit().transform(_images()), encoder.transform(_images())
+    )
 
 
 # --------------------------------------------------------------------------- hub layout
@@ -121,8 +126,16 @@ def test_plain_timm_checkpoints_and_folders(tmp_path):
     folder = tmp_path / "timm_dir"
     folder.mkdir()
     save_file(net.state_dict(), str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"architecture": NAME, "num_classes": 1000, "num_features": 64,
-                                                    "pretrained_cfg": {"input_size": [3, 96, 96]}}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": NAME,
+                "num_classes": 1000,
+                "num_features": 64,
+                "pretrained_cfg": {"input_size": [3, 96, 96]},
+            }
+        )
+    )
     state, config, _ = load_any(str(folder))
     assert config["backbone"] == NAME and config["image_size"] == 96 and _same(state, body)
 
@@ -171,8 +184,10 @@ def test_model_card_data_summary_licence_and_wheel(tmp_path, capsys):
     assert config["data"]["organs"] == {"chest": 8, "hand": 6} and config["data"]["n_images"] == 14
     assert len(config["data"]["files_sha256"]) == 64 and config["license"] == "unknown"
     again = make_organ_folder(tmp_path / "elsewhere", {"chest": 8, "hand": 6})
-    assert CodaPretrainer(**dict(TINY, epochs=1, monitor_every=0)).fit(again).data_summary_["files_sha256"] == \
-        config["data"]["files_sha256"], "the same tree elsewhere gives the same digest"
+    assert (
+        CodaPretrainer(**dict(TINY, epochs=1, monitor_every=0)).fit(again).data_summary_["files_sha256"]
+        == config["data"]["files_sha256"]
+    ), "the same tree elsewhere gives the same digest"
     w = pre.save(tmp_path / "w.safetensors")
     wheel = build_weights_wheel(w, name="cardtest", version="1.0", out_dir=tmp_path, license="cc-by-nc-4.0")
     with zipfile.ZipFile(wheel) as zf:
@@ -205,19 +220,33 @@ def _hub_folder(tmp_path, config) -> str:
     return str(folder)
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"architecture": "hf-hub:timm/convnext_tiny.fb_in1k"}, "never downloads"),
-    ({"architecture": "local-dir:/elsewhere"}, "never downloads"),
-    ({"architecture": "timm/convnext_tiny"}, "never downloads"),
-    ({"architecture": 12}, "must be a timm model name"),
-    ({"architecture": "not_a_model_anywhere"}, "not a timm model name"),
-    ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": [3, 100000, 100000]}}, "image_size"),
-    ({"architecture": "test_convnext", "pretrained_cfg": {"mean": [float("nan")] * 3}}, "finite"),
-    ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": "big"}}, "malformed"),
-    ({"architecture": "test_convnext", "pretrained_cfg": [1, 2]}, "JSON object"),
-    ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply|not a timm config"),
-], ids=["hf-hub", "local-dir", "hub-id", "not-a-string", "unknown", "huge-input", "nan-mean", "bad-size",
-        "bad-pretrained-cfg", "deep-json"])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"architecture": "hf-hub:timm/convnext_tiny.fb_in1k"}, "never downloads"),
+        ({"architecture": "local-dir:/elsewhere"}, "never downloads"),
+        ({"architecture": "timm/convnext_tiny"}, "never downloads"),
+        ({"architecture": 12}, "must be a timm model name"),
+        ({"architecture": "not_a_model_anywhere"}, "not a timm model name"),
+        ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": [3, 100000, 100000]}}, "image_size"),
+        ({"architecture": "test_convnext", "pretrained_cfg": {"mean": [float("nan")] * 3}}, "finite"),
+        ({"architecture": "test_convnext", "pretrained_cfg": {"input_size": "big"}}, "malformed"),
+        ({"architecture": "test_convnext", "pretrained_cfg": [1, 2]}, "JSON object"),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply|not a timm config"),
+    ],
+    ids=[
+        "hf-hub",
+        "local-dir",
+        "hub-id",
+        "not-a-string",
+        "unknown",
+        "huge-input",
+        "nan-mean",
+        "bad-size",
+        "bad-pretrained-cfg",
+        "deep-json",
+    ],
+)
 def test_hub_folder_configs_get_the_checks_of_codafeat_configs(tmp_path, config, message, caplog):
     import time
 
@@ -242,8 +271,15 @@ def test_info_shows_a_card_whose_data_and_training_have_unexpected_types(tmp_pat
     from codafeat.weights import save_weights
 
     net = timm.create_model("test_convnext", num_classes=0)
-    cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-                      data={"organs": {"chest": "ten", "hand": None}}, training={"epochs": "many", "final_loss": [1]})
+    cfg = make_config(
+        backbone="test_convnext",
+        embed_dim=64,
+        image_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        data={"organs": {"chest": "ten", "hand": None}},
+        training={"epochs": "many", "final_loss": [1]},
+    )
     path = save_weights(tmp_path / "odd.safetensors", net.state_dict(), cfg)
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out

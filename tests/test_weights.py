@@ -518,9 +518,7 @@ def test_resolve_rejects_non_paths():
 
 
 def test_unknown_name_lists_registered_names(monkeypatch):
-    eps = [
-        W.metadata.EntryPoint(name=n, value="nowhere:fn", group=W.ENTRY_POINT_GROUP) for n in ("zeta", "alpha")
-    ]
+    eps = [W.metadata.EntryPoint(name=n, value="nowhere:fn", group=W.ENTRY_POINT_GROUP) for n in ("zeta", "alpha")]
     monkeypatch.setattr(W, "_entry_points", lambda: eps)
     assert list_weights() == ["alpha", "zeta"]
     with pytest.raises(WeightsError, match=r"'chest'.*registered: \['alpha', 'zeta'\]"):
@@ -634,7 +632,17 @@ def test_list_weights_is_wired_into_the_codafeat_command(no_registry, capsys):
 
 
 # --------------------------------------------------------------------------- properties
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool]
+_DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int64,
+    torch.int32,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+]
 
 
 @st.composite

@@ -54,7 +54,17 @@ def installed(built, tmp_path_factory):
     target = tmp_path_factory.mktemp("target")
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(built["wheel"])],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(built["wheel"]),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -379,7 +389,9 @@ def test_nan_tensors_and_foreign_backbones_are_refused_before_packaging(built, t
         meta = fh.metadata()
     raw = load_file(str(built["file"]))
     key = next(k for k, v in raw.items() if v.is_floating_point())
-    save_file(dict(raw, **{key: torch.full_like(raw[key], float("nan"))}), str(tmp_path / "nan.safetensors"), metadata=meta)
+    save_file(
+        dict(raw, **{key: torch.full_like(raw[key], float("nan"))}), str(tmp_path / "nan.safetensors"), metadata=meta
+    )
     with pytest.raises(WeightsError, match="nan.safetensors"):
         build_weights_wheel(tmp_path / "nan.safetensors", name="x", out_dir=tmp_path / "out")
     hostile = dict(json.loads(meta[CONFIG_KEY]), backbone='test_convnext"""\nimport os')
@@ -395,4 +407,4 @@ def test_user_strings_enter_the_generated_module_through_repr():
     src = _module_source('a"""b', {"backbone": 'x"""\nraise SystemExit(1)\n"""'})
     ns: dict = {"__name__": "generated"}
     exec(compile(src, "generated.py", "exec"), ns)
-    assert ns["NAME"] == 'a"""b' and 'raise SystemExit(1)' in ns["__doc__"]
+    assert ns["NAME"] == 'a"""b' and "raise SystemExit(1)" in ns["__doc__"]

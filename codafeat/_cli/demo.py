@@ -30,8 +30,14 @@ def run(args: argparse.Namespace) -> int:
     if args.backbone is not None:
         settings["backbone"] = args.backbone
     result = run_demo(
-        args.out, data=args.data, n_per_organ=args.n_per_organ, n_eval_per_organ=args.n_eval_per_organ,
-        settings=settings, n_repeats=args.n_repeats, random_state=args.random_state, verbose=args.verbose,
+        args.out,
+        data=args.data,
+        n_per_organ=args.n_per_organ,
+        n_eval_per_organ=args.n_eval_per_organ,
+        settings=settings,
+        n_repeats=args.n_repeats,
+        random_state=args.random_state,
+        verbose=args.verbose,
     )
     sys.stdout.write(result.summary() + "\n")
     return 0

@@ -42,18 +42,24 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, *, weights_required: 
         "--weights", required=weights_required, help="codafeat weights file (.safetensors) or installed weights name"
     )
     parser.add_argument(
-        "--backbone", default=None,
-        help="timm model name: needed for a plain timm checkpoint, a check for other weights (default: from the weights)",
+        "--backbone",
+        default=None,
+        help="timm model name: needed for a plain timm checkpoint, a check for other weights "
+        "(default: from the weights)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: from the weights)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument(
-        "--num-workers", type=_workers, default="auto",
+        "--num-workers",
+        type=_workers,
+        default="auto",
         help="image-decoding worker processes, or auto (default: chosen from the input and the cores)",
     )
     parser.add_argument(
-        "--cache", default=None, metavar="DIR",
+        "--cache",
+        default=None,
+        metavar="DIR",
         help="embedding cache folder: images already embedded with these weights are not embedded again",
     )
     parser.add_argument(
@@ -115,7 +121,9 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders of images")
     parser.add_argument("--out", required=True, help="output file: .npy, .csv or .parquet")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not an embeddings file")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out that is not an embeddings file"
+    )
     add_encoder_arguments(parser)
 
 
@@ -129,8 +137,7 @@ def _check_out(out: str) -> str:
             import pyarrow.parquet  # noqa: F401
         except ImportError as exc:
             raise ImportError(
-                f"writing {out!r} (.parquet) needs pyarrow: pip install 'codafeat[parquet]' "
-                "(or write .npy or .csv)"
+                f"writing {out!r} (.parquet) needs pyarrow: pip install 'codafeat[parquet]' (or write .npy or .csv)"
             ) from exc
     return suffix
 
@@ -240,7 +247,10 @@ def _collect(args: argparse.Namespace, suffix: str) -> list[str]:
 
 def _report(written: Sequence[Path], shape: tuple[int, ...], n_skipped: int, where: str = "") -> None:
     logger.info(
-        "wrote %d x %d embeddings to %s%s", shape[0], shape[1], ", ".join(map(str, written)),
+        "wrote %d x %d embeddings to %s%s",
+        shape[0],
+        shape[1],
+        ", ".join(map(str, written)),
         f" ({n_skipped} unreadable image(s) as NaN rows{where})" if n_skipped else "",
     )
 
@@ -252,9 +262,11 @@ def run(args: argparse.Namespace) -> int:
         from .embed_ranks import run_ranks
 
         return run_ranks(
-            args, list_images=lambda: _collect(args, _check_outputs(args)),
+            args,
+            list_images=lambda: _collect(args, _check_outputs(args)),
             make_encoder=lambda **kw: make_encoder(args, **kw),
-            write=lambda paths, rows: write_features(args.out, paths, rows), report=_report,
+            write=lambda paths, rows: write_features(args.out, paths, rows),
+            report=_report,
         )
     paths = _collect(args, _check_outputs(args))  # the checks fail before the (long) embedding
     result = make_encoder(args).embed(paths)

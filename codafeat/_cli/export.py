@@ -19,8 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("timm",), default="timm", help="output layout (default: timm)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--license", default=None, help="licence recorded in config.json (default: the weights' own)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing DIR/model.safetensors or DIR/config.json of another kind")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing DIR/model.safetensors or DIR/config.json of another kind",
+    )
 
 
 def _refuse_existing(what: str, path) -> str | None:
@@ -50,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
     from ..timm_io import export_timm
 
     out = os.path.expanduser(args.out)
-    check_outputs({"--out model.safetensors": os.path.join(out, "model.safetensors"),
-                   "--out config.json": os.path.join(out, "config.json")},
-                  inputs=[args.weights] if os.path.exists(args.weights) else [],
-                  refuse_existing=_refuse_existing, overwrite=args.overwrite)
+    check_outputs(
+        {
+            "--out model.safetensors": os.path.join(out, "model.safetensors"),
+            "--out config.json": os.path.join(out, "config.json"),
+        },
+        inputs=[args.weights] if os.path.exists(args.weights) else [],
+        refuse_existing=_refuse_existing,
+        overwrite=args.overwrite,
+    )
 
     out = export_timm(args.weights, args.out, license=args.license)
     sys.stdout.write(f"{out}\n")

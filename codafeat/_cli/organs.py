@@ -32,13 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("data", help="folder (one sub-folder per organ, or DICOM files) or manifest (.csv, .parquet)")
     parser.add_argument(
-        "--organ-from", choices=("folder", "dicom"), default=PRETRAIN["organ_from"],
+        "--organ-from",
+        choices=("folder", "dicom"),
+        default=PRETRAIN["organ_from"],
         help=f"labels from sub-folders / the manifest, or DICOM headers (default: {PRETRAIN['organ_from']})",
     )
-    parser.add_argument("--organ-map", default=None, metavar="CSV",
-                        help="your mapping of DICOM values to organs, a CSV with columns raw,organ (checked first)")
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="keep DICOM headers in this folder's tag index (the pretraining cache_dir)")
+    parser.add_argument(
+        "--organ-map",
+        default=None,
+        metavar="CSV",
+        help="your mapping of DICOM values to organs, a CSV with columns raw,organ (checked first)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="keep DICOM headers in this folder's tag index (the pretraining cache_dir)",
+    )
     parser.add_argument("--summary", action="store_true", help="print only the table of values, not every file")
 
 
@@ -62,12 +72,18 @@ def write_report(files: Sequence[Any], out: TextIO, *, per_file: bool = True) ->
     for r in rows:
         out.write(f"{_cell(repr(r['raw'])):<{width}}  {_cell(r['organ'] or '-'):<16} {r['source']:<13} {r['count']}\n")
     organs = Counter(f.organ for f in files if f.organ is not None)
-    out.write(f"\n{sum(organs.values())} of {len(files)} file(s) labelled, {len(organs)} organ(s): "
-              + ", ".join(f"{o} {n}" for o, n in sorted(organs.items())) + "\n")
+    out.write(
+        f"\n{sum(organs.values())} of {len(files)} file(s) labelled, {len(organs)} organ(s): "
+        + ", ".join(f"{o} {n}" for o, n in sorted(organs.items()))
+        + "\n"
+    )
     unknown = Counter(f.raw for f in files if f.source == "unknown")
     if unknown:
-        out.write(f"unmapped: {sum(unknown.values())} file(s), values "
-                  + ", ".join(f"{_cell(repr(raw))} ({n})" for raw, n in unknown.most_common()) + "\n")
+        out.write(
+            f"unmapped: {sum(unknown.values())} file(s), values "
+            + ", ".join(f"{_cell(repr(raw))} ({n})" for raw, n in unknown.most_common())
+            + "\n"
+        )
     unreadable = [f for f in files if f.source == "unreadable"]
     if unreadable:
         out.write(f"unreadable: {len(unreadable)} file(s), e.g. {unreadable[0].path!r}: {unreadable[0].raw}\n")

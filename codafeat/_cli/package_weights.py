@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--version", default="0.1.0", help="PEP 440 version of the package (default: 0.1.0)")
     parser.add_argument("--out", default="dist", metavar="DIR", help="output folder (default: dist)")
-    parser.add_argument("--license", default=None, help="licence of the weights (e.g. cc-by-4.0; default: the file's own)")
+    parser.add_argument(
+        "--license", default=None, help="licence of the weights (e.g. cc-by-4.0; default: the file's own)"
+    )
     parser.add_argument("--intended-use", default=None, help="intended use (default: the file's own)")
 
 
@@ -34,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out}, inputs=[args.file])
 
     wheel = build_weights_wheel(
-        args.file, name=args.name, version=args.version, out_dir=args.out, license=args.license,
+        args.file,
+        name=args.name,
+        version=args.version,
+        out_dir=args.out,
+        license=args.license,
         intended_use=args.intended_use,
     )
     logging.getLogger(__name__).info(

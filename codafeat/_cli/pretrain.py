@@ -26,11 +26,16 @@ def _option(name: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .._defaults import PRETRAIN
 
-    parser.add_argument("data", help="folder with one subfolder per organ, or a manifest (.csv or .parquet: path, organ)")
+    parser.add_argument(
+        "data", help="folder with one subfolder per organ, or a manifest (.csv or .parquet: path, organ)"
+    )
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
     parser.add_argument("--history", default=None, help="also write the per-epoch history as JSON")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out / --history that is not codafeat weights / a history")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out / --history that is not codafeat weights / a history",
+    )
     parser.add_argument("--verbose", type=int, default=1, help="progress bar (1) or quiet (0)")
     for name, default in PRETRAIN.items():  # the defaults table: no torch import for --help
         if name in _SKIP:
@@ -40,7 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=default, help=f"default: {default}")
         elif isinstance(default, tuple):
             metavar = ("LOW", "HIGH") if len(default) == 2 else None
-            parser.add_argument(opt, type=type(default[0]), nargs=len(default), default=default, metavar=metavar, help=f"default: {default}")
+            parser.add_argument(
+                opt,
+                type=type(default[0]),
+                nargs=len(default),
+                default=default,
+                metavar=metavar,
+                help=f"default: {default}",
+            )
         elif name == "random_state":
             parser.add_argument(opt, type=int, default=None, help="seed (default: none)")
         elif default is None:
@@ -105,8 +117,12 @@ def run(args: argparse.Namespace) -> int:
 
     rank0 = not launched_by_torchrun() or int(os.environ.get("RANK", "0")) == 0
     if rank0:  # fail now, not after the last epoch
-        check_outputs({"--out": args.out, "--history": args.history}, inputs=_inputs(args.data),
-                      refuse_existing=_refuse_existing, overwrite=args.overwrite)
+        check_outputs(
+            {"--out": args.out, "--history": args.history},
+            inputs=_inputs(args.data),
+            refuse_existing=_refuse_existing,
+            overwrite=args.overwrite,
+        )
         check_writable(args.out, what="--out")
         if args.history:
             check_writable(args.history, what="--history")

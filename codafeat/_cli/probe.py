@@ -38,10 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fractions", type=float, nargs="+", metavar="F", help="training fractions (default: 0.01 0.1 0.2 0.5)"
     )
     parser.add_argument("--n-repeats", type=int, default=10, help="random draws per setting (default: 10)")
-    parser.add_argument("--probe", choices=("knn", "linear", "both"), default="both", help="which probes (default: both)")
+    parser.add_argument(
+        "--probe", choices=("knn", "linear", "both"), default="both", help="which probes (default: both)"
+    )
     parser.add_argument("--n-neighbors", type=int, default=5, help="k of the kNN probe (default: 5)")
     parser.add_argument("--C", type=float, default=1.0, dest="C", help="inverse L2 strength of the linear probe")
-    parser.add_argument("--scoring", default=None, help="sklearn scoring (default: roc_auc for 2 classes, else accuracy)")
+    parser.add_argument(
+        "--scoring", default=None, help="sklearn scoring (default: roc_auc for 2 classes, else accuracy)"
+    )
     parser.add_argument("--random-state", type=int, default=0, help="seed of the draws (default: 0)")
     parser.add_argument("--compare-random", action="store_true", help="add rows for a randomly initialised encoder")
     parser.add_argument("--out", default=None, help="also write the table to this markdown file")
@@ -71,8 +75,9 @@ def _probe_rows(emb: np.ndarray, labels: np.ndarray, args: argparse.Namespace, p
     fractions = args.fractions  # None: the paper's fractions, unless --shots
     report = None
     if args.probe in ("knn", "both"):
-        report = knn_probe(emb, labels, fractions, n_neighbors=args.n_neighbors,
-                           name=f"{prefix}kNN (k={args.n_neighbors})", **common)
+        report = knn_probe(
+            emb, labels, fractions, n_neighbors=args.n_neighbors, name=f"{prefix}kNN (k={args.n_neighbors})", **common
+        )
     if args.probe in ("linear", "both"):
         lin = linear_probe(emb, labels, fractions, C=args.C, name=f"{prefix}linear", **common)
         report = lin if report is None else report + lin
@@ -98,8 +103,13 @@ def run(args: argparse.Namespace) -> int:
     name = Path(str(args.weights)).stem
     report = _probe_rows(emb, y, args, f"{name} ")
     if args.compare_random:
-        rnd = make_encoder(args, weights=None, backbone=enc.config_["backbone"],
-                           image_size=enc.image_size_, random_state=args.random_state)
+        rnd = make_encoder(
+            args,
+            weights=None,
+            backbone=enc.config_["backbone"],
+            image_size=enc.image_size_,
+            random_state=args.random_state,
+        )
         remb, ry = _drop_nan_rows(rnd.transform(paths), labels, "random init")
         report = report + _probe_rows(remb, ry, args, "random init ")
     table = format_table(report)

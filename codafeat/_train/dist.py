@@ -142,12 +142,12 @@ def gather_rows(x: torch.Tensor, counts: list[int], info: DistInfo, *, chunk_byt
     for start in range(0, max(counts), chunk):
         n = min(chunk, max(counts) - start)
         piece = torch.zeros((n, *width), dtype=x.dtype)
-        mine = x[start:start + n]
+        mine = x[start : start + n]
         piece[: mine.shape[0]] = mine
         bufs = [torch.empty_like(piece) for _ in range(info.world_size)] if info.is_main else None
         dist.gather(piece, bufs, dst=0)
         if info.is_main:
             for r, buf in enumerate(bufs):
                 take = max(0, min(n, counts[r] - start))
-                out[offsets[r] + start: offsets[r] + start + take] = buf[:take]
+                out[offsets[r] + start : offsets[r] + start + take] = buf[:take]
     return out

@@ -127,7 +127,9 @@ class FineTuneTrainer:
         tail = warmup_cosine(total_steps - self.lp_steps)
         self.encoder_lr_factor = np.concatenate([np.zeros(self.lp_steps), tail])
         own = {id(p) for p in encoder.parameters()}
-        groups = [{"params": [p for p in model.parameters() if id(p) not in own], "lr": float(lr), "base_lr": float(lr)}]
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in own], "lr": float(lr), "base_lr": float(lr)}
+        ]
         if not self.freeze_encoder:
             groups.append({"params": list(encoder.parameters()), "lr": float(encoder_lr), "base_lr": float(encoder_lr)})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=float(weight_decay))
@@ -248,7 +250,10 @@ def fit_epochs(
     key = "val_" + trainer.task.score_name
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        rec: dict[str, Any] = {"epoch": epoch, "train_loss": trainer.train_epoch(*train, batch_size=batch_size, epoch=epoch)}
+        rec: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": trainer.train_epoch(*train, batch_size=batch_size, epoch=epoch),
+        }
         rec["val_loss"], rec[key] = (
             trainer.evaluate(*val, batch_size=batch_size) if val is not None else (float("nan"), float("nan"))
         )

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import DevicePolicy
 from ..losses.inter_organ import InterOrganLoss
 from ..losses.intra_organ import IntraOrganLoss
 from ..losses.koleo import KoLeoLoss
 from ..nn.coda_model import CodaNetwork
 from ..nn.ema import ema_update
-from .._device import DevicePolicy
 from . import dist as D
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class EpochStats:
     inter_skipped_steps: int = 0
     images: int = 0
 
-    def add(self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float, koleo_weight: float = 0.0) -> None:
+    def add(
+        self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float, koleo_weight: float = 0.0
+    ) -> None:
         self.sums["loss"] += r.loss
         self.counts["loss"] += 1
         if koleo_weight > 0:
@@ -238,8 +240,12 @@ class CodaTrainer:
             temp = float(self.schedules.teacher_temp[epoch])
             if self.symmetric:
                 loss_intra = self.intra_loss(
-                    s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops + 2,
-                    n_teacher_views=2, pairs=self._pairs,
+                    s_ins.float(),
+                    t_ins.float().detach(),
+                    temp,
+                    self.n_local_crops + 2,
+                    n_teacher_views=2,
+                    pairs=self._pairs,
                 )
             else:
                 loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
@@ -280,8 +286,10 @@ class CodaTrainer:
             part = {key: v[lo:hi] for key, v in batch.items() if key != "locals"}
             if "locals" in batch:  # (N_local * B, ...) crops, crop-major like the views
                 n = batch["locals"].shape[0] // b
-                part["locals"] = batch["locals"].view(n, b, *batch["locals"].shape[1:])[:, lo:hi].reshape(
-                    n * (hi - lo), *batch["locals"].shape[1:]
+                part["locals"] = (
+                    batch["locals"]
+                    .view(n, b, *batch["locals"].shape[1:])[:, lo:hi]
+                    .reshape(n * (hi - lo), *batch["locals"].shape[1:])
                 )
             parts.append(part)
         return parts
@@ -315,12 +323,16 @@ class CodaTrainer:
                     f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
                     "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
                 )
-            sync = contextlib.nullcontext() if j == len(parts) - 1 or not hasattr(self.student, "no_sync") \
-                else self.student.no_sync()  # DDP: one gradient all-reduce per optimiser step
+            sync = (
+                contextlib.nullcontext()
+                if j == len(parts) - 1 or not hasattr(self.student, "no_sync")
+                else self.student.no_sync()
+            )  # DDP: one gradient all-reduce per optimiser step
             with sync:
                 self.scaler.scale(loss / len(parts)).backward()
-            totals += torch.stack([loss.detach(), loss_inter.detach(), loss_intra.detach(),
-                                   loss_koleo.detach()]).float() / len(parts)
+            totals += torch.stack(
+                [loss.detach(), loss_inter.detach(), loss_intra.detach(), loss_koleo.detach()]
+            ).float() / len(parts)
             t_ins_all.append(outputs[1])
             skipped = skipped or inter_skipped
         t_ins = torch.cat(t_ins_all) if self.lambda_intra > 0 else None
@@ -345,7 +357,9 @@ class CodaTrainer:
         t0 = time.perf_counter()
         wait = 0.0
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(np.random.SeedSequence([int(seed), int(epoch), self.dist.rank, 17]).generate_state(1)[0]))
+            torch.manual_seed(
+                int(np.random.SeedSequence([int(seed), int(epoch), self.dist.rank, 17]).generate_state(1)[0])
+            )
             batches = iter(loader)
             for b in range(self.steps_per_epoch):
                 t_wait = time.perf_counter()
@@ -355,12 +369,20 @@ class CodaTrainer:
                     break
                 it = epoch * self.steps_per_epoch + b
                 r = self.step(batch, epoch, it)
-                stats.add(r, batch["g1"].shape[0] * self.dist.world_size, self.lambda_inter, self.lambda_intra,
-                          self.koleo_weight)
+                stats.add(
+                    r,
+                    batch["g1"].shape[0] * self.dist.world_size,
+                    self.lambda_inter,
+                    self.lambda_intra,
+                    self.koleo_weight,
+                )
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(
-                        loss=f"{r.loss:.3f}", inter=f"{r.loss_inter:.3f}", intra=f"{r.loss_intra:.3f}", **self.progress_extra
+                        loss=f"{r.loss:.3f}",
+                        inter=f"{r.loss_inter:.3f}",
+                        intra=f"{r.loss_intra:.3f}",
+                        **self.progress_extra,
                     )
         elapsed = time.perf_counter() - t0
         last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1

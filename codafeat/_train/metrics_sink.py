@@ -28,9 +28,10 @@ class MetricsSink:
 
     A line is written and flushed as soon as its epoch ends, so a crash keeps every
     finished epoch's record. Monitoring output is not the model: a write that fails (the
-    folder removed, a full disk) is logged and warned about once, and training goes on. ``keep_through_epoch``: the lines of epochs up to it are
-    kept (a resumed run continues the file), later ones (written after the checkpoint
-    the run resumes from) and, for a fresh run (0), every old line are dropped.
+    folder removed, a full disk) is logged and warned about once, and training goes on.
+    ``keep_through_epoch``: the lines of epochs up to it are kept (a resumed run continues
+    the file); later ones (written after the checkpoint the run resumes from) and, for a
+    fresh run (0), every old line are dropped.
     """
 
     def __init__(self, log_dir: str | os.PathLike | None, *, keep_through_epoch: int = 0) -> None:
@@ -93,8 +94,10 @@ class MetricsSink:
         if self.failures > 1:
             logger.debug("metrics of epoch %s not written: %s", record.get("epoch"), exc)
             return
-        msg = (f"cannot write training metrics to {self.path} ({exc}); training goes on and the per-epoch "
-               "figures stay in history_ (this warning is shown once per run)")
+        msg = (
+            f"cannot write training metrics to {self.path} ({exc}); training goes on and the per-epoch "
+            "figures stay in history_ (this warning is shown once per run)"
+        )
         logger.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 

@@ -62,9 +62,13 @@ def monitor_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
         idx = np.flatnonzero(labels == organ)
         n = int(round(fraction * len(idx)))
         if n < MIN_PER_ORGAN or len(idx) - n < 2:
-            return every, every[:0], (
-                f"monitor_fraction={fraction} holds out {n} of the {len(idx)} images of organ {organ}; "
-                f"the monitor needs >= {MIN_PER_ORGAN} per organ and leaves >= 2 to train"
+            return (
+                every,
+                every[:0],
+                (
+                    f"monitor_fraction={fraction} holds out {n} of the {len(idx)} images of organ {organ}; "
+                    f"the monitor needs >= {MIN_PER_ORGAN} per organ and leaves >= 2 to train"
+                ),
             )
         held.append(rng.choice(idx, size=n, replace=False))
     monitor = np.sort(np.concatenate(held))
@@ -93,7 +97,9 @@ class TrainingMonitor:
     batch_size: int = 64
 
     @classmethod
-    def from_cache(cls, cache: Any, indices: np.ndarray, labels: np.ndarray, image_size: int, device: torch.device) -> "TrainingMonitor":
+    def from_cache(
+        cls, cache: Any, indices: np.ndarray, labels: np.ndarray, image_size: int, device: torch.device
+    ) -> TrainingMonitor:
         """Resize the cached images ``indices`` to ``image_size`` (antialiased bilinear)."""
         arr = torch.from_numpy(np.stack([np.asarray(cache[int(i)]) for i in indices]))
         x = arr.unsqueeze(1).float()

@@ -36,14 +36,28 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def save(checkpoint_dir: Any, trainer: CodaTrainer, *, epochs_done: int, history: list, params: dict,
-         organs: list[str], run: dict[str, Any]) -> Path:
+def save(
+    checkpoint_dir: Any,
+    trainer: CodaTrainer,
+    *,
+    epochs_done: int,
+    history: list,
+    params: dict,
+    organs: list[str],
+    run: dict[str, Any],
+) -> Path:
     """Write the run's checkpoint (atomically, keeping the previous one)."""
     modules: dict[str, Any] = {"student": trainer.student_module, "teacher": trainer.teacher}
     if trainer.intra_loss is not None:
         modules["intra_center"] = trainer.intra_loss.center
-    meta = {"format": "codafeat-checkpoint", "epochs_done": epochs_done, "history": history,
-            "params": params, "organs": organs, **run}
+    meta = {
+        "format": "codafeat-checkpoint",
+        "epochs_done": epochs_done,
+        "history": history,
+        "params": params,
+        "organs": organs,
+        **run,
+    }
     path = save_checkpoint(checkpoint_path(checkpoint_dir), modules=modules, optimizer=trainer.optimizer, meta=meta)
     logger.info("checkpoint written: %s (epoch %d)", path, epochs_done)
     return path

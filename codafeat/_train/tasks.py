@@ -122,4 +122,3 @@ class RegressionTask(Task):
         if len(y) < 2:
             return float("nan")
         return float(r2_score(y.numpy(), kept.numpy()))
-

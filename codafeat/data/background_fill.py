@@ -24,8 +24,15 @@ from . import shards as _shards
 from .leases import holder
 
 
-def start(items: Sequence[Any], ids: Sequence[bytes], size: int, cache_dir: Path, key: str, bit_depth: int | None,
-          num_workers: int) -> tuple[list, list, dict, Counter, Any]:
+def start(
+    items: Sequence[Any],
+    ids: Sequence[bytes],
+    size: int,
+    cache_dir: Path,
+    key: str,
+    bit_depth: int | None,
+    num_workers: int,
+) -> tuple[list, list, dict, Counter, Any]:
     """Find the shards of ``items`` already on disk and start the fill of the others.
 
     Returns the layout, ``(data file, images)`` of every shard, the pending shards
@@ -46,8 +53,16 @@ def start(items: Sequence[Any], ids: Sequence[bytes], size: int, cache_dir: Path
     return layout, files, pending, kinds, proc
 
 
-def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[int, tuple[str, list[str]]], size: int,
-                       bit_depth: int | None, num_workers: int, ids: Sequence[bytes]) -> Any:
+def fill_in_background(
+    cache_dir: Path,
+    key: str,
+    layout: list,
+    pending: dict[int, tuple[str, list[str]]],
+    size: int,
+    bit_depth: int | None,
+    num_workers: int,
+    ids: Sequence[bytes],
+) -> Any:
     """Start a process that writes the ``pending`` shards and then the set index; returns its ``Popen``.
 
     The job travels as a JSON file in ``cache_dir`` (file paths, and the digests of their
@@ -58,14 +73,26 @@ def fill_in_background(cache_dir: Path, key: str, layout: list, pending: dict[in
     """
     import subprocess
 
-    job = {**holder(), "cache_dir": str(cache_dir), "key": key, "layout": [list(x) for x in layout], "size": size,
-           "bit_depth": bit_depth, "num_workers": num_workers,
-           "pending": [[int(s), skey, paths, [_shards.item_digest(i) for i in ids[layout[s][0]:layout[s][1]]]]
-                       for s, (skey, paths) in pending.items()]}
+    job = {
+        **holder(),
+        "cache_dir": str(cache_dir),
+        "key": key,
+        "layout": [list(x) for x in layout],
+        "size": size,
+        "bit_depth": bit_depth,
+        "num_workers": num_workers,
+        "pending": [
+            [int(s), skey, paths, [_shards.item_digest(i) for i in ids[layout[s][0] : layout[s][1]]]]
+            for s, (skey, paths) in pending.items()
+        ],
+    }
     job_path = cache_dir / f".fill-{key}.json"
     atomic_write_bytes(job_path, json.dumps(job).encode("utf-8"))
-    return subprocess.Popen([sys.executable, "-m", "codafeat.data.background_fill", str(job_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "codafeat.data.background_fill", str(job_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _fill_job(job_path: str) -> int:

@@ -52,14 +52,16 @@ __all__ = ["DEFINED_TERMS", "SYNONYMS", "OrganMapping", "Resolution", "compact",
 
 #: Body Part Examined defined terms of PS3.16 Annex L (CID 4031 and its related groups) that a
 #: projection radiograph may carry. The canonical organ name is the term in lower case.
-DEFINED_TERMS = frozenset("""
+DEFINED_TERMS = frozenset(
+    """
 ABDOMEN ABDOMENPELVIS ACJOINT ANKLE ARM AXILLA BACK BREAST BUTTOCK CALCANEUS CALF CHEST
 CHESTABDOMEN CHESTABDPELVIS CLAVICLE COCCYX CSPINE CTSPINE EAR ELBOW EXTREMITY FACE FEMUR
 FINGER FOOT FOREARM HAND HEAD HEADNECK HEART HIP HUMERUS IAC JAW KNEE LEG LSPINE LSSPINE
 MANDIBLE MASTOID MAXILLA NECK NECKCHEST ORBIT PATELLA PELVIS RIB SACRUM SCAPULA SELLA
 SHOULDER SINUS SKULL SPINE SSPINE STERNUM TESTIS THIGH THUMB TIBIA TMJ TOE TSPINE TLSPINE
 WHOLEBODY WRIST ZYGOMA
-""".split())
+""".split()
+)
 
 #: Defined terms too vague to be an organ when a description names one (Annex L has them).
 VAGUE_TERMS = frozenset({"EXTREMITY", "WHOLEBODY"})
@@ -67,59 +69,207 @@ VAGUE_TERMS = frozenset({"EXTREMITY", "WHOLEBODY"})
 #: Other spellings (written together, upper case, no accents) -> defined term.
 SYNONYMS: dict[str, str] = {
     # chest
-    "THORAX": "CHEST", "THORACIC": "CHEST", "LUNG": "CHEST", "LUNGS": "CHEST", "CXR": "CHEST",
-    "TORAX": "CHEST", "TORACE": "CHEST", "BRUSTKORB": "CHEST", "LUNGE": "CHEST", "POITRINE": "CHEST",
-    "POUMON": "CHEST", "POUMONS": "CHEST", "PULMON": "CHEST", "PETTO": "CHEST", "TORACICO": "CHEST",
-    "TORAKS": "CHEST", "BORST": "CHEST", "THORAXAP": "CHEST", "THORAXPA": "CHEST",
+    "THORAX": "CHEST",
+    "THORACIC": "CHEST",
+    "LUNG": "CHEST",
+    "LUNGS": "CHEST",
+    "CXR": "CHEST",
+    "TORAX": "CHEST",
+    "TORACE": "CHEST",
+    "BRUSTKORB": "CHEST",
+    "LUNGE": "CHEST",
+    "POITRINE": "CHEST",
+    "POUMON": "CHEST",
+    "POUMONS": "CHEST",
+    "PULMON": "CHEST",
+    "PETTO": "CHEST",
+    "TORACICO": "CHEST",
+    "TORAKS": "CHEST",
+    "BORST": "CHEST",
+    "THORAXAP": "CHEST",
+    "THORAXPA": "CHEST",
     # spine
-    "CERVICALSPINE": "CSPINE", "CERVICAL": "CSPINE", "CS": "CSPINE", "HWS": "CSPINE",
-    "COLUMNACERVICAL": "CSPINE", "RACHISCERVICAL": "CSPINE", "COLONNACERVICALE": "CSPINE",
-    "THORACICSPINE": "TSPINE", "DORSALSPINE": "TSPINE", "TS": "TSPINE", "BWS": "TSPINE", "DSPINE": "TSPINE",
-    "COLUMNADORSAL": "TSPINE", "COLUMNATORACICA": "TSPINE", "RACHISDORSAL": "TSPINE",
-    "LUMBARSPINE": "LSPINE", "LUMBAR": "LSPINE", "LWS": "LSPINE", "COLUMNALUMBAR": "LSPINE",
-    "RACHISLOMBAIRE": "LSPINE", "COLONNALOMBARE": "LSPINE", "LOMBAIRE": "LSPINE", "LUMBOSACRAL": "LSSPINE",
-    "LUMBOSACRALSPINE": "LSSPINE", "LSSPINE": "LSSPINE", "THORACOLUMBAR": "TLSPINE",
-    "THORACOLUMBARSPINE": "TLSPINE", "CERVICOTHORACIC": "CTSPINE", "SACRAL": "SSPINE", "SACRALSPINE": "SSPINE",
-    "WS": "SPINE", "WIRBELSAEULE": "SPINE", "WIRBELSAULE": "SPINE", "COLUMNA": "SPINE", "RACHIS": "SPINE",
-    "COLONNA": "SPINE", "COLUNA": "SPINE", "VERTEBRAL": "SPINE", "WHOLESPINE": "SPINE", "SCOLIOSIS": "SPINE",
+    "CERVICALSPINE": "CSPINE",
+    "CERVICAL": "CSPINE",
+    "CS": "CSPINE",
+    "HWS": "CSPINE",
+    "COLUMNACERVICAL": "CSPINE",
+    "RACHISCERVICAL": "CSPINE",
+    "COLONNACERVICALE": "CSPINE",
+    "THORACICSPINE": "TSPINE",
+    "DORSALSPINE": "TSPINE",
+    "TS": "TSPINE",
+    "BWS": "TSPINE",
+    "DSPINE": "TSPINE",
+    "COLUMNADORSAL": "TSPINE",
+    "COLUMNATORACICA": "TSPINE",
+    "RACHISDORSAL": "TSPINE",
+    "LUMBARSPINE": "LSPINE",
+    "LUMBAR": "LSPINE",
+    "LWS": "LSPINE",
+    "COLUMNALUMBAR": "LSPINE",
+    "RACHISLOMBAIRE": "LSPINE",
+    "COLONNALOMBARE": "LSPINE",
+    "LOMBAIRE": "LSPINE",
+    "LUMBOSACRAL": "LSSPINE",
+    "LUMBOSACRALSPINE": "LSSPINE",
+    "LSSPINE": "LSSPINE",
+    "THORACOLUMBAR": "TLSPINE",
+    "THORACOLUMBARSPINE": "TLSPINE",
+    "CERVICOTHORACIC": "CTSPINE",
+    "SACRAL": "SSPINE",
+    "SACRALSPINE": "SSPINE",
+    "WS": "SPINE",
+    "WIRBELSAEULE": "SPINE",
+    "WIRBELSAULE": "SPINE",
+    "COLUMNA": "SPINE",
+    "RACHIS": "SPINE",
+    "COLONNA": "SPINE",
+    "COLUNA": "SPINE",
+    "VERTEBRAL": "SPINE",
+    "WHOLESPINE": "SPINE",
+    "SCOLIOSIS": "SPINE",
     # head
-    "SCHAEDEL": "SKULL", "SCHADEL": "SKULL", "CRANEO": "SKULL", "CRANIO": "SKULL", "CRANE": "SKULL",
-    "CRANIUM": "SKULL", "SINUSES": "SINUS", "PARANASALSINUS": "SINUS", "NNH": "SINUS",
-    "KIEFER": "JAW", "UNTERKIEFER": "MANDIBLE", "MANDIBULA": "MANDIBLE",
+    "SCHAEDEL": "SKULL",
+    "SCHADEL": "SKULL",
+    "CRANEO": "SKULL",
+    "CRANIO": "SKULL",
+    "CRANE": "SKULL",
+    "CRANIUM": "SKULL",
+    "SINUSES": "SINUS",
+    "PARANASALSINUS": "SINUS",
+    "NNH": "SINUS",
+    "KIEFER": "JAW",
+    "UNTERKIEFER": "MANDIBLE",
+    "MANDIBULA": "MANDIBLE",
     # upper limb
-    "SCHULTER": "SHOULDER", "EPAULE": "SHOULDER", "HOMBRO": "SHOULDER", "SPALLA": "SHOULDER",
-    "OMBRO": "SHOULDER", "OBERARM": "HUMERUS", "HUMERO": "HUMERUS", "BRAS": "ARM", "BRAZO": "ARM",
-    "BRACCIO": "ARM", "BRACO": "ARM", "UPPERARM": "HUMERUS", "ELLENBOGEN": "ELBOW", "ELLBOGEN": "ELBOW",
-    "CODO": "ELBOW", "COUDE": "ELBOW", "GOMITO": "ELBOW", "COTOVELO": "ELBOW", "UNTERARM": "FOREARM",
-    "ANTEBRAZO": "FOREARM", "AVANTBRAS": "FOREARM", "AVAMBRACCIO": "FOREARM", "ANTEBRACO": "FOREARM",
-    "HANDGELENK": "WRIST", "MUNECA": "WRIST", "POIGNET": "WRIST", "POLSO": "WRIST", "PUNHO": "WRIST",
-    "MANO": "HAND", "MAIN": "HAND", "MAO": "HAND", "BONEAGE": "HAND", "FINGERS": "FINGER", "DEDO": "FINGER",
-    "DOIGT": "FINGER", "DITO": "FINGER", "DAUMEN": "THUMB", "POUCE": "THUMB", "PULGAR": "THUMB",
-    "SCHLUESSELBEIN": "CLAVICLE", "CLAVICULA": "CLAVICLE", "SCHULTERBLATT": "SCAPULA",
+    "SCHULTER": "SHOULDER",
+    "EPAULE": "SHOULDER",
+    "HOMBRO": "SHOULDER",
+    "SPALLA": "SHOULDER",
+    "OMBRO": "SHOULDER",
+    "OBERARM": "HUMERUS",
+    "HUMERO": "HUMERUS",
+    "BRAS": "ARM",
+    "BRAZO": "ARM",
+    "BRACCIO": "ARM",
+    "BRACO": "ARM",
+    "UPPERARM": "HUMERUS",
+    "ELLENBOGEN": "ELBOW",
+    "ELLBOGEN": "ELBOW",
+    "CODO": "ELBOW",
+    "COUDE": "ELBOW",
+    "GOMITO": "ELBOW",
+    "COTOVELO": "ELBOW",
+    "UNTERARM": "FOREARM",
+    "ANTEBRAZO": "FOREARM",
+    "AVANTBRAS": "FOREARM",
+    "AVAMBRACCIO": "FOREARM",
+    "ANTEBRACO": "FOREARM",
+    "HANDGELENK": "WRIST",
+    "MUNECA": "WRIST",
+    "POIGNET": "WRIST",
+    "POLSO": "WRIST",
+    "PUNHO": "WRIST",
+    "MANO": "HAND",
+    "MAIN": "HAND",
+    "MAO": "HAND",
+    "BONEAGE": "HAND",
+    "FINGERS": "FINGER",
+    "DEDO": "FINGER",
+    "DOIGT": "FINGER",
+    "DITO": "FINGER",
+    "DAUMEN": "THUMB",
+    "POUCE": "THUMB",
+    "PULGAR": "THUMB",
+    "SCHLUESSELBEIN": "CLAVICLE",
+    "CLAVICULA": "CLAVICLE",
+    "SCHULTERBLATT": "SCAPULA",
     # trunk
-    "BECKEN": "PELVIS", "BASSIN": "PELVIS", "PELVIC": "PELVIS", "BACINO": "PELVIS", "BACIA": "PELVIS",
-    "BAUCH": "ABDOMEN", "ABDOME": "ABDOMEN", "ADDOME": "ABDOMEN", "KUB": "ABDOMEN", "ABD": "ABDOMEN",
-    "RIPPEN": "RIB", "COTES": "RIB", "COSTILLAS": "RIB", "COSTOLE": "RIB", "COSTELAS": "RIB",
-    "BRUSTBEIN": "STERNUM", "STERNON": "STERNUM", "ESTERNON": "STERNUM", "KREUZBEIN": "SACRUM",
-    "STEISSBEIN": "COCCYX", "MAMMA": "BREAST", "MAMMO": "BREAST", "MAMMOGRAPHY": "BREAST", "SEIN": "BREAST",
+    "BECKEN": "PELVIS",
+    "BASSIN": "PELVIS",
+    "PELVIC": "PELVIS",
+    "BACINO": "PELVIS",
+    "BACIA": "PELVIS",
+    "BAUCH": "ABDOMEN",
+    "ABDOME": "ABDOMEN",
+    "ADDOME": "ABDOMEN",
+    "KUB": "ABDOMEN",
+    "ABD": "ABDOMEN",
+    "RIPPEN": "RIB",
+    "COTES": "RIB",
+    "COSTILLAS": "RIB",
+    "COSTOLE": "RIB",
+    "COSTELAS": "RIB",
+    "BRUSTBEIN": "STERNUM",
+    "STERNON": "STERNUM",
+    "ESTERNON": "STERNUM",
+    "KREUZBEIN": "SACRUM",
+    "STEISSBEIN": "COCCYX",
+    "MAMMA": "BREAST",
+    "MAMMO": "BREAST",
+    "MAMMOGRAPHY": "BREAST",
+    "SEIN": "BREAST",
     "MAMA": "BREAST",
     # lower limb
-    "HUEFTE": "HIP", "HUFTE": "HIP", "HANCHE": "HIP", "CADERA": "HIP", "ANCA": "HIP", "QUADRIL": "HIP",
-    "OBERSCHENKEL": "FEMUR", "FEMORE": "FEMUR", "FEMORAL": "FEMUR", "KNIE": "KNEE", "GENOU": "KNEE",
-    "RODILLA": "KNEE", "GINOCCHIO": "KNEE", "JOELHO": "KNEE", "KNIESCHEIBE": "PATELLA", "ROTULA": "PATELLA",
-    "UNTERSCHENKEL": "LEG", "LOWERLEG": "LEG", "PIERNA": "LEG", "JAMBE": "LEG", "GAMBA": "LEG",
-    "PERNA": "LEG", "TIBIAFIBULA": "TIBIA", "TIBFIB": "TIBIA", "SPRUNGGELENK": "ANKLE", "OSG": "ANKLE",
-    "TOBILLO": "ANKLE", "CHEVILLE": "ANKLE", "CAVIGLIA": "ANKLE", "TORNOZELO": "ANKLE", "FUSS": "FOOT",
-    "FEET": "FOOT", "PIE": "FOOT", "PIED": "FOOT", "PIEDE": "FOOT", "ZEHE": "TOE", "ZEHEN": "TOE",
-    "ORTEIL": "TOE", "HEEL": "CALCANEUS", "FERSE": "CALCANEUS", "CALCANEO": "CALCANEUS",
-    "LOWEREXTREMITY": "EXTREMITY", "UPPEREXTREMITY": "EXTREMITY", "EXTREMITIES": "EXTREMITY",
-    "EXTREMITAET": "EXTREMITY", "EXTREMIDAD": "EXTREMITY", "LIMB": "EXTREMITY",
-    "ACJ": "ACJOINT", "ACROMIOCLAVICULAR": "ACJOINT", "ACROMIOCLAVICULARJOINT": "ACJOINT",
-    "WHOLE": "WHOLEBODY", "BODY": "WHOLEBODY", "BABYGRAM": "WHOLEBODY",
+    "HUEFTE": "HIP",
+    "HUFTE": "HIP",
+    "HANCHE": "HIP",
+    "CADERA": "HIP",
+    "ANCA": "HIP",
+    "QUADRIL": "HIP",
+    "OBERSCHENKEL": "FEMUR",
+    "FEMORE": "FEMUR",
+    "FEMORAL": "FEMUR",
+    "KNIE": "KNEE",
+    "GENOU": "KNEE",
+    "RODILLA": "KNEE",
+    "GINOCCHIO": "KNEE",
+    "JOELHO": "KNEE",
+    "KNIESCHEIBE": "PATELLA",
+    "ROTULA": "PATELLA",
+    "UNTERSCHENKEL": "LEG",
+    "LOWERLEG": "LEG",
+    "PIERNA": "LEG",
+    "JAMBE": "LEG",
+    "GAMBA": "LEG",
+    "PERNA": "LEG",
+    "TIBIAFIBULA": "TIBIA",
+    "TIBFIB": "TIBIA",
+    "SPRUNGGELENK": "ANKLE",
+    "OSG": "ANKLE",
+    "TOBILLO": "ANKLE",
+    "CHEVILLE": "ANKLE",
+    "CAVIGLIA": "ANKLE",
+    "TORNOZELO": "ANKLE",
+    "FUSS": "FOOT",
+    "FEET": "FOOT",
+    "PIE": "FOOT",
+    "PIED": "FOOT",
+    "PIEDE": "FOOT",
+    "ZEHE": "TOE",
+    "ZEHEN": "TOE",
+    "ORTEIL": "TOE",
+    "HEEL": "CALCANEUS",
+    "FERSE": "CALCANEUS",
+    "CALCANEO": "CALCANEUS",
+    "LOWEREXTREMITY": "EXTREMITY",
+    "UPPEREXTREMITY": "EXTREMITY",
+    "EXTREMITIES": "EXTREMITY",
+    "EXTREMITAET": "EXTREMITY",
+    "EXTREMIDAD": "EXTREMITY",
+    "LIMB": "EXTREMITY",
+    "ACJ": "ACJOINT",
+    "ACROMIOCLAVICULAR": "ACJOINT",
+    "ACROMIOCLAVICULARJOINT": "ACJOINT",
+    "WHOLE": "WHOLEBODY",
+    "BODY": "WHOLEBODY",
+    "BABYGRAM": "WHOLEBODY",
 }
 
 #: Words that name a side, a view, an acquisition or a modality, not a body part.
-NOISE_WORDS = frozenset("""
+NOISE_WORDS = frozenset(
+    """
 LT RT LEFT RIGHT BILAT BILATERAL BOTH BIL LINKS RECHTS BDS BEIDSEITS GAUCHE DROIT DROITE
 IZQ IZQUIERDO IZQUIERDA DER DERECHO DERECHA SIN SINISTRO SINISTRA DX DESTRO DESTRA ESQ
 ESQUERDO ESQUERDA DIREITO DIREITA
@@ -127,7 +277,8 @@ PA AP LAT LATERAL LATERALE OBL OBLIQUE FRONTAL VIEW VIEWS PORT PORTABLE ERECT SU
 STANDING WB DECUB DECUBITUS INSP EXP AXIAL SUNRISE SKYLINE MORTISE SERIES ROUTINE STD
 XR CR DR DX RX XRAY RAY RAYS RADIOGRAPH RADIOGRAPHY PLAIN FILM ROENTGEN RONTGEN RO SCREENING
 OF AND WITH W WO THE DE DU DES LA LE DEL DI DA DO ET Y E UND
-""".split())
+""".split()
+)
 
 _SIDES = frozenset({"L", "R", "B"})
 _MAX_RUN = 4  # at most this many adjacent words form one term (e.g. LUMBO SACRAL SPINE)
@@ -176,7 +327,7 @@ def parse_body_part(text: Any) -> set[str]:
     i = 0
     while i < len(words):
         for n in range(min(_MAX_RUN, len(words) - i), 0, -1):
-            term = _term("".join(words[i:i + n]))
+            term = _term("".join(words[i : i + n]))
             if term is not None:
                 found.add(term.lower())
                 i += n
@@ -213,8 +364,10 @@ class OrganMapping:
     Examples
     --------
     >>> m = OrganMapping({"lspine": "spine", "Mystery Part": "chest"})
-    >>> m.resolve("LUMBAR SPINE"), m.resolve("mystery-part")
-    (Resolution(organ='spine', source='user mapping', raw='LUMBAR SPINE'), Resolution(organ='chest', source='user mapping', raw='mystery-part'))
+    >>> m.resolve("LUMBAR SPINE")
+    Resolution(organ='spine', source='user mapping', raw='LUMBAR SPINE')
+    >>> m.resolve("mystery-part")
+    Resolution(organ='chest', source='user mapping', raw='mystery-part')
     >>> m.resolve("", {"SeriesDescription": "XR KNEE 2V"})
     Resolution(organ='knee', source='description', raw='')
     >>> m.resolve("FOO").organ is None

@@ -26,23 +26,21 @@ below the views' intensity jitter, at half the size of ``uint16``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import multiprocessing
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import background_fill as _fill
+from . import decode_pool as _pool
 from . import io as _io
-from . import leases as _leases
-from . import loader as _loader
+from . import shard_build as _build
 from . import shards as _shards
 
 logger = logging.getLogger(__name__)
@@ -59,19 +57,6 @@ def cache_size_for(image_size: int) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     return max(1, round(int(image_size) * 8 / 7))
-
-
-def _decode_one(job: tuple[int, Any, int, int | None]) -> tuple[int, np.ndarray | None, Any]:
-    """Decode one input to ``(i, uint8 image, kind)``; an unreadable one gives ``(i, None, (name, reason))``.
-
-    Runs in workers too.
-    """
-    i, item, size, bit_depth = job
-    try:
-        img, kind = _io.decode_image(item, size=size, index=i, bit_depth=bit_depth, with_kind=True)
-    except _io.ImageReadError as exc:
-        return i, None, (exc.path, exc.reason)
-    return i, _shards.to_u8(img), kind
 
 
 class DecodedCache:
@@ -138,7 +123,8 @@ class DecodedCache:
         pending = getattr(self, "_pending", {})
         self._maps = [
             None if s in pending else np.memmap(p, dtype=np.uint8, mode="r", shape=(n, size, size))
-            for s, (p, n) in enumerate(self._shard_files) if n
+            for s, (p, n) in enumerate(self._shard_files)
+            if n
         ]
         counts = [n for _, n in self._shard_files if n]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -183,7 +169,9 @@ class DecodedCache:
 
     def __repr__(self) -> str:
         where = f"path={str(self.path)!r}" if self.path else "in memory"
-        return f"{type(self).__name__}(n={len(self)}, cache_size={self.cache_size}, skipped={len(self.skipped)}, {where})"
+        return (
+            f"{type(self).__name__}(n={len(self)}, cache_size={self.cache_size}, skipped={len(self.skipped)}, {where})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # A file-backed cache travels (to DataLoader workers, spawned ranks) as its path,
@@ -216,7 +204,9 @@ class DecodedCache:
         return h.hexdigest()
 
     @classmethod
-    def open(cls, cache_dir: str | os.PathLike, key: str, *, layout: Sequence[Sequence[Any]] | None = None) -> DecodedCache:
+    def open(
+        cls, cache_dir: str | os.PathLike, key: str, *, layout: Sequence[Sequence[Any]] | None = None
+    ) -> DecodedCache:
         """Open the cache with ``key`` in ``cache_dir`` (read-only memmaps of its shards).
 
         ``layout`` (the shards the images map to, when the caller knows the images) is
@@ -237,8 +227,9 @@ class DecodedCache:
             raise ValueError(f"{str(index_path)!r}: unsupported version {index.get('version')!r}")
         size = int(index["cache_size"])
         if layout is not None and [list(x) for x in index["shards"]] != [list(x) for x in layout]:
-            raise ValueError(f"decoded cache {str(index_path)!r}: its shards disagree with the images' layout "
-                             "(an edited index)")
+            raise ValueError(
+                f"decoded cache {str(index_path)!r}: its shards disagree with the images' layout (an edited index)"
+            )
         files, kept, skipped, reasons, kinds = [], [], [], [], Counter()
         for lo, hi, skey in index["shards"]:
             try:
@@ -246,15 +237,25 @@ class DecodedCache:
             except FileNotFoundError as exc:
                 raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} is missing") from exc
             if meta.get("n_items") != hi - lo:
-                raise ValueError(f"decoded cache {str(index_path)!r}: shard {skey[:12]} holds {meta.get('n_items')} "
-                                 f"images but the index places it at {lo}..{hi} (an edited index)")
+                raise ValueError(
+                    f"decoded cache {str(index_path)!r}: shard {skey[:12]} holds {meta.get('n_items')} "
+                    f"images but the index places it at {lo}..{hi} (an edited index)"
+                )
             files.append((_shards.paths(root, skey)[0], len(array)))
             kept.extend(meta["kept"])
             skipped.extend(name for _, name, _ in meta["skipped"])
             reasons.extend(reason for _, _, reason in meta["skipped"])
             kinds.update(meta["kinds"])
-        return cls(np.empty((0, size, size), np.uint8), kept=np.asarray(kept, dtype=np.int64), skipped=skipped,
-                   reasons=reasons, key=key, path=index_path, kinds=dict(kinds), shards=files)
+        return cls(
+            np.empty((0, size, size), np.uint8),
+            kept=np.asarray(kept, dtype=np.int64),
+            skipped=skipped,
+            reasons=reasons,
+            key=key,
+            path=index_path,
+            kinds=dict(kinds),
+            shards=files,
+        )
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -332,61 +333,33 @@ class DecodedCache:
             except FileNotFoundError:
                 lazy = not wait and on_error == "raise" and all(isinstance(i, (str, os.PathLike)) for i in items)
                 build = cls._decode_in_background if lazy else cls._decode_to_shards
-                cache = build(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose, bit_depth)
+                cache = build(
+                    items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose, bit_depth
+                )
             except ValueError as exc:
                 logger.warning("rebuilding decoded cache: %s", exc)
-                cache = cls._decode_to_shards(items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers),
-                                              verbose, bit_depth)
+                cache = cls._decode_to_shards(
+                    items, ids, cache_size, Path(cache_dir), key, on_error, int(num_workers), verbose, bit_depth
+                )
         if cache.skipped and on_error == "raise":
             raise _io.ImageReadError(cache.skipped[0], cache.reasons[0])
         _io.report_skipped(cache.skipped, context="decoded cache")
         return cache
 
-    @staticmethod
-    def _decoded(
-        items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int, bit_depth: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray | None, Any]]:
-        """``(i, image, kind)`` (or ``(i, None, (name, reason))``) in input order; with
-        ``on_error="raise"`` the first failure raises."""
-        from tqdm.auto import tqdm
-
-        jobs = ((i, items[i], size, bit_depth) for i in range(len(items)))
-        with contextlib.ExitStack() as stack:
-            if num_workers > 0 and len(items) > 1:
-                pool = stack.enter_context((_loader.worker_context() or multiprocessing.get_context()).Pool(min(num_workers, len(items))))
-                chunk = max(1, min(64, len(items) // (4 * num_workers)))
-                results: Iterator = pool.imap(_decode_one, jobs, chunksize=chunk)
-            else:
-                results = map(_decode_one, jobs)
-            bar = stack.enter_context(tqdm(total=len(items), desc="decoding images", unit="img", disable=verbose < 1))
-            for res in results:
-                bar.update(1)
-                if res[1] is None and on_error == "raise":
-                    raise _io.ImageReadError(*res[2])
-                yield res
-
     @classmethod
     def _decode_to_memory(
-        cls, items: Sequence[Any], size: int, on_error: str, num_workers: int, verbose: int, bit_depth: int | None = None
+        cls,
+        items: Sequence[Any],
+        size: int,
+        on_error: str,
+        num_workers: int,
+        verbose: int,
+        bit_depth: int | None = None,
     ) -> DecodedCache:
-        array = np.empty((len(items), size, size), dtype=np.uint8)
-        kept: list[int] = []
-        skipped: list[str] = []
-        reasons: list[str] = []
-        kinds: Counter = Counter()
-        for i, img, note in cls._decoded(items, size, on_error, num_workers, verbose, bit_depth):
-            if img is None:
-                skipped.append(note[0])
-                reasons.append(note[1])
-                continue
-            array[len(kept)] = img
-            kept.append(i)
-            kinds[note] += 1
-        if not kept:
-            raise ValueError(f"none of the {len(items)} images could be read")
-        if len(kept) < len(items):
-            array = array[: len(kept)].copy()
-        return cls(array, kept=np.asarray(kept, dtype=np.int64), skipped=skipped, reasons=reasons, kinds=dict(kinds))
+        array, kept, skipped, reasons, kinds = _pool.decode_to_array(
+            items, size, on_error, num_workers, verbose, bit_depth
+        )
+        return cls(array, kept=kept, skipped=skipped, reasons=reasons, kinds=kinds)
 
     @classmethod
     def _decode_in_background(
@@ -403,15 +376,26 @@ class DecodedCache:
     ) -> DecodedCache:
         """A cache that decodes on access until a background process has written each missing shard."""
         layout, files, pending, kinds, proc = _fill.start(items, ids, size, cache_dir, key, bit_depth, num_workers)
-        logger.info("decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
-                    cache_dir, len(pending), len(layout))
-        cache = cls(np.empty((0, size, size), np.uint8), kept=np.arange(len(items), dtype=np.int64), key=key,
-                    path=_shards.set_index_path(cache_dir, key), kinds=dict(kinds), shards=files, pending=pending,
-                    bit_depth=bit_depth)
+        logger.info(
+            "decoded cache %s: %d of %d shard(s) are decoded in the background; training need not wait",
+            cache_dir,
+            len(pending),
+            len(layout),
+        )
+        cache = cls(
+            np.empty((0, size, size), np.uint8),
+            kept=np.arange(len(items), dtype=np.int64),
+            key=key,
+            path=_shards.set_index_path(cache_dir, key),
+            kinds=dict(kinds),
+            shards=files,
+            pending=pending,
+            bit_depth=bit_depth,
+        )
         cache._proc = proc
         return cache
 
-    def finish(self, *, on_failure: str = "raise") -> "DecodedCache":
+    def finish(self, *, on_failure: str = "raise") -> DecodedCache:
         """Wait for a background fill (see ``wait`` in :meth:`build`); afterwards every shard is on disk.
 
         Parameters
@@ -439,7 +423,9 @@ class DecodedCache:
             if on_failure == "raise":
                 raise RuntimeError(message)
             logger.warning("%s; the images it did not write were decoded on access, nothing is lost", message)
-            warnings.warn(message + "; the images it did not write were decoded on access", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                message + "; the images it did not write were decoded on access", RuntimeWarning, stacklevel=2
+            )
             self._count_pending_kinds()
             return self
         done = type(self).open(self.path.parent, self.key)
@@ -468,32 +454,5 @@ class DecodedCache:
         bit_depth: int | None = None,
     ) -> DecodedCache:
         """Decode the shards that are not on disk yet (in parallel), then write the set index."""
-
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        layout = _shards.layout(ids, size, bit_depth)
-        present = _shards.complete_shards(cache_dir, layout)
-        missing = [s for s in range(len(layout)) if s not in present]
-        todo = _shards.jobs_for(
-            cache_dir, layout,
-            {s: ([items[i] for i in range(*layout[s][:2])], [_shards.item_digest(ids[i]) for i in range(*layout[s][:2])])
-             for s in missing},
-            size, bit_depth, on_error,
-        )
-        logger.info("decoded cache %s: %d of %d shard(s) to write (%d of %d images, %d of them copied from replaced "
-                    "shards)", cache_dir, len(todo), len(layout), sum(len(j.items) for j in todo), len(items),
-                    sum(len(j.donors) for j in todo))
-        # the lease keeps another run's cleanup off these shards until the set index names them
-        with _leases.lease(cache_dir, [skey for _, _, skey in layout]):
-            for meta in _shards.fill(todo, num_workers, verbose):
-                if "error" in meta:
-                    raise _io.ImageReadError(*meta["error"])
-            if all(not _shards.open_shard(cache_dir, skey, verify=False)[1]["kept"] for _, _, skey in layout):
-                for _, _, skey in layout:  # nothing readable: leave no cache behind
-                    for p in _shards.paths(cache_dir, skey):
-                        p.unlink(missing_ok=True)
-                raise ValueError(f"none of the {len(items)} images could be read")
-            _shards.write_set_index(cache_dir, key, size, len(items), layout)
-        removed = _shards.remove_unreferenced(cache_dir)
-        if removed:
-            logger.info("decoded cache %s: removed %d file(s) of shards no index or live run uses", cache_dir, len(removed))
+        _build.write_missing_shards(items, ids, size, cache_dir, key, on_error, num_workers, verbose, bit_depth)
         return cls.open(cache_dir, key)

@@ -73,9 +73,7 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 #: File suffixes recognised as images when a folder is scanned (case-insensitive).
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".pgm", ".webp"}
-)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".pgm", ".webp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _SUFFIX_TUPLE = tuple(sorted(IMAGE_SUFFIXES))
 
@@ -334,9 +332,7 @@ def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
         if rgb.dtype == np.uint8:
             return (rgb.astype(np.float32) @ _LUMA).round().clip(0, 255).astype(np.uint8)
         return rgb.astype(np.float32) @ _LUMA
-    raise ImageReadError(
-        name, f"an image array must be (h, w) or (h, w, c) with c in (1, 3, 4); got shape {arr.shape}"
-    )
+    raise ImageReadError(name, f"an image array must be (h, w) or (h, w, c) with c in (1, 3, 4); got shape {arr.shape}")
 
 
 def _check_size(size: Any) -> int | None:
@@ -483,9 +479,7 @@ def _first_value(value: Any) -> float:
 
 
 def _dicom_to_unit(ds: Any, name: str, bit_depth: int | None = None) -> tuple[np.ndarray, str]:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    from pydicom.pixels import pixel_array
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     check_pixels(name, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -683,9 +677,7 @@ def load_image(
     return as_unit_float(decode_image(item, size=size, index=index, bit_depth=bit_depth))
 
 
-def load_images(
-    X: Any, *, size: int | None = None, on_error: str = "raise"
-) -> tuple[list[np.ndarray], list[str]]:
+def load_images(X: Any, *, size: int | None = None, on_error: str = "raise") -> tuple[list[np.ndarray], list[str]]:
     """Load every image of ``X`` (see :func:`as_image_list`).
 
     Parameters

@@ -57,7 +57,9 @@ class ImageDataset(Dataset):
     worker processes.
     """
 
-    def __init__(self, items: Sequence[Any], size: int, *, with_shapes: bool = False, bit_depth: int | None = None) -> None:
+    def __init__(
+        self, items: Sequence[Any], size: int, *, with_shapes: bool = False, bit_depth: int | None = None
+    ) -> None:
         self.items = items
         self.size = int(size)
         self.with_shapes = bool(with_shapes)
@@ -69,7 +71,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple:
         try:
             if not self.with_shapes:
-                img, kind = decode_image(self.items[i], size=self.size, index=i, bit_depth=self.bit_depth, with_kind=True)
+                img, kind = decode_image(
+                    self.items[i], size=self.size, index=i, bit_depth=self.bit_depth, with_kind=True
+                )
                 return img, i, None, None, kind
             full, kind = decode_image(self.items[i], index=i, bit_depth=self.bit_depth, with_kind=True)
             return resize_decoded(full, self.size), i, None, full.shape, kind
@@ -84,9 +88,7 @@ def collate_images(batch: Sequence[tuple]) -> Batch:
     if all(a.dtype == np.uint8 for a in arrays):
         images = torch.from_numpy(np.stack(arrays))
     else:
-        images = torch.from_numpy(
-            np.stack([as_unit_float(a) for a in arrays])
-        )
+        images = torch.from_numpy(np.stack([as_unit_float(a) for a in arrays]))
     index = torch.tensor([item[1] for item in batch], dtype=torch.long)
     failures = [item[2] for item in batch if item[2] is not None]
     shapes = torch.tensor([item[3] for item in batch], dtype=torch.long) if batch[0][3] is not None else None

@@ -72,9 +72,7 @@ class FileOrgan:
     raw: str
 
 
-def dicom_organs(
-    paths: Sequence[Any], *, organ_map: Any = None, cache_dir: Any = None
-) -> list[FileOrgan]:
+def dicom_organs(paths: Sequence[Any], *, organ_map: Any = None, cache_dir: Any = None) -> list[FileOrgan]:
     """The organ of every DICOM file from its header (see :mod:`codafeat.data.body_parts`).
 
     With ``cache_dir`` the headers are kept in a :class:`~codafeat.data.tag_index.TagIndex`
@@ -107,9 +105,12 @@ def organ_table(files: Sequence[FileOrgan]) -> list[dict[str, Any]]:
 
     Examples
     --------
-    >>> organ_table([FileOrgan("a", "chest", "tag", "CHEST"), FileOrgan("b", "chest", "tag", "CHEST"),
-    ...              FileOrgan("c", None, "unknown", "FOO")])
-    [{'raw': 'CHEST', 'organ': 'chest', 'source': 'tag', 'count': 2}, {'raw': 'FOO', 'organ': None, 'source': 'unknown', 'count': 1}]
+    >>> rows = organ_table([FileOrgan("a", "chest", "tag", "CHEST"), FileOrgan("b", "chest", "tag", "CHEST"),
+    ...                     FileOrgan("c", None, "unknown", "FOO")])
+    >>> for row in rows:
+    ...     print(row)
+    {'raw': 'CHEST', 'organ': 'chest', 'source': 'tag', 'count': 2}
+    {'raw': 'FOO', 'organ': None, 'source': 'unknown', 'count': 1}
     """
     counts = Counter((f.raw, f.organ, f.source) for f in files if f.source != "unreadable")
     rows = [{"raw": r, "organ": o, "source": s, "count": n} for (r, o, s), n in counts.items()]
@@ -162,8 +163,10 @@ def describe_organs(
         source = "folder"
     else:
         items, labels = collect_organ_images(X, y)[:2]
-        return [FileOrgan(f"[{i}]" if not isinstance(p, (str, os.PathLike)) else os.fspath(p), str(o), "labels", str(o))
-                for i, (p, o) in enumerate(zip(items, labels))]
+        return [
+            FileOrgan(f"[{i}]" if not isinstance(p, (str, os.PathLike)) else os.fspath(p), str(o), "labels", str(o))
+            for i, (p, o) in enumerate(zip(items, labels))
+        ]
     return [FileOrgan(p, str(o), source, str(o)) for p, o in zip(paths, labels)]
 
 
@@ -177,8 +180,40 @@ class OrganImages(NamedTuple):
     mapping: list[dict[str, Any]]
 
 
+def _dicom_organ_images(X: Any, *, organ_map: Any, on_error: str, cache_dir: Any) -> OrganImages:
+    """:func:`collect_organ_images` for ``organ_from="dicom"``."""
+    files = dicom_organs(_dicom_items(X), organ_map=organ_map, cache_dir=cache_dir)
+    unreadable = [f for f in files if f.source == "unreadable"]
+    unknown = [f for f in files if f.source == "unknown"]
+    if on_error == "raise" and unreadable:
+        raise ImageReadError(unreadable[0].path, unreadable[0].raw)
+    if on_error == "raise" and unknown:
+        raise ValueError(_unknown_message(unknown, X))
+    if unknown:
+        counts = Counter(f.raw for f in unknown)
+        logger.warning(
+            "%d DICOM file(s) skipped: no organ for their BodyPartExamined value(s) %s",
+            len(unknown),
+            ", ".join(f"{raw!r} ({n})" for raw, n in counts.most_common(20)),
+        )
+    kept = [f for f in files if f.organ is not None]
+    if not kept:
+        raise ValueError(f"none of the {len(files)} DICOM file(s) in {X!r} has a readable header with a known organ")
+    return OrganImages(
+        [f.path for f in kept],
+        np.asarray([f.organ for f in kept]),
+        [f.path for f in unreadable + unknown],
+        organ_table(files),
+    )
+
+
 def collect_organ_images(
-    X: Any, y: Any = None, *, organ_from: str = "folder", organ_map: Any = None, on_error: str = "raise",
+    X: Any,
+    y: Any = None,
+    *,
+    organ_from: str = "folder",
+    organ_map: Any = None,
+    on_error: str = "raise",
     cache_dir: Any = None,
 ) -> OrganImages:
     """``(items, organ_names, skipped, mapping)`` for pretraining.
@@ -197,26 +232,11 @@ def collect_organ_images(
     from .manifest import is_manifest, read_manifest, scan_organ_folder
 
     if organ_map is not None and organ_from != "dicom":
-        raise ValueError(f"organ_map applies to organ_from='dicom' (DICOM header values), not organ_from={organ_from!r}")
+        raise ValueError(
+            f"organ_map applies to organ_from='dicom' (DICOM header values), not organ_from={organ_from!r}"
+        )
     if organ_from == "dicom":
-        files = dicom_organs(_dicom_items(X), organ_map=organ_map, cache_dir=cache_dir)
-        unreadable = [f for f in files if f.source == "unreadable"]
-        unknown = [f for f in files if f.source == "unknown"]
-        if on_error == "raise" and unreadable:
-            raise ImageReadError(unreadable[0].path, unreadable[0].raw)
-        if on_error == "raise" and unknown:
-            raise ValueError(_unknown_message(unknown, X))
-        if unknown:
-            counts = Counter(f.raw for f in unknown)
-            logger.warning(
-                "%d DICOM file(s) skipped: no organ for their BodyPartExamined value(s) %s",
-                len(unknown), ", ".join(f"{raw!r} ({n})" for raw, n in counts.most_common(20)),
-            )
-        kept = [f for f in files if f.organ is not None]
-        if not kept:
-            raise ValueError(f"none of the {len(files)} DICOM file(s) in {X!r} has a readable header with a known organ")
-        return OrganImages([f.path for f in kept], np.asarray([f.organ for f in kept]),
-                           [f.path for f in unreadable + unknown], organ_table(files))
+        return _dicom_organ_images(X, organ_map=organ_map, on_error=on_error, cache_dir=cache_dir)
     if isinstance(X, (str, os.PathLike)):
         if is_manifest(X):
             if y is not None:
@@ -235,5 +255,7 @@ def collect_organ_images(
         )
     labels = np.asarray(y)
     if labels.ndim != 1 or len(labels) != len(items):
-        raise ValueError(f"y must be 1-d with one organ label per image: {len(items)} images, y of shape {labels.shape}")
+        raise ValueError(
+            f"y must be 1-d with one organ label per image: {len(items)} images, y of shape {labels.shape}"
+        )
     return OrganImages(items, labels.astype(str), [], [])

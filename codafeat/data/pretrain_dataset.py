@@ -70,7 +70,9 @@ class MultiCropDataset(Dataset):
         self.epoch = 0
         every = np.arange(len(cache), dtype=np.int64)
         self.indices = every if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices.ndim != 1 or (self.indices.size and not (0 <= self.indices.min() and self.indices.max() < len(cache))):
+        if self.indices.ndim != 1 or (
+            self.indices.size and not (0 <= self.indices.min() and self.indices.max() < len(cache))
+        ):
             raise ValueError(f"indices must be a 1-d array of cache positions in [0, {len(cache)})")
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,7 +96,9 @@ class MultiCropDataset(Dataset):
         return g1, g2, local, int(self.labels[index]), index
 
 
-def collate_views(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]]) -> dict[str, torch.Tensor]:
+def collate_views(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]],
+) -> dict[str, torch.Tensor]:
     """Stack :class:`MultiCropDataset` items into a batch.
 
     Returns

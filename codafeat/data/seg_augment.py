@@ -213,7 +213,7 @@ class SegAugment:
             raise ValueError(f"contrast must be < 1, got {self.contrast}")
 
     @classmethod
-    def from_param(cls, value: Any) -> "SegAugment | None":
+    def from_param(cls, value: Any) -> SegAugment | None:
         """``True`` -> defaults, ``False``/``None`` -> no augmentation, a dict -> fields."""
         if value is None or value is False:
             return None
@@ -229,7 +229,9 @@ class SegAugment:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
         raise TypeError(f"augment must be a bool, None, a dict or a SegAugment, got {type(value).__name__}")
 
-    def affine(self, n: int, height: int, width: int, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    def affine(
+        self, n: int, height: int, width: int, *, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
         """``(n, 2, 3)`` sampling matrices for :func:`torch.nn.functional.affine_grid`.
 
         The transform is a rotation/zoom about the centre plus a shift, defined in pixel
@@ -263,7 +265,9 @@ class SegAugment:
         """
         grid = self._grid(images, generator)
         img = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        m = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        m = F.grid_sample(
+            masks.unsqueeze(1).to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )
         return self._intensity(img, generator), m.squeeze(1).round().to(masks.dtype)
 
     def images(self, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:

@@ -29,7 +29,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -63,8 +62,14 @@ def set_index_path(cache_dir: str | os.PathLike, key: str) -> Path:
 
 def write_set_index(cache_dir: Path, key: str, size: int, n_items: int, layout: Sequence[Sequence[Any]]) -> Path:
     """Write ``decoded-<key>.json``, the shards of one input list in order (atomically, after the shards)."""
-    index = {"format": SET_FORMAT, "version": SET_VERSION, "key": key, "cache_size": int(size), "n_items": int(n_items),
-             "shards": [list(x) for x in layout]}
+    index = {
+        "format": SET_FORMAT,
+        "version": SET_VERSION,
+        "key": key,
+        "cache_size": int(size),
+        "n_items": int(n_items),
+        "shards": [list(x) for x in layout],
+    }
     path = set_index_path(cache_dir, key)
     atomic_write_bytes(path, json.dumps(index).encode("utf-8"))
     return path
@@ -195,12 +200,15 @@ def open_shard(cache_dir: Path, key: str, *, verify: bool = True) -> tuple[np.nd
         raise ValueError(f"decoded-cache shard data {str(data)!r} has {actual} bytes, expected {n * size * size}")
     if verify and "crc32" in meta and _crc32(data) != meta["crc32"]:  # shards written before checksums have none
         raise ValueError(f"decoded-cache shard data {str(data)!r} does not match its checksum (damaged bytes)")
-    array = np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
+    array = (
+        np.memmap(data, dtype=np.uint8, mode="r", shape=(n, size, size)) if n else np.empty((0, size, size), np.uint8)
+    )
     return array, meta
 
 
 def _check_shard_meta(meta: dict[str, Any], path: Path) -> None:
     """The fields a reader unpacks, checked: a damaged shard is rebuilt, not used (and not kept forever)."""
+
     def ints(v: Any) -> bool:
         return isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
 
@@ -252,7 +260,9 @@ class ShardJob(NamedTuple):
     donors: dict[int, Donor]  # position in the shard -> the same image, decoded in another shard
 
 
-def find_donors(cache_dir: Path, keep: set[str], wanted: set[str], size: int, bit_depth: int | None) -> dict[str, Donor]:
+def find_donors(
+    cache_dir: Path, keep: set[str], wanted: set[str], size: int, bit_depth: int | None
+) -> dict[str, Donor]:
     """``digest -> donor`` for the ``wanted`` item digests, from shards on disk whose key is not in ``keep``.
 
     A shard that a new layout no longer uses (``keep``: the new layout's keys) may hold
@@ -265,7 +275,7 @@ def find_donors(cache_dir: Path, keep: set[str], wanted: set[str], size: int, bi
     if not wanted:
         return found
     for meta_path in cache_dir.glob("shard-*.json"):
-        skey = meta_path.stem[len("shard-"):]
+        skey = meta_path.stem[len("shard-") :]
         if skey in keep:
             continue
         try:
@@ -281,8 +291,14 @@ def find_donors(cache_dir: Path, keep: set[str], wanted: set[str], size: int, bi
     return found
 
 
-def jobs_for(cache_dir: Path, layout: Sequence[Sequence[Any]], todo: dict[int, tuple[Sequence[Any], Sequence[str]]],
-             size: int, bit_depth: int | None, on_error: str) -> list[ShardJob]:
+def jobs_for(
+    cache_dir: Path,
+    layout: Sequence[Sequence[Any]],
+    todo: dict[int, tuple[Sequence[Any], Sequence[str]]],
+    size: int,
+    bit_depth: int | None,
+    on_error: str,
+) -> list[ShardJob]:
     """One :class:`ShardJob` per shard of ``layout`` in ``todo``, with the donors of its images.
 
     ``todo`` maps a shard's index to its inputs and their :func:`item_digest` values.
@@ -292,7 +308,9 @@ def jobs_for(cache_dir: Path, layout: Sequence[Sequence[Any]], todo: dict[int, t
     jobs = []
     for s, (items, digests) in sorted(todo.items()):
         mine = {j: donors[d] for j, d in enumerate(digests) if d in donors}
-        jobs.append(ShardJob(cache_dir, layout[s][2], layout[s][0], items, size, bit_depth, on_error, list(digests), mine))
+        jobs.append(
+            ShardJob(cache_dir, layout[s][2], layout[s][0], items, size, bit_depth, on_error, list(digests), mine)
+        )
     return jobs
 
 
@@ -344,8 +362,9 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
                     copied += 1
                 else:
                     try:
-                        img, kind = _io.decode_image(item, size=job.size, index=job.start + j, bit_depth=job.bit_depth,
-                                                     with_kind=True)
+                        img, kind = _io.decode_image(
+                            item, size=job.size, index=job.start + j, bit_depth=job.bit_depth, with_kind=True
+                        )
                     except _io.ImageReadError as exc:
                         if job.on_error == "raise":
                             raise _Abort(exc.path, exc.reason) from exc  # nothing of this shard is written
@@ -361,10 +380,22 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     finally:
         opened.clear()
     first = job.start
-    meta = {"format": SHARD_FORMAT, "version": SHARD_VERSION, "key": job.key, "cache_size": job.size,
-            "bit_depth": job.bit_depth, "start": first, "n_items": len(job.items), "kept": kept, "skipped": skipped,
-            "kinds": dict(Counter(kinds)), "ids": [job.digests[i - first] for i in kept], "item_kinds": kinds,
-            "copied": copied, "crc32": crc}
+    meta = {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "key": job.key,
+        "cache_size": job.size,
+        "bit_depth": job.bit_depth,
+        "start": first,
+        "n_items": len(job.items),
+        "kept": kept,
+        "skipped": skipped,
+        "kinds": dict(Counter(kinds)),
+        "ids": [job.digests[i - first] for i in kept],
+        "item_kinds": kinds,
+        "copied": copied,
+        "crc32": crc,
+    }
     atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
     return meta
 
@@ -408,14 +439,14 @@ def remove_unreferenced(cache_dir: Path) -> list[Path]:
             return []  # an index we cannot read: remove nothing
     removed = []
     for p in list(cache_dir.glob("shard-*.u8")) + list(cache_dir.glob("shard-*.json")):
-        key = p.stem[len("shard-"):]
+        key = p.stem[len("shard-") :]
         if key not in used:
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)
     for p in cache_dir.glob(".shard-*.tmp"):
         m = TEMP_PATTERN.match(p.name)
-        if m and m.group("target").split(".")[0][len("shard-"):] not in leased:
+        if m and m.group("target").split(".")[0][len("shard-") :] not in leased:
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)

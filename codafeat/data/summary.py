@@ -71,8 +71,10 @@ def dicom_sample(paths: Sequence[str], k: int = MAX_DICOM_HEADERS) -> list[str]:
     if len(paths) <= k:
         return paths
     rel = _relative(paths)
-    order = sorted(range(len(paths)), key=lambda i: hashlib.blake2b(rel[i].encode("utf-8", "surrogateescape"),
-                                                                      digest_size=8).digest())
+    order = sorted(
+        range(len(paths)),
+        key=lambda i: hashlib.blake2b(rel[i].encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+    )
     return [paths[i] for i in sorted(order[:k])]
 
 

@@ -89,7 +89,7 @@ class TagIndex:
         atomic_write_bytes(self.path, data.encode("utf-8"))
         logger.info("DICOM tag index %s: %d header(s) read, %d reused", self.path, self.reads, self.hits)
 
-    def __enter__(self) -> "TagIndex":
+    def __enter__(self) -> TagIndex:
         return self
 
     def __exit__(self, exc_type, *exc: Any) -> None:

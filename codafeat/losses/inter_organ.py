@@ -131,8 +131,6 @@ def _check_inputs(zs: torch.Tensor, zt: torch.Tensor, ys: torch.Tensor, yt: torc
         )
     for name, y, z in (("labels_student", ys, zs), ("labels_teacher", yt, zt)):
         if y.ndim != 1 or y.shape[0] != z.shape[0]:
-            raise ValueError(
-                f"InterOrganLoss: {name} must have shape ({z.shape[0]},), got {tuple(y.shape)}"
-            )
+            raise ValueError(f"InterOrganLoss: {name} must have shape ({z.shape[0]},), got {tuple(y.shape)}")
         if y.is_floating_point() or y.is_complex():
             raise ValueError(f"InterOrganLoss: {name} must hold integer organ labels, got dtype {y.dtype}")

@@ -65,8 +65,16 @@ def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_
     check_model_name(name)
     kwargs = {"drop_path_rate": float(drop_path_rate)} if drop_path_rate else {}
     try:  # vision transformers: any input side (local crops are smaller than global views)
-        return timm.create_model(name, pretrained=False, num_classes=0, global_pool=pooling, in_chans=in_chans,
-                                 dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
+        return timm.create_model(
+            name,
+            pretrained=False,
+            num_classes=0,
+            global_pool=pooling,
+            in_chans=in_chans,
+            dynamic_img_size=True,
+            dynamic_img_pad=True,
+            **kwargs,
+        )
     except TypeError as exc:
         if "dynamic_img" not in str(exc):
             raise
@@ -108,7 +116,7 @@ def create_feature_backbone(name: str, strides: Sequence[int], *, in_chans: int 
 
 def embed_dim(model: nn.Module) -> int:
     """Size of the pooled embedding of a backbone made by :func:`create_backbone`."""
-    return int(getattr(model, "num_features"))
+    return int(model.num_features)
 
 
 def total_stride(model: nn.Module) -> int:
@@ -146,7 +154,9 @@ def check_input_size(model: nn.Module, name: str, **sizes: int) -> None:
             raise ValueError(f"{param}={size} must be at least the total stride ({stride}) of backbone {name!r}")
 
 
-def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, unexpected: bool = True) -> list[str]:
+def state_mismatch(
+    own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, unexpected: bool = True
+) -> list[str]:
     """What keeps ``state`` from loading into a module whose ``state_dict`` is ``own``.
 
     Empty when it fits. Missing keys, unexpected keys (when ``unexpected``) and shape

@@ -54,8 +54,12 @@ class CodaNetwork(nn.Module):
         net = create_backbone(backbone, drop_path_rate=drop_path_rate)
         self.encoder = FeatureExtractor(net, mean, std)
         dim = embed_dim(net)
-        kw = dict(out_dim=head_out_dim, hidden_dim=head_hidden_dim, bottleneck_dim=head_bottleneck_dim,
-                  last_layer_fp32=head_fp32)
+        kw = dict(
+            out_dim=head_out_dim,
+            hidden_dim=head_hidden_dim,
+            bottleneck_dim=head_bottleneck_dim,
+            last_layer_fp32=head_fp32,
+        )
         self.head_org = DINOHead(dim, **kw) if with_org else None
         self.head_ins = DINOHead(dim, **kw) if with_ins else None
 

@@ -57,6 +57,9 @@ class GrayToInput(nn.Module):
             return torch.addcmul(self.shift, x, scale)
         b, _, h, w = x.shape
         out = torch.empty(
-            (b, self.in_chans, h, w), dtype=torch.result_type(x, scale), device=x.device, memory_format=torch.channels_last
+            (b, self.in_chans, h, w),
+            dtype=torch.result_type(x, scale),
+            device=x.device,
+            memory_format=torch.channels_last,
         )
         return torch.addcmul(self.shift, x, scale, out=out)

@@ -100,9 +100,7 @@ def map_encoder_keys(encoder_keys: Sequence[str], backbone_keys: Sequence[str]) 
     return mapping
 
 
-def load_encoder_state(
-    encoder: nn.Module, state: Mapping[str, torch.Tensor], *, source: str
-) -> list[str]:
+def load_encoder_state(encoder: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> list[str]:
     """Copy a classification-backbone ``state`` into a ``features_only`` ``encoder``.
 
     Every encoder tensor must be filled, with the right shape. Backbone tensors under
@@ -130,8 +128,7 @@ def load_encoder_state(
     odd = [k for k in unused if not k.startswith(UNUSED_PREFIXES)]
     if odd:
         logger.warning(
-            "%s: %d backbone tensor(s) after the last feature level are not used by the U-Net encoder "
-            "(e.g. %s)",
+            "%s: %d backbone tensor(s) after the last feature level are not used by the U-Net encoder (e.g. %s)",
             source,
             len(odd),
             odd[:3],

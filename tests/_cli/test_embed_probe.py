@@ -14,11 +14,8 @@ import pytest
 
 from codafeat import CodaEncoder
 from codafeat.cli import main
-from codafeat.datasets import (
-    make_radiograph_phantoms,
-    scan_organ_folder,
-    write_image_folder,
-)
+from codafeat.data.manifest import scan_organ_folder, write_image_folder
+from codafeat.phantoms import make_radiograph_phantoms
 from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
@@ -29,9 +26,12 @@ NAMES = ("pipeline_quickstart.py", "few_shot_probe.py", "zero_shot_plot.py", "se
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    weights = CodaEncoder(backbone="test_convnext", image_size=SIZE, random_state=0).fit().save(root / "tiny.safetensors")
-    X, organ = make_radiograph_phantoms(6, organs=("chest", "hand", "knee"), image_size=SIZE, random_state=0,
-                                        return_variants=False)
+    weights = (
+        CodaEncoder(backbone="test_convnext", image_size=SIZE, random_state=0).fit().save(root / "tiny.safetensors")
+    )
+    X, organ = make_radiograph_phantoms(
+        6, organs=("chest", "hand", "knee"), image_size=SIZE, random_state=0, return_variants=False
+    )
     data = write_image_folder(X, organ, root / "data")
     paths, labels = scan_organ_folder(data)
     ref = CodaEncoder(weights=weights, device="cpu").fit().transform(paths)
@@ -130,7 +130,8 @@ def test_probe_prints_the_few_shot_table(setup, capsys):
     out = capsys.readouterr().out
     emb, y = setup["ref"], setup["labels"]
     ref = knn_probe(emb, y, shots=[1, 3], n_repeats=2, name="tiny kNN (k=5)") + linear_probe(
-        emb, y, shots=[1, 3], n_repeats=2, name="tiny linear")
+        emb, y, shots=[1, 3], n_repeats=2, name="tiny linear"
+    )
     assert out.startswith("18 images, 3 classes\n")
     assert format_table(ref) in out
     assert "| Method (accuracy %) | 1-shot (n=3) | 3-shot (n=9) |" in out
@@ -139,8 +140,22 @@ def test_probe_prints_the_few_shot_table(setup, capsys):
 def test_probe_with_manifest_fractions_and_random_baseline(setup, tmp_path, capsys):
     manifest = setup["data"] + "/labels.csv"
     md = tmp_path / "table.md"
-    args = ["probe", "--labels-csv", manifest, "--fractions", "0.2", "0.5", "--n-repeats", "2", "--probe", "linear",
-            "--compare-random", "--out", str(md), *common(setup)]
+    args = [
+        "probe",
+        "--labels-csv",
+        manifest,
+        "--fractions",
+        "0.2",
+        "0.5",
+        "--n-repeats",
+        "2",
+        "--probe",
+        "linear",
+        "--compare-random",
+        "--out",
+        str(md),
+        *common(setup),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
@@ -148,7 +163,9 @@ def test_probe_with_manifest_fractions_and_random_baseline(setup, tmp_path, caps
     assert [ln.split(" | ")[0] for ln in lines[1:]] == ["| tiny linear", "| random init linear"]
     assert md.read_text().strip() == "\n".join(out.strip().splitlines()[2:])
     # --data also takes a manifest
-    assert main(["probe", "--data", manifest, "--shots", "2", "--n-repeats", "1", "--probe", "knn", *common(setup)]) == 0
+    assert (
+        main(["probe", "--data", manifest, "--shots", "2", "--n-repeats", "1", "--probe", "knn", *common(setup)]) == 0
+    )
 
 
 def test_probe_errors(setup, tmp_path, caplog):
@@ -170,6 +187,7 @@ def test_probe_errors(setup, tmp_path, caplog):
 
 # --------------------------------------------------------------------------- examples/
 
+
 def load(name):
     return runpy.run_path(str(EXAMPLES / name), run_name="example")  # defines main(), runs nothing
 
@@ -189,13 +207,25 @@ def test_pipeline_quickstart(capsys):
 
 def test_few_shot_probe_with_weights_and_a_folder(tmp_path, capsys):
     from codafeat import CodaEncoder
-    from codafeat.datasets import make_radiograph_phantoms, write_image_folder
+    from codafeat.data.manifest import write_image_folder
+    from codafeat.phantoms import make_radiograph_phantoms
 
     w = CodaEncoder(backbone="test_convnext", image_size=32, random_state=1).fit().save(tmp_path / "w.safetensors")
     X, y = make_radiograph_phantoms(4, organs=("hand", "knee"), image_size=32, random_state=0, return_variants=False)
     write_image_folder(X, y, tmp_path / "data")
     report = load("few_shot_probe.py")["main"](
-        ["--weights", str(w), "--data", str(tmp_path / "data"), "--fractions", "0.5", "--n-repeats", "2", "--device", "cpu"]
+        [
+            "--weights",
+            str(w),
+            "--data",
+            str(tmp_path / "data"),
+            "--fractions",
+            "0.5",
+            "--n-repeats",
+            "2",
+            "--device",
+            "cpu",
+        ]
     )
     assert report.methods == ("kNN (k=5)", "linear") and report.scoring == "roc_auc"
     assert "| Method (roc_auc %) | 50% (n=4) |" in capsys.readouterr().out
@@ -204,7 +234,18 @@ def test_few_shot_probe_with_weights_and_a_folder(tmp_path, capsys):
 def test_zero_shot_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     organ, variant, path = load("zero_shot_plot.py")["main"](
-        ["--n-per-organ", "4", "--image-size", "32", "--method", "pca", "--out", str(tmp_path / "z.png"), "--device", "cpu"]
+        [
+            "--n-per-organ",
+            "4",
+            "--image-size",
+            "32",
+            "--method",
+            "pca",
+            "--out",
+            str(tmp_path / "z.png"),
+            "--device",
+            "cpu",
+        ]
     )
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert 0.0 <= organ["knn_accuracy"] <= 1.0 and np.isfinite(variant["mean"]["ari"])
@@ -230,8 +271,22 @@ def test_segmentation_example_on_paired_folders(tmp_path, capsys):
         Image.fromarray((X[i] * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
         Image.fromarray(Y[i] * 255).save(tmp_path / "msk" / f"{i}.png")
     score, d = example["main"](
-        ["--backbone", "test_convnext", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "msk"),
-         "--image-size", "32", "--epochs", "1", "--fraction", "1", "--device", "cpu"]
+        [
+            "--backbone",
+            "test_convnext",
+            "--images",
+            str(tmp_path / "img"),
+            "--masks",
+            str(tmp_path / "msk"),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--fraction",
+            "1",
+            "--device",
+            "cpu",
+        ]
     )
     assert 0.0 <= score <= 1.0 and 0.0 <= d <= 1.0
     (tmp_path / "msk" / "5.png").unlink()

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from codafeat import CodaEncoder
 from codafeat._cli.embed_ranks import shares
 from codafeat.cli import main
-from codafeat.datasets import make_radiograph_phantoms, write_image_folder
+from codafeat.data.manifest import write_image_folder
+from codafeat.phantoms import make_radiograph_phantoms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,8 +42,9 @@ def test_shares_refuse_a_batch_size_below_one():
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ranks")
     weights = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0).fit().save(root / "w.safetensors")
-    X, organ = make_radiograph_phantoms(5, organs=("chest", "hand"), image_size=32, random_state=0,
-                                        return_variants=False)
+    X, organ = make_radiograph_phantoms(
+        5, organs=("chest", "hand"), image_size=32, random_state=0, return_variants=False
+    )
     data = write_image_folder(X, organ, root / "data")  # 10 images: batches of 4 do not split evenly over 2 ranks
     return {"root": root, "weights": str(weights), "data": str(data)}
 
@@ -54,13 +56,35 @@ def _env() -> dict[str, str]:
 
 
 def _args(setup, out, *extra):
-    return ["embed", setup["data"], "--out", str(out), "--weights", setup["weights"], "--device", "cpu",
-            "--batch-size", "4", "--verbose", "0", *extra]
+    return [
+        "embed",
+        setup["data"],
+        "--out",
+        str(out),
+        "--weights",
+        setup["weights"],
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--verbose",
+        "0",
+        *extra,
+    ]
 
 
 def _torchrun(args, nproc=2, timeout=300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "codafeat", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "codafeat",
+        *args,
+    ]
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -128,10 +152,29 @@ def test_two_nodes_write_the_bytes_of_one_process(setup, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     launchers = [
-        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-                          "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
-                          "-m", "codafeat", *_args(setup, two)],
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(node),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                "-m",
+                "codafeat",
+                *_args(setup, two),
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for node in range(2)
     ]
     for p in launchers:

@@ -11,8 +11,15 @@ from PIL import Image
 import codafeat.data.organs as organs_mod
 from codafeat.cli import main
 
-TAGS = [("CHEST", ""), ("PORT CHEST", ""), ("THORAX", ""), ("HAND LT", ""), ("", "XR KNEE 2V"), ("FOO", ""),
-        ("FOO", "")]
+TAGS = [
+    ("CHEST", ""),
+    ("PORT CHEST", ""),
+    ("THORAX", ""),
+    ("HAND LT", ""),
+    ("", "XR KNEE 2V"),
+    ("FOO", ""),
+    ("FOO", ""),
+]
 
 
 @pytest.fixture
@@ -39,8 +46,14 @@ def test_every_file_with_its_organ_source_and_raw_value_then_the_table(dicom_fol
     rows = _rows(out)
     assert [r[0] for r in rows] == [str(dicom_folder / f"{i}.dcm") for i in range(len(TAGS))]
     assert [(r[1], r[2], r[3]) for r in rows] == [
-        ("chest", "tag", "CHEST"), ("chest", "tag", "PORT CHEST"), ("chest", "tag", "THORAX"), ("hand", "tag", "HAND LT"),
-        ("knee", "description", ""), ("", "unknown", "FOO"), ("", "unknown", "FOO")]
+        ("chest", "tag", "CHEST"),
+        ("chest", "tag", "PORT CHEST"),
+        ("chest", "tag", "THORAX"),
+        ("hand", "tag", "HAND LT"),
+        ("knee", "description", ""),
+        ("", "unknown", "FOO"),
+        ("", "unknown", "FOO"),
+    ]
     table = out.split("\n\n")[1]
     assert "'PORT CHEST'" in table and "'FOO'" in table
     assert "5 of 7 file(s) labelled, 3 organ(s): chest 3, hand 1, knee 1" in out

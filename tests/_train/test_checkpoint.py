@@ -24,8 +24,12 @@ def _save(folder, value: float, epochs_done: int):
     opt = torch.optim.AdamW(m.parameters(), lr=0.1)
     m(torch.ones(1, 2)).sum().backward()
     opt.step()
-    return C.save_checkpoint(C.checkpoint_path(folder), modules={"student": m, "center": torch.full((3,), value)},
-                             optimizer=opt, meta={"epochs_done": epochs_done, "params": {}, "history": []})
+    return C.save_checkpoint(
+        C.checkpoint_path(folder),
+        modules={"student": m, "center": torch.full((3,), value)},
+        optimizer=opt,
+        meta={"epochs_done": epochs_done, "params": {}, "history": []},
+    )
 
 
 def test_the_newest_and_the_previous_checkpoint_are_kept(tmp_path):
@@ -52,12 +56,15 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert C.latest_checkpoint(tmp_path / "empty") is None
 
 
-@pytest.mark.parametrize(("tensors", "meta", "match"), [
-    ({"w": torch.tensor([float("nan")])}, {"epochs_done": 1}, "NaN or infinite"),
-    ({"w": torch.ones(1)}, {"epochs_done": -1}, "epochs_done=-1"),
-    ({"w": torch.ones(1)}, {"epochs_done": 1, "history": {}}, "history is a dict"),
-    ({"w": torch.ones(1)}, [1, 2], "a JSON list"),
-])
+@pytest.mark.parametrize(
+    ("tensors", "meta", "match"),
+    [
+        ({"w": torch.tensor([float("nan")])}, {"epochs_done": 1}, "NaN or infinite"),
+        ({"w": torch.ones(1)}, {"epochs_done": -1}, "epochs_done=-1"),
+        ({"w": torch.ones(1)}, {"epochs_done": 1, "history": {}}, "history is a dict"),
+        ({"w": torch.ones(1)}, [1, 2], "a JSON list"),
+    ],
+)
 def test_a_checkpoint_that_cannot_be_resumed_from_is_named(tmp_path, tensors, meta, match):
     path = tmp_path / "checkpoint.safetensors"
     save_file(tensors, path, metadata={C._META_KEY: json.dumps(meta)})

@@ -25,9 +25,20 @@ CPU = DevicePolicy(torch.device("cpu"))
 def _trainer(total_steps=4, freeze=False, lr=1e-2, lp_steps=0):
     torch.manual_seed(0)
     model = build_unet("test_convnext", 2, mean=(0.5,) * 3, std=(0.5,) * 3, decoder_channels=(16, 16, 16, 8, 8))
-    return FineTuneTrainer(model, encoder=model.encoder, task=SegmentationTask(2, "ce+dice"), lr=lr, encoder_lr=lr / 10,
-                           weight_decay=0.0, freeze_encoder=freeze, total_steps=total_steps, lp_steps=lp_steps,
-                           policy=CPU, augment=None, generator=torch.Generator().manual_seed(0))
+    return FineTuneTrainer(
+        model,
+        encoder=model.encoder,
+        task=SegmentationTask(2, "ce+dice"),
+        lr=lr,
+        encoder_lr=lr / 10,
+        weight_decay=0.0,
+        freeze_encoder=freeze,
+        total_steps=total_steps,
+        lp_steps=lp_steps,
+        policy=CPU,
+        augment=None,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def _data(n=4):
@@ -60,7 +71,9 @@ def test_lp_ft_freezes_the_encoder_then_trains_it_on_its_own_warm_up():
     for _ in range(20):
         tr.step(x, y, epoch=1)
         assert tr.learning_rates[1] == 0.0 and not tr.encoder_trainable
-    assert all(torch.equal(v, before[k]) for k, v in tr.model.encoder.state_dict().items()), "linear probe: encoder intact"
+    assert all(torch.equal(v, before[k]) for k, v in tr.model.encoder.state_dict().items()), (
+        "linear probe: encoder intact"
+    )
     tr.step(x, y, epoch=2)
     assert tr.encoder_trainable
     # the encoder's schedule restarts: the first fine-tuning step is its warm-up's first (warmup = 20 // 20 = 1)
@@ -98,9 +111,19 @@ def test_training_lowers_the_loss_and_evaluation_scores_iou():
 def test_classification_history_names_its_score_and_float16_images_train():
     torch.manual_seed(0)
     model = build_linear_head_net("test_convnext", 2, mean=(0.5,) * 3, std=(0.5,) * 3)
-    tr = FineTuneTrainer(model, encoder=model.encoder, task=ClassificationTask(), lr=1e-2, encoder_lr=1e-3,
-                         weight_decay=0.0, freeze_encoder=False, total_steps=8, policy=CPU, augment=None,
-                         generator=torch.Generator().manual_seed(0))
+    tr = FineTuneTrainer(
+        model,
+        encoder=model.encoder,
+        task=ClassificationTask(),
+        lr=1e-2,
+        encoder_lr=1e-3,
+        weight_decay=0.0,
+        freeze_encoder=False,
+        total_steps=8,
+        policy=CPU,
+        augment=None,
+        generator=torch.Generator().manual_seed(0),
+    )
     x = torch.rand(8, 1, 32, 32).half()
     y = torch.tensor([0, 1] * 4)
     history, _ = fit_epochs(tr, (x, y), (x, y), epochs=2, batch_size=4)

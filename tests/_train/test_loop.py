@@ -19,23 +19,39 @@ K, B, N = 32, 4, 2
 
 def _trainer(symmetric: bool, seed: int = 0, **kw) -> CodaTrainer:
     torch.manual_seed(seed)
-    student = CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=K,
-                          head_hidden_dim=16, head_bottleneck_dim=8)
+    student = CodaNetwork(
+        "test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=K, head_hidden_dim=16, head_bottleneck_dim=8
+    )
     teacher = make_teacher(student)
     # A teacher unlike the student, so that pairing mistakes change the numbers.
     with torch.no_grad():
         for p in teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
     steps = 3
-    sched = Schedules(lr=np.full(steps, 1e-3), weight_decay=np.full(steps, 0.04),
-                      momentum=np.full(steps, 0.9), teacher_temp=np.full(1, 0.04))
+    sched = Schedules(
+        lr=np.full(steps, 1e-3),
+        weight_decay=np.full(steps, 0.04),
+        momentum=np.full(steps, 0.9),
+        teacher_temp=np.full(1, 0.04),
+    )
     intra = IntraOrganLoss(out_dim=K, student_temp=0.1, center_momentum=0.9)
     intra.center.copy_(0.1 * torch.randn(1, K))
     return CodaTrainer(
-        student=student, teacher=teacher, inter_loss=InterOrganLoss(temperature=0.1), intra_loss=intra,
-        lambda_inter=1.0, lambda_intra=1.0, schedules=sched, steps_per_epoch=steps, clip_grad=0.0,
-        freeze_last_layer=0, device=torch.device("cpu"), dist_info=DistInfo(), n_local_crops=N,
-        symmetric=symmetric, **kw,
+        student=student,
+        teacher=teacher,
+        inter_loss=InterOrganLoss(temperature=0.1),
+        intra_loss=intra,
+        lambda_inter=1.0,
+        lambda_intra=1.0,
+        schedules=sched,
+        steps_per_epoch=steps,
+        clip_grad=0.0,
+        freeze_last_layer=0,
+        device=torch.device("cpu"),
+        dist_info=DistInfo(),
+        n_local_crops=N,
+        symmetric=symmetric,
+        **kw,
     )
 
 
@@ -83,12 +99,7 @@ def _expected(tr: CodaTrainer, batch: dict[str, torch.Tensor]) -> tuple[float, f
         return float(inter), float(intra)
     inter = 0.5 * (_supcon_negatives(h_org(s_g1), t2[0], y) + _supcon_negatives(h_org(s_g2), t1[0], y))
     student_views = [s_g1, s_g2, *s_crops]
-    terms = [
-        _ce(t[1], h_ins(f), c)
-        for v, f in enumerate(student_views)
-        for w, t in enumerate((t1, t2))
-        if v != w
-    ]
+    terms = [_ce(t[1], h_ins(f), c) for v, f in enumerate(student_views) for w, t in enumerate((t1, t2)) if v != w]
     return float(inter), float(sum(terms) / len(terms))
 
 
@@ -110,8 +121,8 @@ def test_the_two_readings_differ_and_symmetric_trains_on_g2():
     seen = {}
     for symmetric in (False, True):
         tr = _trainer(symmetric)
-        sizes = []
-        h = tr.student_module.encoder.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+        sizes: list[int] = []
+        h = tr.student_module.encoder.register_forward_hook(lambda m, i, o, sizes=sizes: sizes.append(i[0].shape[0]))
         tr.step(batch, 0, 0)
         h.remove()
         seen[symmetric] = sizes

@@ -6,12 +6,13 @@ import json
 import shutil
 
 import pytest
-from helpers import TINY_PRETRAIN as TINY
-from helpers import make_organ_folder
 
 from codafeat._train import metrics_sink
 from codafeat._train.metrics_sink import MetricsSink
 from codafeat.pretrain import CodaPretrainer
+
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder
 
 
 def test_a_failed_write_warns_once_and_does_not_raise(tmp_path, caplog):
@@ -43,7 +44,9 @@ def test_fit_survives_its_log_dir_vanishing_after_epoch_1(tmp_path, monkeypatch)
 
 def test_a_metrics_file_that_is_not_utf8_is_named_and_its_bad_lines_dropped(tmp_path, caplog):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(json.dumps({"epoch": 1}).encode() + b"\n\xff\xfe garbage\n" + json.dumps({"epoch": 2}).encode() + b"\n")
+    path.write_bytes(
+        json.dumps({"epoch": 1}).encode() + b"\n\xff\xfe garbage\n" + json.dumps({"epoch": 2}).encode() + b"\n"
+    )
     MetricsSink(tmp_path, keep_through_epoch=2).close()
     assert [json.loads(x)["epoch"] for x in path.read_text().splitlines()] == [1, 2]
     assert any(str(path) in r.getMessage() and "UTF-8" in r.getMessage() for r in caplog.records)

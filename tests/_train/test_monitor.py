@@ -21,8 +21,9 @@ from codafeat.nn.coda_model import CodaNetwork
 
 def _net(seed=0) -> CodaNetwork:
     torch.manual_seed(seed)
-    return CodaNetwork("test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=64,
-                       head_hidden_dim=16, head_bottleneck_dim=8).eval()
+    return CodaNetwork(
+        "test_convnext", mean=(0.5,) * 3, std=(0.25,) * 3, head_out_dim=64, head_hidden_dim=16, head_bottleneck_dim=8
+    ).eval()
 
 
 def _monitor(n_per=6, seed=0) -> TrainingMonitor:
@@ -42,7 +43,15 @@ def _monitor(n_per=6, seed=0) -> TrainingMonitor:
 
 def test_figures_of_a_random_teacher_are_in_range():
     m = _monitor().measure(_net(), torch.zeros(1, 64), 0.04)
-    assert set(m) >= {"monitor_knn_accuracy", "monitor_nmi", "embed_std", "teacher_entropy", "teacher_mi", "ln_k", "center_norm"}
+    assert set(m) >= {
+        "monitor_knn_accuracy",
+        "monitor_nmi",
+        "embed_std",
+        "teacher_entropy",
+        "teacher_mi",
+        "ln_k",
+        "center_norm",
+    }
     assert m["ln_k"] == pytest.approx(math.log(64))
     assert 0 <= m["teacher_entropy"] <= m["ln_k"] + 1e-6
     assert m["teacher_mi"] >= -1e-6

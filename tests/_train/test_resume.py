@@ -31,8 +31,15 @@ def test_the_data_key_changes_with_files_pixels_labels_and_order(tmp_path):
     assert not legacy.startswith("v2:") and legacy == resume.data_key(files, [0, 1, 2], labels, with_identity=False)
 
 
-@given(st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5),
-                                                       st.tuples(st.integers(), st.integers())), max_size=5))
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(
+            st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.tuples(st.integers(), st.integers())
+        ),
+        max_size=5,
+    )
+)
 def test_settings_read_back_from_the_metadata_as_recorded(params):
     assert resume._json(resume.jsonable(params)) == resume._json(params)
 

@@ -10,7 +10,13 @@ from codafeat._train.sampling import GlobalBatchSampler
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(4, 60), batch=st.integers(1, 4), world=st.integers(1, 4), seed=st.integers(0, 99), epoch=st.integers(0, 5))
+@given(
+    n=st.integers(4, 60),
+    batch=st.integers(1, 4),
+    world=st.integers(1, 4),
+    seed=st.integers(0, 99),
+    epoch=st.integers(0, 5),
+)
 def test_ranks_split_the_same_global_batches(n, batch, world, seed, epoch):
     if batch * world > n:
         with pytest.raises(ValueError, match="exceeds"):

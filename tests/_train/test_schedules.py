@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from codafeat._train.schedules import cosine_schedule, teacher_temp_schedule
 
 
-
 def reference_cosine(base, final, total, warmup, start):
     """The documented formula, one value at a time."""
     out = []

@@ -321,8 +321,11 @@ def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypat
     import codafeat.data.shards as shards_mod
 
     cache_dir, marker = tmp_path / "cache", tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(cache_dir), str(marker), *images],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, str(cache_dir), str(marker), *images],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not marker.exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -449,10 +452,12 @@ def _dying_fill(monkeypatch):
     """The background fill replaced by a process that is SIGKILLed at once (as the OOM killer would)."""
     import subprocess
 
-
     def fill(*args, **kwargs):
-        return subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     import codafeat.data.background_fill as fill_mod
 
@@ -474,10 +479,10 @@ def test_a_killed_fill_is_a_warning_with_its_reason_and_the_cache_still_serves(i
 
 @pytest.mark.slow  # a child process (pytest -m 'not slow' skips it)
 def test_pretraining_keeps_its_model_when_the_fill_process_dies(tmp_path, monkeypatch):
+    from codafeat.pretrain import CodaPretrainer
+
     from helpers import TINY_PRETRAIN as TINY
     from helpers import make_organ_folder
-
-    from codafeat.pretrain import CodaPretrainer
 
     folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8}, seed=3)
     _dying_fill(monkeypatch)
@@ -518,8 +523,11 @@ def test_a_neighbours_cleanup_keeps_the_shards_a_live_run_has_not_indexed_yet(im
         theirs.append(str(other / f"o{i}.png"))
         Image.fromarray(np.full((20, 20), 40 * i, np.uint8)).save(theirs[-1])
     (other / "broken.png").write_bytes(b"not an image")
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_INDEX_CHILD, str(cache_dir), str(marker), *images],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_INDEX_CHILD, str(cache_dir), str(marker), *images],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while not (cache_dir / "b-wrote-its-shards").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,6 +24,8 @@ from codafeat.data.io import (
     read_dicom,
     read_image,
 )
+
+from helpers import write_dicom
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -172,8 +173,14 @@ def test_dicom_rescale_then_linear_window_by_hand(tmp_path):
     raw = np.array([[0, 200, 400, 511], [512, 513, 600, 800], [1000, 2000, 3000, 4095]], np.uint16)
     slope, intercept, center, width = 2.0, -1024.0, 0.0, 401.0
     p = write_dicom(
-        tmp_path / "w.dcm", raw, photometric="MONOCHROME1", bits_stored=12,
-        RescaleSlope=slope, RescaleIntercept=intercept, WindowCenter=center, WindowWidth=width,
+        tmp_path / "w.dcm",
+        raw,
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        RescaleSlope=slope,
+        RescaleIntercept=intercept,
+        WindowCenter=center,
+        WindowWidth=width,
     )
     hu = raw.astype(np.float64) * slope + intercept
     # DICOM PS3.3 C.11.2.1.2.1 (LINEAR), onto [0, 1]; then MONOCHROME1 inverted
@@ -271,7 +278,11 @@ def test_real_jpeg_compressed_dicom_fixture(shared_data):
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
 def test_stacked_arrays(dtype):
     base = RNG.integers(0, 250, size=(3, 10, 12))
-    X = (base / 250.0).astype(dtype) if np.dtype(dtype).kind == "f" else (base * (257 if dtype == np.uint16 else 1)).astype(dtype)
+    X = (
+        (base / 250.0).astype(dtype)
+        if np.dtype(dtype).kind == "f"
+        else (base * (257 if dtype == np.uint16 else 1)).astype(dtype)
+    )
     items = as_image_list(X)
     assert len(items) == 3
     imgs, skipped = load_images(X)
@@ -335,7 +346,14 @@ def test_folder_recursive_sorted_hidden_and_non_images_ignored(make_image_folder
     save(u8(), root / "a" / ".dot.png")
     found = find_images(root)
     rel = [str(Path(f).relative_to(root)) for f in found]
-    assert rel == ["a/deep/img000.png", "a/deep/img001.png", "a/img000.png", "a/img001.png", "b/img000.png", "b/img001.png"]
+    assert rel == [
+        "a/deep/img000.png",
+        "a/deep/img001.png",
+        "a/img000.png",
+        "a/img001.png",
+        "b/img000.png",
+        "b/img001.png",
+    ]
     assert list(as_image_list(root)) == found
     assert list(as_image_list(str(root))) == found
     assert as_image_list(found[0]) == [found[0]]  # a single file
@@ -353,7 +371,13 @@ def test_missing_empty_corrupt_truncated_and_renamed_files(tmp_path):
     truncated.write_bytes(full[: len(full) // 2])
     renamed = tmp_path / "notes.png"
     renamed.write_text("hello, I am a text file\n" * 20)
-    cases = {missing: "no such file", empty: "empty", corrupt: "corrupt", truncated: "truncated", renamed: "unsupported"}
+    cases = {
+        missing: "no such file",
+        empty: "empty",
+        corrupt: "corrupt",
+        truncated: "truncated",
+        renamed: "unsupported",
+    }
     for path, reason in cases.items():
         with pytest.raises(ImageReadError, match=reason) as info:
             load_image(path, size=8)
@@ -385,7 +409,9 @@ def test_bad_in_memory_images_name_their_index(bad, match):
     assert "index 1" in str(info.value)
 
 
-@pytest.mark.parametrize("X", [np.zeros((5, 5)), np.zeros((2, 5, 5, 2)), np.zeros((1, 2, 3, 4, 5)), np.array([["a", "b"], ["c", "d"]])])
+@pytest.mark.parametrize(
+    "X", [np.zeros((5, 5)), np.zeros((2, 5, 5, 2)), np.zeros((1, 2, 3, 4, 5)), np.array([["a", "b"], ["c", "d"]])]
+)
 def test_bad_array_shapes_for_x(X):
     with pytest.raises(ValueError, match="shape"):
         as_image_list(X)
@@ -469,7 +495,9 @@ def test_16bit_minmax_property(img):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(a=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40)), size=st.integers(1, 24))
+@given(
+    a=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40)), size=st.integers(1, 24)
+)
 def test_png_roundtrip_property(tmp_path, a, size):
     p = save(a, tmp_path / "h.png")
     np.testing.assert_array_equal(decode_image(p), a)
@@ -485,7 +513,9 @@ def test_folder_order_is_the_component_order_of_an_independent_walk(tmp_path):
     from hypothesis import strategies as st
 
     name = st.text(alphabet="ab-_.B1", min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
-    entry = st.tuples(st.lists(name, min_size=0, max_size=3), name, st.sampled_from([".png", ".PNG", ".txt", ".dcm", ""]))
+    entry = st.tuples(
+        st.lists(name, min_size=0, max_size=3), name, st.sampled_from([".png", ".PNG", ".txt", ".dcm", ""])
+    )
 
     @settings(max_examples=30, deadline=None)
     @given(st.lists(entry, min_size=1, max_size=12))
@@ -508,8 +538,11 @@ def test_folder_order_is_the_component_order_of_an_independent_walk(tmp_path):
             rel = os.path.relpath(dirpath, root)
             if any(part.startswith(".") for part in Path(rel).parts if part != "."):
                 continue
-            expected += [os.path.join(dirpath, f) for f in filenames
-                         if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+            expected += [
+                os.path.join(dirpath, f)
+                for f in filenames
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
+            ]
         expected.sort(key=lambda p: os.path.relpath(p, root).split(os.sep))
         assert find_images(root) == expected
 

@@ -7,13 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import TINY_PRETRAIN as TINY
-from helpers import make_organ_folder, write_dicom
 from PIL import Image
 
 from codafeat import CodaEncoder, CodaPretrainer
 from codafeat.data.decoded_cache import DecodedCache
 from codafeat.data.io import decode_image, load_image
+
+from helpers import TINY_PRETRAIN as TINY
+from helpers import make_organ_folder, write_dicom
 
 
 def _png16(path, values):

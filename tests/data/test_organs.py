@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 import pytest
-from helpers import write_dicom
 
 import codafeat.data.organs as organs_mod
 from codafeat.data.organs import ORGAN_INDEX_NAME as INDEX_NAME
 from codafeat.data.organs import collect_organ_images
+
+from helpers import write_dicom
 
 
 def _dicom(path, part, **tags):
@@ -53,10 +54,26 @@ def test_without_a_cache_dir_every_header_is_read(tmp_path, monkeypatch):
 
 #: Messy BodyPartExamined values of real archives and the organ each must become.
 MESSY = {
-    "CHEST": "chest", "THORAX": "chest", "PORT CHEST": "chest", "CHEST_LAT": "chest", "TORAX": "chest",
-    "Tórax PA": "chest", "LSPINE": "lspine", "L SPINE": "lspine", "LUMBAR SPINE": "lspine", "L-Spine": "lspine",
-    "C-SPINE": "cspine", "HWS": "cspine", "HAND LT": "hand", "R HAND": "hand", "Hand (left)": "hand",
-    "KNEE BILAT": "knee", "KNEES": "knee", "Knie rechts": "knee", "RODILLA IZQ": "knee", "SHOULDER_RT": "shoulder",
+    "CHEST": "chest",
+    "THORAX": "chest",
+    "PORT CHEST": "chest",
+    "CHEST_LAT": "chest",
+    "TORAX": "chest",
+    "Tórax PA": "chest",
+    "LSPINE": "lspine",
+    "L SPINE": "lspine",
+    "LUMBAR SPINE": "lspine",
+    "L-Spine": "lspine",
+    "C-SPINE": "cspine",
+    "HWS": "cspine",
+    "HAND LT": "hand",
+    "R HAND": "hand",
+    "Hand (left)": "hand",
+    "KNEE BILAT": "knee",
+    "KNEES": "knee",
+    "Knie rechts": "knee",
+    "RODILLA IZQ": "knee",
+    "SHOULDER_RT": "shoulder",
 }
 
 
@@ -67,8 +84,10 @@ def test_messy_body_parts_become_one_organ_each_and_the_table_is_recorded(tmp_pa
     assert list(organs) == list(MESSY.values()) and skipped == [] and items == files
     by_raw = {row["raw"]: row for row in table}
     assert set(by_raw) == set(MESSY)
-    assert all(by_raw[raw]["organ"] == organ and by_raw[raw]["source"] == "tag" and by_raw[raw]["count"] == 1
-               for raw, organ in MESSY.items())
+    assert all(
+        by_raw[raw]["organ"] == organ and by_raw[raw]["source"] == "tag" and by_raw[raw]["count"] == 1
+        for raw, organ in MESSY.items()
+    )
 
 
 def test_empty_or_unknown_tags_fall_back_on_the_descriptions(tmp_path):
@@ -103,13 +122,21 @@ def test_unknown_values_raise_with_their_counts_or_are_skipped_and_counted(tmp_p
 
 def test_a_user_mapping_overrides_the_table_from_a_dict_or_a_csv(tmp_path):
     pytest.importorskip("pydicom")
-    files = [_dicom(tmp_path / "a.dcm", "BODYPART-XYZ"), _dicom(tmp_path / "b.dcm", "L SPINE"),
-             _dicom(tmp_path / "c.dcm", "CHEST"), _dicom(tmp_path / "d.dcm", "C-SPINE")]
+    files = [
+        _dicom(tmp_path / "a.dcm", "BODYPART-XYZ"),
+        _dicom(tmp_path / "b.dcm", "L SPINE"),
+        _dicom(tmp_path / "c.dcm", "CHEST"),
+        _dicom(tmp_path / "d.dcm", "C-SPINE"),
+    ]
     mapping = {"bodypart xyz": "hand", "lspine": "spine", "cspine": "spine"}
     _, organs, _, table = collect_organ_images(files, organ_from="dicom", organ_map=mapping)
     assert list(organs) == ["hand", "spine", "chest", "spine"]
     assert {row["raw"]: row["source"] for row in table} == {
-        "BODYPART-XYZ": "user mapping", "L SPINE": "user mapping", "CHEST": "tag", "C-SPINE": "user mapping"}
+        "BODYPART-XYZ": "user mapping",
+        "L SPINE": "user mapping",
+        "CHEST": "tag",
+        "C-SPINE": "user mapping",
+    }
     csv = tmp_path / "map.csv"
     csv.write_text("raw,organ\nBodyPart XYZ,hand\nLSPINE,spine\ncspine,spine\n", encoding="utf-8")
     assert list(collect_organ_images(files, organ_from="dicom", organ_map=csv).organs) == list(organs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import shapes_dataset
 from PIL import Image
 
 from codafeat.data.seg_augment import (
@@ -15,6 +14,8 @@ from codafeat.data.seg_augment import (
     resize_mask,
     resize_pair,
 )
+
+from helpers import shapes_dataset
 
 
 def test_mask_reading_rules(tmp_path):

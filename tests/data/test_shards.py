@@ -50,5 +50,15 @@ def test_a_shard_key_names_its_inputs_size_and_intensity_rule():
     ids = [b"a", b"b"]
     key = S.shard_key(ids, 64, None)
     assert key == S.shard_key(list(ids), 64, None)
-    assert len({key, S.shard_key(ids, 32, None), S.shard_key(ids, 64, 12), S.shard_key(ids[::-1], 64, None),
-                S.shard_key(ids[:1], 64, None)}) == 5
+    assert (
+        len(
+            {
+                key,
+                S.shard_key(ids, 32, None),
+                S.shard_key(ids, 64, 12),
+                S.shard_key(ids[::-1], 64, None),
+                S.shard_key(ids[:1], 64, None),
+            }
+        )
+        == 5
+    )

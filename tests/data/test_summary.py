@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import write_dicom
 
 from codafeat.data.summary import MAX_DICOM_HEADERS, files_digest, training_data_summary
+
+from helpers import write_dicom
 
 
 def test_digest_is_of_the_relative_tree():
@@ -59,8 +60,10 @@ def test_dicom_headers_are_read_once_with_a_cache_dir(tmp_path, monkeypatch):
     data, cache = tmp_path / "data", tmp_path / "cache"
     data.mkdir()
     cache.mkdir()
-    paths = [str(write_dicom(data / f"{i}.dcm", np.zeros((2, 2), np.uint8), Manufacturer="ACME", BodyPartExamined="CHEST"))
-             for i in range(4)]
+    paths = [
+        str(write_dicom(data / f"{i}.dcm", np.zeros((2, 2), np.uint8), Manufacturer="ACME", BodyPartExamined="CHEST"))
+        for i in range(4)
+    ]
     reads = []
     real = summary_mod._read_header
     monkeypatch.setattr(summary_mod, "_read_header", lambda p: reads.append(p) or real(p))
@@ -70,6 +73,7 @@ def test_dicom_headers_are_read_once_with_a_cache_dir(tmp_path, monkeypatch):
     assert len(reads) == 4, "an unchanged file's header is not read again"
     assert again == first
     import os
+
     write_dicom(data / "1.dcm", np.zeros((2, 2), np.uint8), Manufacturer="Other", BodyPartExamined="CHEST")
     os.utime(data / "1.dcm", ns=(1, 1))  # another modification time: another identity
     changed = training_data_summary(paths, ["chest"] * 4, cache_dir=cache)

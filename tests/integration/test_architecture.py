@@ -53,15 +53,48 @@ GRAPH = _imports()
 #: Layers, lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
     ("base", ["codafeat._version", "codafeat._defaults", "codafeat._fileio"]),
-    ("building blocks", ["codafeat.nn", "codafeat.losses", "codafeat.data", "codafeat.metrics", "codafeat.analysis",
-                         "codafeat._device"]),
-    ("formats and shared machinery", ["codafeat.weights", "codafeat.embed_cache", "codafeat._params", "codafeat._persist",
-                                      "codafeat._infer", "codafeat._train", "codafeat._weights_wheel",
-                                      "codafeat.timm_io", "codafeat.model_card"]),
-    ("estimators and tools", ["codafeat.encoder", "codafeat.segment", "codafeat.pretrain", "codafeat.probes",
-                              "codafeat.classifier", "codafeat.regressor", "codafeat._finetune",
-                              "codafeat.fewshot_split", "codafeat.fewshot_report",
-                              "codafeat.datasets", "codafeat.recipes"]),
+    (
+        "building blocks",
+        [
+            "codafeat.nn",
+            "codafeat.losses",
+            "codafeat.data",
+            "codafeat.metrics",
+            "codafeat.analysis",
+            "codafeat._device",
+        ],
+    ),
+    (
+        "formats and shared machinery",
+        [
+            "codafeat.weights",
+            "codafeat.embed_cache",
+            "codafeat._params",
+            "codafeat._persist",
+            "codafeat._infer",
+            "codafeat._train",
+            "codafeat._weights_wheel",
+            "codafeat.timm_io",
+            "codafeat.model_card",
+        ],
+    ),
+    (
+        "estimators and tools",
+        [
+            "codafeat.encoder",
+            "codafeat.segment",
+            "codafeat.pretrain",
+            "codafeat.probes",
+            "codafeat.classifier",
+            "codafeat.regressor",
+            "codafeat._finetune",
+            "codafeat.fewshot_split",
+            "codafeat.fewshot_report",
+            "codafeat.datasets",
+            "codafeat.phantoms",
+            "codafeat.recipes",
+        ],
+    ),
     ("applications", ["codafeat.demo", "codafeat._cli", "codafeat.cli", "codafeat.__main__", "codafeat"]),
 ]
 
@@ -93,7 +126,9 @@ def test_no_import_cycles():
             if d.startswith(m + "."):
                 continue  # a package importing its own submodules (re-exports)
             if state.get(d) == 1 and not m.startswith(d + "."):
-                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d):] + [m, d]) if d in stack else f"{m} -> {d}")
+                pytest.fail(
+                    "import cycle: " + " -> ".join(stack[stack.index(d) :] + [m, d]) if d in stack else f"{m} -> {d}"
+                )
             if d not in state:
                 visit(d, stack + [m])
         state[m] = 2
@@ -106,8 +141,13 @@ def test_no_import_cycles():
 def test_building_blocks_know_nothing_of_the_estimators():
     low = [m for m in GRAPH if m.startswith(("codafeat.nn", "codafeat.losses", "codafeat.data"))]
     for m in low:
-        bad = sorted(d for d in GRAPH[m] if d.startswith(("codafeat.encoder", "codafeat.pretrain", "codafeat.segment",
-                                                          "codafeat.weights", "codafeat.datasets")))
+        bad = sorted(
+            d
+            for d in GRAPH[m]
+            if d.startswith(
+                ("codafeat.encoder", "codafeat.pretrain", "codafeat.segment", "codafeat.weights", "codafeat.datasets")
+            )
+        )
         assert not bad, f"{m} imports {bad}"
 
 
@@ -155,7 +195,12 @@ def _code_lines(node: ast.AST) -> int:
     """Lines of a function without its docstring."""
     body = node.body
     doc = 0
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         doc = body[0].end_lineno - body[0].lineno + 1
     return node.end_lineno - node.lineno + 1 - doc
 
@@ -192,7 +237,7 @@ def test_tests_mirror_the_package():
         if rel.parts[0] == "integration":
             continue
         folder = PACKAGE.joinpath(*rel.parts[:-1])
-        name = path.stem[len("test_"):]
+        name = path.stem[len("test_") :]
         modules = {p.stem.lstrip("_") for p in folder.glob("*.py")} if folder.is_dir() else set()
         if not any(name == m or name.startswith(m + "_") for m in modules):
             orphans.append(str(rel))
@@ -216,6 +261,8 @@ UNMIRRORED = {
     "fewshot_split.py": "tests/test_probes.py (FewShotSplit with cross_val_score, GridSearchCV)",
     "fewshot_report.py": "tests/test_probes.py (few_shot_report, format_table)",
     "model_card.py": "tests/test_pretrain.py and tests/test_weights_wheel.py (cards of trained weights)",
+    "data/decode_pool.py": "the in-memory build of tests/data/test_decoded_cache.py (serial = parallel, skips)",
+    "data/shard_build.py": "the shard builds, rebuilds and kills of tests/data/test_decoded_cache.py",
     "data/background_fill.py": "a process of the decoded cache: tests/data/test_decoded_cache.py",
     "data/leases.py": "the neighbour and stale-lease tests of tests/data/test_decoded_cache.py",
     "data/seg_pairs.py": "image/mask pairs of tests/test_segment.py",
@@ -235,7 +282,9 @@ def test_every_library_module_has_its_test_file_or_a_reason():
         rel = path.relative_to(PACKAGE)
         folder = tests.joinpath(*rel.parts[:-1])
         stem = "test_" + path.stem.lstrip("_")
-        has_test = folder.is_dir() and any(t.stem == stem or t.stem.startswith(stem + "_") for t in folder.glob("test_*.py"))
+        has_test = folder.is_dir() and any(
+            t.stem == stem or t.stem.startswith(stem + "_") for t in folder.glob("test_*.py")
+        )
         key = rel.as_posix()
         if not has_test and key not in UNMIRRORED:
             missing.append(key)
@@ -243,7 +292,9 @@ def test_every_library_module_has_its_test_file_or_a_reason():
             stale.append(key)
     assert not missing, f"library modules without a test file (add tests/.../test_<module>.py, or a reason): {missing}"
     assert not stale, f"these have a test file now: remove them from UNMIRRORED: {stale}"
-    assert set(UNMIRRORED) <= {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}, "a listed module is gone"
+    assert set(UNMIRRORED) <= {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}, (
+        "a listed module is gone"
+    )
 
 
 def _marked_slow(node: ast.FunctionDef, module_marked: bool) -> bool:
@@ -258,8 +309,10 @@ def test_tests_that_start_child_processes_are_marked_slow():
         src = path.read_text()
         tree = ast.parse(src)
         module_marked = any(
-            isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-            and "slow" in ast.unparse(n.value) for n in tree.body
+            isinstance(n, ast.Assign)
+            and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+            and "slow" in ast.unparse(n.value)
+            for n in tree.body
         )
         for node in tree.body:
             if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
@@ -269,3 +322,16 @@ def test_tests_that_start_child_processes_are_marked_slow():
             if spawns and not _marked_slow(node, module_marked):
                 unmarked.append(f"{path.relative_to(tests)}::{node.name}")
     assert not unmarked, f"tests that start a child process without @pytest.mark.slow: {unmarked}"
+
+
+@pytest.mark.slow  # child processes (ruff)
+def test_code_is_formatted_and_linted():
+    """``ruff format`` and ``ruff check`` (configured in pyproject.toml) leave nothing to change."""
+    pytest.importorskip("ruff", reason="ruff is in the dev extra")
+    cmd = [sys.executable, "-m", "ruff"]
+    paths = ["codafeat", "tests", "benchmarks", "examples"]
+    root = PACKAGE.parent
+    fmt = subprocess.run([*cmd, "format", "--check", *paths], cwd=root, capture_output=True, text=True)
+    assert fmt.returncode == 0, "run `ruff format`:\n" + fmt.stdout[-3000:] + fmt.stderr[-1000:]
+    lint = subprocess.run([*cmd, "check", *paths], cwd=root, capture_output=True, text=True)
+    assert lint.returncode == 0, "run `ruff check --fix`, then fix the rest:\n" + lint.stdout[-3000:]

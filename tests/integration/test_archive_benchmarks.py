@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
-                          capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_organs_scan_dry_run_reports_both_runs_and_the_table():

@@ -19,9 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_PRETRAIN as TINY
-from helpers import interrupt_at as _interrupt_at
-from helpers import make_organ_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -35,15 +32,21 @@ from codafeat.data.io import (
     load_image,
     set_max_image_pixels,
 )
-from codafeat.datasets import scan_organ_folder
+from codafeat.data.manifest import scan_organ_folder
 from codafeat.pretrain import CodaPretrainer
+
+from helpers import TINY_PRETRAIN as TINY
+from helpers import interrupt_at as _interrupt_at
+from helpers import make_organ_folder
 
 REPO = Path(__file__).resolve().parents[2]
 ENC = dict(backbone="test_convnext", image_size=32, batch_size=4, random_state=0)
 
 
 def _child(code: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -76,7 +79,9 @@ def test_corrupt_grey_png_is_an_error_not_a_crash(tmp_path, fix_crc, workers):
     if fix_crc:  # a corrupt zlib stream behind a valid CRC (libpng aborted on this too)
         for pos, n, _ in _chunks(bytes(data)):
             if pos <= 30041 < pos + 12 + n:
-                data[pos + 8 + n : pos + 12 + n] = struct.pack(">I", zlib.crc32(bytes(data[pos + 4 : pos + 8 + n])) & 0xFFFFFFFF)
+                data[pos + 8 + n : pos + 12 + n] = struct.pack(
+                    ">I", zlib.crc32(bytes(data[pos + 4 : pos + 8 + n])) & 0xFFFFFFFF
+                )
     bad.write_bytes(bytes(data))
     good = random_grey_png(tmp_path / "good.png", seed=1)
     code = f"""
@@ -116,8 +121,13 @@ def sample_files(tmp_path_factory) -> dict[str, bytes]:
     pytest.importorskip("pydicom")
     from helpers import write_dicom
 
-    p = write_dicom(tmp / "s.dcm", rng.integers(0, 4000, (24, 20)).astype(np.uint16), bits_stored=12,
-                    WindowCenter=2000, WindowWidth=3000)
+    p = write_dicom(
+        tmp / "s.dcm",
+        rng.integers(0, 4000, (24, 20)).astype(np.uint16),
+        bits_stored=12,
+        WindowCenter=2000,
+        WindowWidth=3000,
+    )
     files[".dcm"] = p.read_bytes()
     return files
 
@@ -139,7 +149,9 @@ def test_random_byte_flips_decode_or_raise_image_read_error(tmp_path, sample_fil
 def _bomb_png(path: Path, side: int = 20000) -> Path:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * (side + 1) * 64, 9)  # a few rows; the header declares the rest
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -175,13 +187,21 @@ def test_pixel_limit_is_one_configurable_rule(tmp_path):
     assert decode_image(small).shape == (20, 20)
     with pytest.raises(ValueError, match="positive integer"):
         set_max_image_pixels(0)
-    r = _child(f"from codafeat.data.io import decode_image, MAX_IMAGE_PIXELS\nprint(MAX_IMAGE_PIXELS)\n"
-               f"try:\n    decode_image({str(small)!r})\nexcept Exception as e:\n    print('refused', type(e).__name__)")
+    r = _child(
+        f"from codafeat.data.io import decode_image, MAX_IMAGE_PIXELS\nprint(MAX_IMAGE_PIXELS)\n"
+        f"try:\n    decode_image({str(small)!r})\nexcept Exception as e:\n    print('refused', type(e).__name__)"
+    )
     assert r.returncode == 0, r.stderr
     r2 = subprocess.run(
-        [sys.executable, "-c", f"from codafeat.data.io import decode_image\ntry:\n    decode_image({str(small)!r})\n"
-         "except Exception as e:\n    print('refused', type(e).__name__)"],
-        capture_output=True, text=True, env=dict(os.environ, CODAFEAT_MAX_IMAGE_PIXELS="100", PYTHONPATH=str(REPO)),
+        [
+            sys.executable,
+            "-c",
+            f"from codafeat.data.io import decode_image\ntry:\n    decode_image({str(small)!r})\n"
+            "except Exception as e:\n    print('refused', type(e).__name__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CODAFEAT_MAX_IMAGE_PIXELS="100", PYTHONPATH=str(REPO)),
     )
     assert "refused ImageReadError" in r2.stdout and "refused" not in r.stdout
 
@@ -215,10 +235,33 @@ def test_cli_pretrain_checks_out_before_training(tmp_path, monkeypatch, caplog):
 
 def _tiny_cli(folder: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "pretrain", str(folder), "--out", str(out), "--backbone", "test_convnext", "--image-size", "32",
-        "--local-size", "32", "--n-local-crops", "2", "--head-out-dim", "64", "--head-hidden-dim", "32",
-        "--head-bottleneck-dim", "16", "--batch-size", "8", "--epochs", "1", "--warmup-epochs", "0",
-        "--verbose", "0", *extra,
+        "pretrain",
+        str(folder),
+        "--out",
+        str(out),
+        "--backbone",
+        "test_convnext",
+        "--image-size",
+        "32",
+        "--local-size",
+        "32",
+        "--n-local-crops",
+        "2",
+        "--head-out-dim",
+        "64",
+        "--head-hidden-dim",
+        "32",
+        "--head-bottleneck-dim",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--verbose",
+        "0",
+        *extra,
     ]
 
 
@@ -306,8 +349,15 @@ def test_organ_from_dicom_skips_unreadable_tags(tmp_path):
     paths = []
     for organ in ("CHEST", "HAND"):
         for i in range(8):
-            paths.append(str(_dicom(tmp_path / f"{organ}{i}.dcm", rng.integers(0, 255, (40, 40)).astype(np.uint8),
-                                    BodyPartExamined=organ)))
+            paths.append(
+                str(
+                    _dicom(
+                        tmp_path / f"{organ}{i}.dcm",
+                        rng.integers(0, 255, (40, 40)).astype(np.uint8),
+                        BodyPartExamined=organ,
+                    )
+                )
+            )
     (tmp_path / "empty.dcm").write_bytes(b"")
     untagged = _dicom(tmp_path / "untagged.dcm", np.zeros((40, 40), np.uint8))
     bad = [str(tmp_path / "empty.dcm"), str(untagged)]
@@ -325,7 +375,9 @@ def test_presentation_lut_inverse_flips_polarity_once(tmp_path):
     inverse = load_image(_dicom(tmp_path / "m2i.dcm", a, PresentationLUTShape="INVERSE", **kw))
     np.testing.assert_allclose(inverse, 1.0 - plain, atol=1e-6)
     mono1 = load_image(_dicom(tmp_path / "m1.dcm", a, photometric="MONOCHROME1", **kw))
-    mono1_inv = load_image(_dicom(tmp_path / "m1i.dcm", a, photometric="MONOCHROME1", PresentationLUTShape="INVERSE", **kw))
+    mono1_inv = load_image(
+        _dicom(tmp_path / "m1i.dcm", a, photometric="MONOCHROME1", PresentationLUTShape="INVERSE", **kw)
+    )
     np.testing.assert_allclose(mono1, 1.0 - plain, atol=1e-6)
     np.testing.assert_allclose(mono1_inv, mono1, atol=1e-6)  # the usual pairing: inverted once
 
@@ -376,7 +428,11 @@ def test_malformed_checkpoint_metadata_and_too_many_epochs_name_the_file(tmp_pat
     ckpt = tmp_path / "ckpt"
     CodaPretrainer(**dict(TINY, epochs=2, checkpoint_dir=ckpt)).fit(folder)
     path = ckpt / "checkpoint.safetensors"
-    for meta, msg in (("{not json", "not JSON"), ("[1, 2]", "expected an object"), ('{"epochs_done": "2"}', "epochs_done")):
+    for meta, msg in (
+        ("{not json", "not JSON"),
+        ("[1, 2]", "expected an object"),
+        ('{"epochs_done": "2"}', "epochs_done"),
+    ):
         bad = tmp_path / "bad.safetensors"
         save_file({"x": torch.zeros(1)}, bad, metadata={"codafeat_checkpoint": meta})
         with pytest.raises(ValueError, match=msg) as err:
@@ -454,8 +510,17 @@ def test_pickle_files_are_never_unpickled(tmp_path):
 
 
 # --------------------------------------------------------------------------- 11. parameters
-@pytest.mark.parametrize("param, value", [("lr", 1e39), ("lr", float("nan")), ("image_size", 10**9),
-                                          ("temperature", float("inf")), ("batch_size", 10**12), ("min_lr", 0.5)])
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("lr", 1e39),
+        ("lr", float("nan")),
+        ("image_size", 10**9),
+        ("temperature", float("inf")),
+        ("batch_size", 10**12),
+        ("min_lr", 0.5),
+    ],
+)
 def test_absurd_parameters_are_refused_by_name_before_torch(param, value, tmp_path):
     with pytest.raises(ValueError, match=param):
         CodaPretrainer(**dict(TINY, **{param: value})).fit(tmp_path)

@@ -17,8 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_gpu_check_dry_run_prints_the_results_block():
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=420, env=env, cwd=REPO)
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env=env,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "### Device check (dry run)" in text
@@ -34,6 +40,11 @@ def test_gpu_check_refuses_a_full_run_without_a_gpu():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the full check would run")
-    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu"],
-                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHON=sys.executable))
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     assert out.returncode == 2 and "no GPU here" in out.stderr

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_organ_folder
 from PIL import Image
 
 from codafeat import CodaEncoder
 from codafeat.cli import main
 from codafeat.pretrain import CodaPretrainer
+
+from helpers import make_organ_folder
 
 
 @pytest.fixture
@@ -79,15 +80,21 @@ def test_pretrain_from_a_manifest_refuses_a_listed_file(tmp_path, data, no_train
 def test_embed_refuses_outputs_that_destroy_something(tmp_path, data, no_training, caplog, case):
     weights = _weights(tmp_path / "w.safetensors")
     (tmp_path / "notes.npy").write_text("not an array")
-    out = {"inside-input": data / "e.npy", "existing-foreign": tmp_path / "notes.npy",
-           "sidecar-is-input": tmp_path / "x.npy"}[case]
+    out = {
+        "inside-input": data / "e.npy",
+        "existing-foreign": tmp_path / "notes.npy",
+        "sidecar-is-input": tmp_path / "x.npy",
+    }[case]
     inputs = [str(data)]
     if case == "sidecar-is-input":
         (tmp_path / "x.paths.txt").write_text("mine")
         inputs.append(str(tmp_path / "x.paths.txt"))
     assert main(["embed", *inputs, "--weights", str(weights), "--out", str(out)]) == 1
-    assert not no_training and ("inside the input folder" in caplog.text or "not an embeddings file" in caplog.text
-                                or "one of the inputs" in caplog.text)
+    assert not no_training and (
+        "inside the input folder" in caplog.text
+        or "not an embeddings file" in caplog.text
+        or "one of the inputs" in caplog.text
+    )
 
 
 def test_embed_refuses_names_with_line_breaks_for_npy_but_csv_keeps_them(tmp_path, caplog):
@@ -96,9 +103,15 @@ def test_embed_refuses_names_with_line_breaks_for_npy_but_csv_keeps_them(tmp_pat
     for name in ("a.png", "b\nc.png", "d.png"):
         Image.fromarray(np.full((36, 36), 120, np.uint8)).save(folder / name)
     weights = _weights(tmp_path / "w.safetensors")
-    assert main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "e.npy"), "--num-workers", "0"]) == 1
+    assert (
+        main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "e.npy"), "--num-workers", "0"])
+        == 1
+    )
     assert "line break" in caplog.text and not (tmp_path / "e.npy").exists()
-    assert main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "e.csv"), "--num-workers", "0"]) == 0
+    assert (
+        main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "e.csv"), "--num-workers", "0"])
+        == 0
+    )
     import csv
 
     rows = list(csv.reader((tmp_path / "e.csv").open(newline="")))
@@ -133,6 +146,23 @@ def test_embed_reads_a_plain_timm_checkpoint_with_backbone(tmp_path, caplog):
     out = tmp_path / "e.csv"
     assert main(["embed", str(folder), "--weights", str(plain), "--out", str(out), "--num-workers", "0"]) == 1
     assert "backbone" in caplog.text
-    assert main(["embed", str(folder), "--weights", str(plain), "--backbone", "test_convnext", "--image-size", "32",
-                 "--out", str(out), "--num-workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(folder),
+                "--weights",
+                str(plain),
+                "--backbone",
+                "test_convnext",
+                "--image-size",
+                "32",
+                "--out",
+                str(out),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert out.read_text().count("\n") == 2

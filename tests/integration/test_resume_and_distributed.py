@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from helpers import TINY_PRETRAIN as TINY
 from helpers import make_organ_folder
-from safetensors.torch import load_file
 
 #: Child processes and benchmark dry runs: `pytest -m "not slow"` leaves them out of a quick local loop.
 pytestmark = pytest.mark.slow
@@ -34,7 +35,10 @@ def _env(**extra: str) -> dict[str, str]:
 def _run(folder, out, params, *extra, env=None, timeout=300):
     return subprocess.run(
         [sys.executable, WORKER, str(folder), str(out), json.dumps(params), *map(str, extra)],
-        env=env or _env(), capture_output=True, text=True, timeout=timeout,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -56,8 +60,18 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_weights(folder, tmp_path):
     params = dict(PARAMS, checkpoint_dir=str(ckpt), checkpoint_every=1)
     marker = tmp_path / "paused"
     proc = subprocess.Popen(
-        [sys.executable, WORKER, str(folder), str(tmp_path / "killed.safetensors"), json.dumps(params), "2", str(marker)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            WORKER,
+            str(folder),
+            str(tmp_path / "killed.safetensors"),
+            json.dumps(params),
+            "2",
+            str(marker),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 300
     while not marker.exists():
@@ -96,10 +110,22 @@ def _run_ranks(folder, out, params, world: int, record=None) -> None:
     procs = []
     for rank in range(world):
         extra = {"CODA_RECORD_INDICES": str(record).format(rank=rank)} if record else {}
-        env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, **extra)
-        procs.append(subprocess.Popen([sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env = _env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            **extra,
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, WORKER, str(folder), str(out), json.dumps(params)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-3000:]
@@ -176,11 +202,28 @@ def test_two_nodes_of_two_processes_match_one_process(folder, tmp_path):
     out = tmp_path / "nodes.safetensors"
     launchers = []
     for node in range(2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "2",
-               "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
-               WORKER, str(folder), str(out), json.dumps(params)]
-        launchers.append(subprocess.Popen(cmd, env=_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE))
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "2",
+            "--node_rank",
+            str(node),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            port,
+            WORKER,
+            str(folder),
+            str(out),
+            json.dumps(params),
+        ]
+        launchers.append(
+            subprocess.Popen(cmd, env=_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
     for p in launchers:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-3000:]

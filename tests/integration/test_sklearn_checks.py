@@ -13,10 +13,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from helpers import DATA_FREE_CHECKS
 from sklearn.utils import estimator_checks as ec
 
 from codafeat import CodaEncoder, CodaPretrainer, CodaSegmenter
+
+from helpers import DATA_FREE_CHECKS
 
 #: The encoder's data-free checks (tests/test_encoder.py), plus parameter validation: every
 #: invalid value is refused by fit, naming the parameter, before any data is read.
@@ -41,6 +42,8 @@ def test_sklearn_checks(estimator, check):
 def test_unfitted_use_raises_not_fitted(estimator):
     from sklearn.exceptions import NotFittedError
 
-    method = {"CodaPretrainer": "transform", "CodaSegmenter": "predict", "CodaEncoder": "transform"}[type(estimator).__name__]
+    method = {"CodaPretrainer": "transform", "CodaSegmenter": "predict", "CodaEncoder": "transform"}[
+        type(estimator).__name__
+    ]
     with pytest.raises(NotFittedError):
         getattr(estimator, method)([])

@@ -19,15 +19,33 @@ REPO = Path(__file__).resolve().parents[2]
 def test_transfer_dry_run_pretrains_probes_fine_tunes_and_resumes(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# results\n\n## Another section\n\nkept\n")
-    cmd = [sys.executable, str(REPO / "benchmarks" / "transfer.py"), "--dry-run", "--out", str(tmp_path / "out"),
-           "--results-file", str(results), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "transfer.py"),
+        "--dry-run",
+        "--out",
+        str(tmp_path / "out"),
+        "--results-file",
+        str(results),
+        "--threads",
+        "1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = results.read_text()
     assert "## Another section\n\nkept" in text
-    for title in ("### Knee KL grade", "### JSRT nodules", "Linear probe:", "Fine-tuning:", "| Coda (both) |",
-                  "| inter-organ only |", "| intra-organ only |", "| random init |", "| raw pixels |"):
+    for title in (
+        "### Knee KL grade",
+        "### JSRT nodules",
+        "Linear probe:",
+        "Fine-tuning:",
+        "| Coda (both) |",
+        "| inter-organ only |",
+        "| intra-organ only |",
+        "| random init |",
+        "| raw pixels |",
+    ):
         assert title in text, title
     cells = sorted((tmp_path / "out" / "cells").glob("finetune__*.json"))
     assert len(cells) == 4 * 2 * 2  # encoders x tasks x fractions (1 draw)

@@ -38,7 +38,6 @@ def reference_eq1(zs, zt, ys, yt, tau, denominator):
     return sum(per_anchor) / len(per_anchor), len(per_anchor)
 
 
-
 def test_hand_computed_example():
     zs = torch.tensor([[1.0, 0.0]])
     zt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

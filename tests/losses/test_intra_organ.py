@@ -31,7 +31,6 @@ def reference_ce(student, teacher, center, t_temp, s_temp, n_crops):
     return sum(terms) / len(terms)
 
 
-
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_loop_reference(seed):
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +87,10 @@ def test_crop_order_is_crop_major():
     loss_fn = IntraOrganLoss(out_dim=k)
     student, teacher = torch.randn(n_crops * b, k), torch.randn(b, k)
     image_major = student.view(b, n_crops, k).transpose(0, 1).reshape(n_crops * b, k)
-    assert abs(loss_fn(student, teacher, 0.04, n_crops).item() - loss_fn(image_major, teacher, 0.04, n_crops).item()) > 1e-3
+    assert (
+        abs(loss_fn(student, teacher, 0.04, n_crops).item() - loss_fn(image_major, teacher, 0.04, n_crops).item())
+        > 1e-3
+    )
 
 
 def test_gradients_never_reach_the_teacher():
@@ -155,7 +157,9 @@ def _center_worker(rank: int, world: int, init_file: str, out_file: str) -> None
 def test_center_is_averaged_over_ranks(tmp_path):
     out = tmp_path / "center.pt"
     # fork: the children inherit the imports (spawn would re-import torch: ~10 s per process)
-    mp.start_processes(_center_worker, args=(2, str(tmp_path / "pg"), str(out)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(
+        _center_worker, args=(2, str(tmp_path / "pg"), str(out)), nprocs=2, join=True, start_method="fork"
+    )
     both = torch.cat([torch.arange(12.0).reshape(3, 4), torch.arange(12.0).reshape(3, 4) + 100])
     torch.testing.assert_close(torch.load(out), 0.5 * both.mean(0, keepdim=True))
 

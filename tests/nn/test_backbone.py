@@ -67,11 +67,12 @@ def test_vision_transformers_take_every_input_side():
 
 def test_pretraining_a_vit_runs_and_its_encoder_embeds(tmp_path):
     import numpy as np
-    from helpers import TINY_PRETRAIN as TINY
-    from helpers import make_organ_folder
 
     from codafeat import CodaEncoder
     from codafeat.pretrain import CodaPretrainer
+
+    from helpers import TINY_PRETRAIN as TINY
+    from helpers import make_organ_folder
 
     folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8})
     pre = CodaPretrainer(**dict(TINY, backbone="test_vit", epochs=1, local_size=16)).fit(folder)

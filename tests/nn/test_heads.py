@@ -16,7 +16,6 @@ from codafeat.nn.heads import DINOHead, WeightNormLinear, cancel_last_layer_grad
 SMALL = dict(out_dim=96, hidden_dim=48, bottleneck_dim=16)
 
 
-
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 4])
 def test_output_shape_and_layer_count(n_layers):
     head = DINOHead(20, n_layers=n_layers, **SMALL)
@@ -76,7 +75,9 @@ def _reference_head(head: DINOHead) -> nn.Module:
     with torch.no_grad():
         last.parametrizations.weight.original1.copy_(head.last_layer.weight_v)
         g = head.last_layer.weight_g
-        last.parametrizations.weight.original0.copy_(g if g is not None else torch.ones_like(last.parametrizations.weight.original0))
+        last.parametrizations.weight.original0.copy_(
+            g if g is not None else torch.ones_like(last.parametrizations.weight.original0)
+        )
     if head.last_layer.weight_g is None:
         last.parametrizations.weight.original0.requires_grad_(False)  # DINO: g fixed to 1
 
@@ -106,7 +107,7 @@ def test_forward_and_gradients_match_torch_weight_norm(norm_last_layer):
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
     (out * target).sum().backward()
     (out_ref * target).sum().backward()
-    for (n, p), (n_ref, p_ref) in zip(head.mlp.named_parameters(), ref.mlp.named_parameters()):
+    for (n, p), (_, p_ref) in zip(head.mlp.named_parameters(), ref.mlp.named_parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-7, msg=n)
     pw = ref.last.parametrizations.weight
     torch.testing.assert_close(head.last_layer.weight_v.grad, pw.original1.grad, rtol=1e-4, atol=1e-7)
@@ -166,7 +167,13 @@ def test_bf16_autocast_forward():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(in_dim=0), dict(in_dim=4, out_dim=0), dict(in_dim=4, n_layers=0), dict(in_dim=4, hidden_dim=2.5), dict(in_dim=True)],
+    [
+        dict(in_dim=0),
+        dict(in_dim=4, out_dim=0),
+        dict(in_dim=4, n_layers=0),
+        dict(in_dim=4, hidden_dim=2.5),
+        dict(in_dim=True),
+    ],
 )
 def test_bad_sizes_are_rejected(kwargs):
     with pytest.raises(ValueError, match="DINOHead"):
