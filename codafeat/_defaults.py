@@ -15,7 +15,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Backbone of every estimator without weights (paper: ConvNeXt-B).
 BACKBONE = "convnext_base"
@@ -46,91 +46,108 @@ STD = (0.229, 0.224, 0.225)
 #: Largest input side any estimator accepts (ours; far above any radiograph model).
 MAX_IMAGE_SIZE = 4096
 
-#: CodaPretrainer's defaults; its docstring gives the source of each.
-PRETRAIN: dict[str, Any] = {
-    "backbone": BACKBONE,
-    "init_weights": None,
-    "image_size": IMAGE_SIZE,
-    "local_size": LOCAL_SIZE,
-    "n_local_crops": N_LOCAL_CROPS,
-    "global_scale": GLOBAL_SCALE,
-    "local_scale": LOCAL_SCALE,
-    "rotation": ROTATION,
-    "hflip": False,
-    "brightness": BRIGHTNESS,
-    "contrast": CONTRAST,
-    "gamma": GAMMA,
-    "jitter_prob": JITTER_PROB,
-    "blur_prob": BLUR_PROB,
-    "blur_sigma": BLUR_SIGMA,
-    "symmetric": True,
-    "drop_path_rate": 0.1,
-    "epochs": 800,
-    "batch_size": 64,
-    "lr": 1.25e-4,
-    "min_lr": 1e-6,
-    "warmup_epochs": 10,
-    "weight_decay": 0.04,
-    "weight_decay_end": 0.4,
-    "momentum_teacher": 0.996,
-    "head_out_dim": 65536,
-    "head_hidden_dim": 2048,
-    "head_bottleneck_dim": 256,
-    "temperature": 0.1,
-    "denominator": "negatives",
-    "student_temp": 0.1,
-    "teacher_temp": 0.04,
-    "warmup_teacher_temp": 0.04,
-    "warmup_teacher_temp_epochs": 0,
-    "center_momentum": 0.9,
-    "lambda_inter": 1.0,
-    "lambda_intra": 1.0,
-    "koleo_weight": 0.0,
-    "clip_grad": 3.0,
-    "freeze_last_layer": 1,
-    "accumulate_steps": 1,
-    "head_fp32": False,
-    "compile": False,
-    "device": "auto",
-    "num_workers": 0,
-    "cache_dir": None,
-    "checkpoint_dir": None,
-    "checkpoint_every": 1,
-    "resume": False,
-    "organ_from": "folder",
-    "organ_map": None,
-    "bit_depth": None,
-    "on_error": "raise",
-    "monitor_every": 1,
-    "monitor_fraction": 0.05,
-    "log_dir": None,
-    "random_state": None,
-    "verbose": 0,
+
+class PretrainParam(NamedTuple):
+    """One row of :data:`PRETRAIN_PARAMS`: everything decided about a ``CodaPretrainer`` parameter.
+
+    ``accepts`` is plain data (no sklearn here) that :func:`codafeat._params.constraints`
+    turns into scikit-learn's ``_parameter_constraints`` entry: type tokens (``"int"``,
+    ``"str"``, ``"bool"``, ``"none"``, ``"path"``, ``"seq"``, ``"dict"``, ``"weights"``,
+    ``"device"``, ``"random_state"``, ``"verbose"``, ``"image_side"``, ``"bit_depth"``,
+    ``"on_error"``) and ranges ``("int", low, high)``, ``("real", low, high, closed)``,
+    ``("options", name, ...)``.
+    """
+
+    default: Any
+    accepts: tuple
+    #: May change between a checkpoint and the run that resumes it: it only says where and how
+    #: a run executes (or, for ``init_weights``, matters only before the first step).
+    run_only: bool = False
+    #: Offered by ``codafeat pretrain`` as ``--<name>`` (with this default).
+    cli: bool = True
+
+
+def _p(default: Any, *accepts: Any, run_only: bool = False, cli: bool = True) -> PretrainParam:
+    return PretrainParam(default, tuple(accepts), run_only, cli)
+
+
+_REAL_01 = ("real", 0, 1, "both")
+_HUGE = 1_000_000
+_TEMP = ("real", 1e-4, 100, "both")
+_WEIGHT = ("real", 0, 1000, "both")
+
+#: Every CodaPretrainer parameter, one row each: default, what it accepts, whether it may change
+#: on resume, and whether the command line offers it. The estimator's signature and docstring,
+#: its ``_parameter_constraints``, the resume check and ``codafeat pretrain``'s options all come
+#: from here (``tests/test_defaults.py`` checks the signature and the docstring against it).
+#: The docstring gives the source of each default.
+PRETRAIN_PARAMS: dict[str, PretrainParam] = {
+    "backbone": _p(BACKBONE, "str"),
+    "init_weights": _p(None, "none", "str", "path", "weights", run_only=True),
+    "image_size": _p(IMAGE_SIZE, "image_side"),
+    "local_size": _p(LOCAL_SIZE, "image_side"),
+    "n_local_crops": _p(N_LOCAL_CROPS, ("int", 1, 64)),
+    "global_scale": _p(GLOBAL_SCALE, "seq"),
+    "local_scale": _p(LOCAL_SCALE, "seq"),
+    "rotation": _p(ROTATION, ("real", 0, 180, "both")),
+    "hflip": _p(False, "bool"),
+    "brightness": _p(BRIGHTNESS, ("real", 0, 1, "left")),
+    "contrast": _p(CONTRAST, ("real", 0, 1, "left")),
+    "gamma": _p(GAMMA, "seq"),
+    "jitter_prob": _p(JITTER_PROB, _REAL_01),
+    "blur_prob": _p(BLUR_PROB, _REAL_01, "seq"),
+    "blur_sigma": _p(BLUR_SIGMA, "seq"),
+    "symmetric": _p(True, "bool"),
+    "drop_path_rate": _p(0.1, ("real", 0, 1, "left")),
+    "epochs": _p(800, ("int", 1, _HUGE)),
+    "batch_size": _p(64, ("int", 2, _HUGE)),
+    "lr": _p(1.25e-4, ("real", 0, 1, "right")),
+    "min_lr": _p(1e-6, _REAL_01),
+    "warmup_epochs": _p(10, ("int", 0, _HUGE)),
+    "weight_decay": _p(0.04, ("real", 0, 10, "both")),
+    "weight_decay_end": _p(0.4, ("real", 0, 10, "both")),
+    "momentum_teacher": _p(0.996, _REAL_01),
+    "head_out_dim": _p(65536, ("int", 2, 2**20)),
+    "head_hidden_dim": _p(2048, ("int", 1, 2**16)),
+    "head_bottleneck_dim": _p(256, ("int", 1, 2**16)),
+    "temperature": _p(0.1, _TEMP),
+    "denominator": _p("negatives", ("options", "negatives", "all")),
+    "student_temp": _p(0.1, _TEMP),
+    "teacher_temp": _p(0.04, _TEMP),
+    "warmup_teacher_temp": _p(0.04, _TEMP),
+    "warmup_teacher_temp_epochs": _p(0, ("int", 0, _HUGE)),
+    "center_momentum": _p(0.9, _REAL_01),
+    "lambda_inter": _p(1.0, _WEIGHT),
+    "lambda_intra": _p(1.0, _WEIGHT),
+    "koleo_weight": _p(0.0, _WEIGHT),
+    "clip_grad": _p(3.0, ("real", 0, 1e6, "both")),
+    "freeze_last_layer": _p(1, ("int", 0, _HUGE)),
+    "accumulate_steps": _p(1, ("int", 1, 1024)),
+    "head_fp32": _p(False, "bool"),
+    "compile": _p(False, "bool", "str", run_only=True),
+    "device": _p("auto", "device", run_only=True),
+    "num_workers": _p(0, ("int", 0, 1024), run_only=True),
+    "cache_dir": _p(None, "none", "str", "path", run_only=True),
+    "checkpoint_dir": _p(None, "none", "str", "path", run_only=True),
+    "checkpoint_every": _p(1, ("int", 1, _HUGE), run_only=True),
+    "resume": _p(False, "bool", run_only=True),
+    "organ_from": _p("folder", ("options", "folder", "dicom"), run_only=True),
+    "organ_map": _p(None, "none", "dict", "str", "path", run_only=True),
+    "bit_depth": _p(None, "bit_depth"),
+    "on_error": _p("raise", "on_error", run_only=True),
+    "monitor_every": _p(1, ("int", 0, _HUGE), run_only=True),
+    "monitor_fraction": _p(0.05, ("real", 0, 0.5, "left")),
+    "log_dir": _p(None, "none", "str", "path", run_only=True),
+    "random_state": _p(None, "random_state", run_only=True),
+    "verbose": _p(0, "verbose", run_only=True, cli=False),  # the command has its own --verbose (default 1)
 }
 
-#: CodaPretrainer parameters that only say where and how a run executes (or, for
-#: ``init_weights``, matter only before the first step: a resumed run restores the
-#: checkpoint's networks): they may change between a checkpoint and the run that resumes
-#: it. Every other parameter must agree.
-PRETRAIN_RUN_ONLY = frozenset(
-    {
-        "init_weights",
-        "compile",
-        "device",
-        "num_workers",
-        "cache_dir",
-        "checkpoint_dir",
-        "checkpoint_every",
-        "resume",
-        "organ_from",
-        "organ_map",
-        "on_error",
-        "monitor_every",
-        "log_dir",
-        "random_state",
-        "verbose",
-    }
-)
+#: CodaPretrainer's defaults (from :data:`PRETRAIN_PARAMS`).
+PRETRAIN: dict[str, Any] = {name: row.default for name, row in PRETRAIN_PARAMS.items()}
+
+#: CodaPretrainer parameters that may change between a checkpoint and the run that resumes it
+#: (from :data:`PRETRAIN_PARAMS`); every other parameter must agree.
+PRETRAIN_RUN_ONLY = frozenset(name for name, row in PRETRAIN_PARAMS.items() if row.run_only)
 
 #: Decoder widths of the U-Net at strides 16, 8, 4, 2, 1 (ours).
 DECODER_CHANNELS = (256, 128, 64, 32, 16)

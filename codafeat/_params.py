@@ -9,7 +9,9 @@ is checked once, where the model is built
 
 from __future__ import annotations
 
-from numbers import Integral
+import os
+from numbers import Integral, Real
+from typing import Any
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -28,3 +30,48 @@ NUM_WORKERS = [Interval(Integral, 0, 1024, closed="both"), StrOptions({"auto"})]
 BATCH_SIZE = [Interval(Integral, 1, 1_000_000, closed="both")]
 #: A fixed bit depth of integer images of more than 8 bits, or ``None`` (see codafeat.data.io).
 BIT_DEPTH = [None, Interval(Integral, 9, 32, closed="both")]
+
+
+def constraints(accepts: tuple) -> list:
+    """scikit-learn's constraint list of a :class:`~codafeat._defaults.PretrainParam` ``accepts`` spec.
+
+    Examples
+    --------
+    >>> none, interval = constraints(("none", ("int", 1, 64)))
+    >>> none, interval.type.__name__, interval.left, interval.right
+    (None, 'Integral', 1, 64)
+    >>> constraints((("options", "folder", "dicom"),))[0].options == {"folder", "dicom"}
+    True
+    """
+    from .weights import Weights  # same layer; imported here so that importing _params stays light
+
+    tokens: dict[str, list] = {
+        "str": [str],
+        "none": [None],
+        "path": [os.PathLike],
+        "dict": [dict],
+        "seq": [tuple, list],
+        "bool": ["boolean"],
+        "weights": [Weights],
+        "device": list(DEVICE),
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "image_side": [IMAGE_SIDE],
+        "bit_depth": list(BIT_DEPTH),
+        "on_error": list(ON_ERROR),
+    }
+    out: list[Any] = []
+    for item in accepts:
+        if isinstance(item, str):
+            if item not in tokens:
+                raise ValueError(f"unknown parameter type {item!r}; one of {sorted(tokens)}")
+            out.extend(tokens[item])
+        elif item[0] == "int":
+            out.append(Interval(Integral, item[1], item[2], closed="both"))
+        elif item[0] == "real":
+            out.append(Interval(Real, item[1], item[2], closed=item[3]))
+        elif item[0] == "options":
+            out.append(StrOptions(set(item[1:])))
+        else:
+            raise ValueError(f"unknown parameter range {item!r}")
+    return out

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch.utils.data import DataLoader
 
-from ._defaults import MEAN, PRETRAIN, PRETRAIN_RUN_ONLY, STD
+from ._defaults import MEAN, PRETRAIN, PRETRAIN_PARAMS, PRETRAIN_RUN_ONLY, STD
 from ._device import DevicePolicy, denormals_flushed, resolve_device
 from ._fileio import check_free_space, check_writable
-from ._params import BIT_DEPTH, DEVICE, IMAGE_SIDE, ON_ERROR
+from ._params import constraints
 from ._persist import TorchStateMixin
 from ._train import dist as D
 from ._train import resume
@@ -308,66 +307,8 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     # sides are checked against the backbone's stride when it is built.
     _torch_modules = ("student_", "teacher_")
 
-    _parameter_constraints: dict = {
-        "backbone": [str],
-        "init_weights": [None, str, os.PathLike, Weights],
-        "image_size": [IMAGE_SIDE],
-        "local_size": [IMAGE_SIDE],
-        "n_local_crops": [Interval(Integral, 1, 64, closed="both")],
-        "global_scale": [tuple, list],
-        "local_scale": [tuple, list],
-        "rotation": [Interval(Real, 0, 180, closed="both")],
-        "hflip": ["boolean"],
-        "brightness": [Interval(Real, 0, 1, closed="left")],
-        "contrast": [Interval(Real, 0, 1, closed="left")],
-        "gamma": [tuple, list],
-        "jitter_prob": [Interval(Real, 0, 1, closed="both")],
-        "blur_prob": [Interval(Real, 0, 1, closed="both"), tuple, list],
-        "blur_sigma": [tuple, list],
-        "symmetric": ["boolean"],
-        "drop_path_rate": [Interval(Real, 0, 1, closed="left")],
-        "epochs": [Interval(Integral, 1, 1_000_000, closed="both")],
-        "batch_size": [Interval(Integral, 2, 1_000_000, closed="both")],
-        "lr": [Interval(Real, 0, 1, closed="right")],
-        "min_lr": [Interval(Real, 0, 1, closed="both")],
-        "warmup_epochs": [Interval(Integral, 0, 1_000_000, closed="both")],
-        "weight_decay": [Interval(Real, 0, 10, closed="both")],
-        "weight_decay_end": [Interval(Real, 0, 10, closed="both")],
-        "momentum_teacher": [Interval(Real, 0, 1, closed="both")],
-        "head_out_dim": [Interval(Integral, 2, 2**20, closed="both")],
-        "head_hidden_dim": [Interval(Integral, 1, 2**16, closed="both")],
-        "head_bottleneck_dim": [Interval(Integral, 1, 2**16, closed="both")],
-        "temperature": [Interval(Real, 1e-4, 100, closed="both")],
-        "denominator": [StrOptions({"negatives", "all"})],
-        "student_temp": [Interval(Real, 1e-4, 100, closed="both")],
-        "teacher_temp": [Interval(Real, 1e-4, 100, closed="both")],
-        "warmup_teacher_temp": [Interval(Real, 1e-4, 100, closed="both")],
-        "warmup_teacher_temp_epochs": [Interval(Integral, 0, 1_000_000, closed="both")],
-        "center_momentum": [Interval(Real, 0, 1, closed="both")],
-        "lambda_inter": [Interval(Real, 0, 1000, closed="both")],
-        "lambda_intra": [Interval(Real, 0, 1000, closed="both")],
-        "koleo_weight": [Interval(Real, 0, 1000, closed="both")],
-        "clip_grad": [Interval(Real, 0, 1e6, closed="both")],
-        "freeze_last_layer": [Interval(Integral, 0, 1_000_000, closed="both")],
-        "accumulate_steps": [Interval(Integral, 1, 1024, closed="both")],
-        "head_fp32": ["boolean"],
-        "compile": ["boolean", str],
-        "device": DEVICE,
-        "num_workers": [Interval(Integral, 0, 1024, closed="both")],
-        "cache_dir": [None, str, os.PathLike],
-        "checkpoint_dir": [None, str, os.PathLike],
-        "checkpoint_every": [Interval(Integral, 1, 1_000_000, closed="both")],
-        "resume": ["boolean"],
-        "organ_from": [StrOptions({"folder", "dicom"})],
-        "organ_map": [None, dict, str, os.PathLike],
-        "bit_depth": BIT_DEPTH,
-        "on_error": ON_ERROR,
-        "monitor_every": [Interval(Integral, 0, 1_000_000, closed="both")],
-        "monitor_fraction": [Interval(Real, 0, 0.5, closed="left")],
-        "log_dir": [None, str, os.PathLike],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    #: From the one parameter table, :data:`codafeat._defaults.PRETRAIN_PARAMS`.
+    _parameter_constraints: dict = {name: constraints(row.accepts) for name, row in PRETRAIN_PARAMS.items()}
 
     def __init__(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
 from codafeat import _defaults as D
 from codafeat.cli import build_parser
 from codafeat.pretrain import CodaPretrainer
@@ -47,3 +49,19 @@ def test_the_command_line_offers_every_pretrainer_parameter_with_the_table_defau
         assert name in options, f"codafeat pretrain has no --{name.replace('_', '-')}"
         if name != "random_state":
             assert options[name] == default or list(options[name] or []) == list(default or []), name
+
+
+def test_constraints_and_resume_keys_come_from_the_table():
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    from codafeat.pretrain import RESUME_KEYS
+
+    assert set(RESUME_KEYS) == {k for k, row in D.PRETRAIN_PARAMS.items() if not row.run_only}
+    # every default passes its own row's constraint, and a value outside a row's range is refused by name
+    validate_parameter_constraints(CodaPretrainer._parameter_constraints, D.PRETRAIN, caller_name="CodaPretrainer")
+    for name in ("n_local_crops", "epochs", "batch_size", "accumulate_steps"):
+        low = D.PRETRAIN_PARAMS[name].accepts[0][1]
+        with pytest.raises(ValueError, match=f"'{name}' parameter"):
+            CodaPretrainer(**{name: low - 1})._validate_params()
+    with pytest.raises(ValueError, match="'organ_from' parameter"):
+        CodaPretrainer(organ_from="tags")._validate_params()

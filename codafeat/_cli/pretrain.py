@@ -14,8 +14,6 @@ NAME = "pretrain"
 HELP = "pretrain a Coda model on a folder of radiographs (one subfolder per organ)"
 DESCRIPTION = __doc__
 
-_SKIP = {"verbose"}
-
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +22,7 @@ def _option(name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .._defaults import PRETRAIN
+    from .._defaults import PRETRAIN_PARAMS
 
     parser.add_argument(
         "data", help="folder with one subfolder per organ, or a manifest (.csv or .parquet: path, organ)"
@@ -37,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace an existing --out / --history that is not codafeat weights / a history",
     )
     parser.add_argument("--verbose", type=int, default=1, help="progress bar (1) or quiet (0)")
-    for name, default in PRETRAIN.items():  # the defaults table: no torch import for --help
-        if name in _SKIP:
+    for name, row in PRETRAIN_PARAMS.items():  # the parameter table: no torch import for --help
+        if not row.cli:
             continue
-        opt = _option(name)
+        opt, default = _option(name), row.default
         if isinstance(default, bool):
             parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=default, help=f"default: {default}")
         elif isinstance(default, tuple):
