@@ -152,6 +152,7 @@ def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from codafeat._train.monitor import TrainingMonitor, monitor_split
     from codafeat.analysis import organ_separation
     from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+    from codafeat.losses.intra_organ import IntraOrganLoss
     from codafeat.nn.backbone import DEFAULT_MEAN, DEFAULT_STD
     from codafeat.nn.coda_model import CodaNetwork
 
@@ -173,7 +174,7 @@ def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         head_hidden_dim=s["head_hidden_dim"],
         head_bottleneck_dim=s["head_bottleneck_dim"],
     ).eval()
-    random = mon.measure(net, torch.zeros(1, s["head_out_dim"]), 0.04)
+    random = mon.measure(net, IntraOrganLoss(out_dim=s["head_out_dim"]), 0.04)
     return {
         "raw pixels": {"knn": raw["knn_accuracy"], "nmi": raw["nmi"]},
         "random init": {

@@ -39,6 +39,7 @@ from ._train.checkpoint import remove_stale
 from ._train.loop import CodaTrainer, Schedules
 from ._train.metrics_sink import MetricsSink
 from ._train.monitor import TrainingMonitor, collapse_warnings, monitor_split
+from ._train.objective import Terms
 from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
 from .data.decoded_cache import DecodedCache, cache_size_for
@@ -448,13 +449,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
         self._views()  # gamma, blur_prob, blur_sigma: named errors before any data is read
-        if self.lambda_inter == 0 and self.lambda_intra == 0:
-            raise ValueError("lambda_inter and lambda_intra are both 0: nothing to train")
-        if self.koleo_weight > 0 and self.lambda_intra == 0:
-            raise ValueError(
-                f"koleo_weight={self.koleo_weight} acts on the intra-organ head, which lambda_intra=0 removes: "
-                "set koleo_weight=0 too"
-            )
+        self._terms()  # the objective's own checks: a term to train, KoLeo only with the intra-organ head
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
 
@@ -721,8 +716,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         """The monitor's figures (computed on rank 0, the same on every rank)."""
         figures: dict[str, Any] = {}
         if info.is_main:
-            center = trainer.intra_loss.center if trainer.intra_loss is not None else None
-            figures = monitor.measure(trainer.teacher, center, float(trainer.schedules.teacher_temp[epoch]))
+            figures = monitor.measure(trainer.teacher, trainer.intra_loss, trainer.teacher_temp(epoch))
             warnings = collapse_warnings(figures) if epoch + 1 >= _WARN_FROM_EPOCH else []
             for msg in warnings:
                 logger.warning("epoch %d: %s", epoch + 1, msg)
@@ -760,14 +754,19 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         if sink is not None:
             sink.write(record)
 
+    def _terms(self) -> Terms:
+        """The terms this run trains (decided by the objective from the weights)."""
+        return Terms.from_weights(self.lambda_inter, self.lambda_intra, self.koleo_weight)
+
     def _new_network(self) -> CodaNetwork:
         """A freshly initialised student (backbone and the heads of the active branches)."""
+        terms = self._terms()
         return CodaNetwork(
             self.backbone,
             mean=MEAN,
             std=STD,
-            with_org=self.lambda_inter > 0,
-            with_ins=self.lambda_intra > 0,
+            with_org=terms.inter,
+            with_ins=terms.intra,
             head_out_dim=self.head_out_dim,
             head_hidden_dim=self.head_hidden_dim,
             head_bottleneck_dim=self.head_bottleneck_dim,
@@ -808,16 +807,13 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         # the student, after the teacher was already copied from each rank's own init).
         D.broadcast_module_(student, info)
         teacher = make_teacher(student)
-        inter = (
-            InterOrganLoss(temperature=self.temperature, denominator=self.denominator)
-            if self.lambda_inter > 0
-            else None
-        )
+        terms = self._terms()
+        inter = InterOrganLoss(temperature=self.temperature, denominator=self.denominator) if terms.inter else None
         intra = (
             IntraOrganLoss(
                 out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum
             ).to(device)
-            if self.lambda_intra > 0
+            if terms.intra
             else None
         )
         return CodaTrainer(

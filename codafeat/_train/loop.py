@@ -11,10 +11,10 @@ One step, following the paper and DESIGN.md:
    views except a global view with itself;
 3. ``t_org`` and the organ labels are gathered over ranks, so negatives come from the
    global batch;
-4. ``L = lambda_inter * L_inter + lambda_intra * L_intra (+ koleo_weight * L_koleo)``; a
-   single-organ global batch has no negatives: its inter-organ term is skipped and counted
-   in the history; the optional KoLeo term spreads the student's intra-organ bottleneck
-   vectors of each global view (:class:`~codafeat.losses.KoLeoLoss`);
+4. the objective (:class:`~codafeat._train.objective.CodaObjective`) returns the named
+   losses of the terms that are on and ``L = lambda_inter * L_inter + lambda_intra *
+   L_intra (+ koleo_weight * L_koleo)``; a single-organ global batch has no negatives: its
+   inter-organ term is skipped and counted in the history;
 5. a non-finite loss raises :class:`FloatingPointError` before any update, so the last
    checkpoint stays the last good state;
 6. backward, DINO's per-parameter gradient clipping, last layer frozen during the first
@@ -38,10 +38,10 @@ from torch import nn
 from .._device import DevicePolicy
 from ..losses.inter_organ import InterOrganLoss
 from ..losses.intra_organ import IntraOrganLoss
-from ..losses.koleo import KoLeoLoss
 from ..nn.coda_model import CodaNetwork
 from ..nn.ema import ema_update
 from . import dist as D
+from .objective import CodaObjective, StepOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -58,42 +58,45 @@ class Schedules:
 
 @dataclass
 class StepResult:
-    loss: float
-    loss_inter: float
-    loss_intra: float
-    inter_skipped: bool
-    loss_koleo: float = 0.0
+    """The global-batch means of one step's named losses (``"loss"`` and the terms that are on)."""
+
+    losses: dict[str, float]
+    inter_skipped: bool = False
+
+    def __getattr__(self, name: str) -> float:  # r.loss, r.loss_inter ...: 0.0 for a term that is off
+        if name.startswith("loss"):
+            return self.__dict__["losses"].get(name, 0.0)
+        raise AttributeError(name)
 
 
-_LOSS_KEYS = ("loss", "loss_inter", "loss_intra", "loss_koleo")
+#: Losses every history record carries (NaN when the term is off or never counted).
+REPORTED = ("loss", "loss_inter", "loss_intra")
 
 
 @dataclass
 class EpochStats:
-    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LOSS_KEYS, 0.0))
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_LOSS_KEYS, 0))
+    """Sums of whatever named losses the steps report, and how many steps reported each."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     inter_skipped_steps: int = 0
     images: int = 0
 
-    def add(
-        self, r: StepResult, n_images: int, lambda_inter: float, lambda_intra: float, koleo_weight: float = 0.0
-    ) -> None:
-        self.sums["loss"] += r.loss
-        self.counts["loss"] += 1
-        if koleo_weight > 0:
-            self.sums["loss_koleo"] += r.loss_koleo
-            self.counts["loss_koleo"] += 1
-        if lambda_inter > 0 and not r.inter_skipped:
-            self.sums["loss_inter"] += r.loss_inter
-            self.counts["loss_inter"] += 1
-        if lambda_intra > 0:
-            self.sums["loss_intra"] += r.loss_intra
-            self.counts["loss_intra"] += 1
+    def add(self, r: StepResult, n_images: int) -> None:
+        for key, value in r.losses.items():
+            if key == "loss_inter" and r.inter_skipped:
+                continue  # a single-organ global batch has no inter-organ term to average
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.inter_skipped_steps += int(r.inter_skipped)
         self.images += n_images
 
     def mean(self, key: str) -> float:
-        return self.sums[key] / self.counts[key] if self.counts[key] else float("nan")
+        return self.sums[key] / self.counts[key] if self.counts.get(key) else float("nan")
+
+    def means(self) -> dict[str, float]:
+        """The mean of every loss seen, and of the always reported ones."""
+        return {key: self.mean(key) for key in dict.fromkeys([*REPORTED, *self.sums])}
 
 
 def param_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -146,17 +149,20 @@ class CodaTrainer:
         koleo_weight: float = 0.0,
     ) -> None:
         self.student_module = student
-        self.koleo_weight = float(koleo_weight)
-        self.koleo = KoLeoLoss() if self.koleo_weight > 0 else None
         self.accumulate_steps = int(accumulate_steps)
         self.symmetric = bool(symmetric)
-        # Symmetric intra-organ pairs (DINO): student views [g1, g2, crops] x teacher views
-        # [g1, g2], leaving out each global view paired with itself.
-        self._pairs = torch.ones(n_local_crops + 2, 2, dtype=torch.bool)
-        self._pairs[0, 0] = self._pairs[1, 1] = False
-        self.teacher, self.inter_loss, self.intra_loss = teacher, inter_loss, intra_loss
-        self.lambda_inter = float(lambda_inter)
-        self.lambda_intra = float(lambda_intra)
+        self.teacher = teacher
+        self.objective = CodaObjective(
+            inter_loss=inter_loss,
+            intra_loss=intra_loss,
+            lambda_inter=lambda_inter,
+            lambda_intra=lambda_intra,
+            koleo_weight=koleo_weight,
+            symmetric=symmetric,
+            n_local_crops=n_local_crops,
+            dist_info=dist_info,
+            device=device,
+        )
         self.schedules = schedules
         self.steps_per_epoch = steps_per_epoch
         self.clip_grad = float(clip_grad)
@@ -184,82 +190,41 @@ class CodaTrainer:
         self._params = [p for p in student.parameters() if p.requires_grad]
         self._last_layer = set(id(p) for p in student.last_layer_parameters())
 
+    # ------------------------------------------------------------------ what callers read
+    @property
+    def intra_loss(self) -> IntraOrganLoss | None:
+        return self.objective.intra_loss if self.objective.terms.intra else None
+
+    @property
+    def center(self) -> torch.Tensor | None:
+        """The intra-organ teacher centre (``None`` without that term)."""
+        return self.objective.center
+
+    def teacher_temp(self, epoch: int) -> float:
+        """The intra-organ teacher temperature of ``epoch``."""
+        return float(self.schedules.teacher_temp[epoch])
+
     # ------------------------------------------------------------------ one step
-    def _inter_term(self, s_org: torch.Tensor, t_org: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """Inter-organ loss of student anchors against the global batch's teacher embeddings."""
-        t_all = D.all_gather_cat(t_org.float().detach(), self.dist)
-        y_all = D.all_gather_cat(labels, self.dist)
-        mean_inter, n_anchors = self.inter_loss(s_org.float(), t_all, labels, y_all)
-        # Weight by this rank's share of the global anchors, so that DDP's gradient
-        # average equals the mean over all anchors of the global batch.
-        n_local = torch.tensor(float(n_anchors), device=self.device)
-        n_global = D.all_reduce_sum(n_local.clone(), self.dist)
-        if n_global.item() == 0:
-            return mean_inter * 0.0, True
-        return mean_inter * (n_local * self.dist.world_size / n_global), False
-
-    def forward(self, g1: torch.Tensor, g2: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """``(t_org, t_ins, s_org, s_ins, s_bottleneck)`` of a placed batch (steps 1-2 of the module doc).
-
-        ``s_bottleneck`` (the student's intra-organ bottleneck of its global views) is
-        ``None`` unless the KoLeo term is on.
-        """
+    def forward(self, g1: torch.Tensor, g2: torch.Tensor, crops: torch.Tensor | None) -> StepOutputs:
+        """The teacher's and the student's outputs of a placed batch (steps 1-2 of the module doc)."""
         policy = self.policy
-        extra = {"return_bottleneck": True} if self.koleo is not None and self.lambda_intra > 0 else {}
+        extra = {"return_bottleneck": True} if self.objective.needs_bottleneck else {}
         if self.symmetric:
             # DINO's form: both global views through both networks.
             both = torch.cat([g1, g2])
             with torch.no_grad(), policy.autocast():
-                t_org, t_ins = self._teacher_forward(both)
+                teacher = self._teacher_forward(both)
             with policy.autocast():
-                s_org, s_ins, *s_b = self.student(both, crops, ins_on_global=True, **extra)
+                student = self.student(both, crops, ins_on_global=True, **extra)
         else:
             # Coda's form as printed: teacher(g2) against student(g1) and the crops.
             with torch.no_grad(), policy.autocast():
-                t_org, t_ins = self._teacher_forward(g2)
+                teacher = self._teacher_forward(g2)
             with policy.autocast():
-                s_org, s_ins, *s_b = self.student(g1, crops, **extra)
-        return t_org, t_ins, s_org, s_ins, (s_b[0] if s_b else None)
+                student = self.student(g1, crops, **extra)
+        return StepOutputs(teacher, student)
 
-    def losses(
-        self, outputs: tuple[torch.Tensor, ...], labels: torch.Tensor, epoch: int
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """``(loss_inter, loss_intra, inter_skipped)`` from :meth:`forward`'s outputs (steps 3-4)."""
-        t_org, t_ins, s_org, s_ins, _ = outputs
-        b = labels.shape[0]
-        zero = torch.zeros((), device=self.device)
-        loss_inter, loss_intra, inter_skipped = zero, zero, False
-        if self.lambda_inter > 0:
-            if self.symmetric:
-                l12, inter_skipped = self._inter_term(s_org[:b], t_org[b:], labels)
-                l21, _ = self._inter_term(s_org[b:], t_org[:b], labels)
-                loss_inter = 0.5 * (l12 + l21)
-            else:
-                loss_inter, inter_skipped = self._inter_term(s_org, t_org, labels)
-        if self.lambda_intra > 0:
-            temp = float(self.schedules.teacher_temp[epoch])
-            if self.symmetric:
-                loss_intra = self.intra_loss(
-                    s_ins.float(),
-                    t_ins.float().detach(),
-                    temp,
-                    self.n_local_crops + 2,
-                    n_teacher_views=2,
-                    pairs=self._pairs,
-                )
-            else:
-                loss_intra = self.intra_loss(s_ins.float(), t_ins.float().detach(), temp, self.n_local_crops)
-        return loss_inter, loss_intra, inter_skipped
-
-    def koleo_term(self, outputs: tuple[torch.Tensor, ...], b: int) -> torch.Tensor:
-        """Mean KoLeo loss of the student's bottleneck vectors, per global view of ``b`` images (0 when off)."""
-        bottleneck = outputs[4]
-        if bottleneck is None or b < 2:  # one image has no neighbour
-            return torch.zeros((), device=self.device)
-        chunks = bottleneck.float().split(b)  # g1 (and g2 in the symmetric form)
-        return torch.stack([self.koleo(c) for c in chunks]).mean()
-
-    def update(self, t_ins: torch.Tensor | None, epoch: int, it: int) -> None:
+    def update(self, teacher_ins: torch.Tensor | None, epoch: int, it: int) -> None:
         """Clipping, AdamW step, EMA teacher and centre (steps 6-8), after the backward passes."""
         self.scaler.unscale_(self.optimizer)  # no-op unless float16
         if self.clip_grad > 0:
@@ -271,8 +236,7 @@ class CodaTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         ema_update(self.teacher, self.student_module, float(self.schedules.momentum[it]))
-        if self.lambda_intra > 0:
-            self.intra_loss.update_center(t_ins.float().detach())
+        self.objective.update(teacher_ins)
 
     def _micro_batches(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """``batch`` cut into ``accumulate_steps`` consecutive parts (the crops by their image)."""
@@ -308,20 +272,20 @@ class CodaTrainer:
             group["weight_decay"] = float(self.schedules.weight_decay[it]) if group.get("apply_wd") else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         parts = self._micro_batches(batch)
-        totals = torch.zeros(4, device=self.device)
+        totals: dict[str, torch.Tensor] = {}
         t_ins_all, skipped = [], False
         for j, part in enumerate(parts):
-            crops = self.policy.batch(part["locals"]) if self.lambda_intra > 0 else None
+            crops = self.policy.batch(part["locals"]) if self.objective.needs_crops else None
             outputs = self.forward(self.policy.batch(part["g1"]), self.policy.batch(part["g2"]), crops)
             labels = part["labels"].to(self.device, non_blocking=True)
-            loss_inter, loss_intra, inter_skipped = self.losses(outputs, labels, epoch)
-            loss_koleo = self.koleo_term(outputs, labels.shape[0])
-            loss = self.lambda_inter * loss_inter + self.lambda_intra * loss_intra + self.koleo_weight * loss_koleo
+            losses, inter_skipped = self.objective(outputs, labels, self.teacher_temp(epoch))
+            loss = losses["loss"]
             if not torch.isfinite(loss.detach()).item():
+                terms = ", ".join(f"{k} {v.item()}" for k, v in losses.items() if k != "loss")
                 raise FloatingPointError(
-                    f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} "
-                    f"(inter-organ {loss_inter.item()}, intra-organ {loss_intra.item()}); training stopped "
-                    "before updating the weights, the last checkpoint is intact. Lower lr or check the data."
+                    f"the training loss became non-finite ({loss.item()}) at epoch {epoch}, step {it} ({terms}); "
+                    "training stopped before updating the weights, the last checkpoint is intact. Lower lr or "
+                    "check the data."
                 )
             sync = (
                 contextlib.nullcontext()
@@ -330,17 +294,15 @@ class CodaTrainer:
             )  # DDP: one gradient all-reduce per optimiser step
             with sync:
                 self.scaler.scale(loss / len(parts)).backward()
-            totals += torch.stack(
-                [loss.detach(), loss_inter.detach(), loss_intra.detach(), loss_koleo.detach()]
-            ).float() / len(parts)
-            t_ins_all.append(outputs[1])
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float() / len(parts)
+            t_ins_all.append(outputs.teacher.ins)
             skipped = skipped or inter_skipped
-        t_ins = torch.cat(t_ins_all) if self.lambda_intra > 0 else None
-        self.update(t_ins, epoch, it)
-        # Losses reported as global-batch means.
-        vals = D.all_reduce_sum(totals, self.dist) / self.dist.world_size
-        loss_v, inter_v, intra_v, koleo_v = (float(v) for v in vals.tolist())
-        return StepResult(loss_v, inter_v, intra_v, skipped, koleo_v)
+        self.update(torch.cat(t_ins_all) if self.objective.terms.intra else None, epoch, it)
+        # Losses reported as global-batch means (every rank has the same keys: the same terms).
+        keys = sorted(totals)
+        vals = D.all_reduce_sum(torch.stack([totals[k] for k in keys]), self.dist) / self.dist.world_size
+        return StepResult(dict(zip(keys, (float(v) for v in vals.tolist()))), skipped)
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, loader, epoch: int, *, progress=None, seed: int = 0) -> dict[str, Any]:
@@ -369,30 +331,19 @@ class CodaTrainer:
                     break
                 it = epoch * self.steps_per_epoch + b
                 r = self.step(batch, epoch, it)
-                stats.add(
-                    r,
-                    batch["g1"].shape[0] * self.dist.world_size,
-                    self.lambda_inter,
-                    self.lambda_intra,
-                    self.koleo_weight,
-                )
+                stats.add(r, batch["g1"].shape[0] * self.dist.world_size)
                 if progress is not None:
                     progress.update(1)
-                    progress.set_postfix(
-                        loss=f"{r.loss:.3f}",
-                        inter=f"{r.loss_inter:.3f}",
-                        intra=f"{r.loss_intra:.3f}",
-                        **self.progress_extra,
-                    )
+                    shown = {k.removeprefix("loss_") or "loss": f"{v:.3f}" for k, v in r.losses.items()}
+                    progress.set_postfix(**shown, **self.progress_extra)
         elapsed = time.perf_counter() - t0
         last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1
-        koleo = {"loss_koleo": stats.mean("loss_koleo")} if self.koleo_weight > 0 else {}
+        means = stats.means()
+        extra_terms = {k: v for k, v in means.items() if k not in REPORTED}
         return {
-            **koleo,
+            **extra_terms,
             "epoch": epoch + 1,
-            "loss": stats.mean("loss"),
-            "loss_inter": stats.mean("loss_inter"),
-            "loss_intra": stats.mean("loss_intra"),
+            **{k: means[k] for k in REPORTED},
             "inter_skipped_steps": stats.inter_skipped_steps,
             "lr": float(self.schedules.lr[last]),
             "weight_decay": float(self.schedules.weight_decay[last]),

@@ -112,8 +112,13 @@ class TrainingMonitor:
         return len(self.labels)
 
     @torch.no_grad()
-    def measure(self, teacher: torch.nn.Module, center: torch.Tensor | None, teacher_temp: float) -> dict[str, float]:
-        """The monitor's figures for ``teacher`` (a :class:`~codafeat.nn.coda_model.CodaNetwork`)."""
+    def measure(self, teacher: torch.nn.Module, intra_loss: Any, teacher_temp: float) -> dict[str, float]:
+        """The monitor's figures for ``teacher`` (a :class:`~codafeat.nn.coda_model.CodaNetwork`).
+
+        ``intra_loss`` (an :class:`~codafeat.losses.intra_organ.IntraOrganLoss`, or ``None``
+        without the intra-organ term) turns the teacher's logits into its targets with the
+        loss's own centring and sharpening at ``teacher_temp``.
+        """
         from ..analysis import organ_separation
 
         was_training = teacher.training
@@ -141,10 +146,10 @@ class TrainingMonitor:
             out["monitor_nmi"] = sep["nmi"]
         else:
             out["monitor_knn_accuracy"] = out["monitor_nmi"] = float("nan")
-        if logits:
+        if logits and intra_loss is not None:
             t = torch.cat(logits)
-            c = center.detach().float().cpu() if center is not None else torch.zeros(1, t.shape[1])
-            logp = F.log_softmax((t - c) / float(teacher_temp), dim=1)
+            c = intra_loss.center.detach().float().cpu()
+            logp = intra_loss.teacher_log_probs(t, teacher_temp)
             p = logp.exp()
             per_image = -(p * logp).sum(1).mean()
             marginal = p.mean(0)

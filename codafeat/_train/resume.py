@@ -48,8 +48,7 @@ def save(
 ) -> Path:
     """Write the run's checkpoint (atomically, keeping the previous one)."""
     modules: dict[str, Any] = {"student": trainer.student_module, "teacher": trainer.teacher}
-    if trainer.intra_loss is not None:
-        modules["intra_center"] = trainer.intra_loss.center
+    modules.update(trainer.objective.state())
     meta = {
         "format": "codafeat-checkpoint",
         "epochs_done": epochs_done,
@@ -99,8 +98,8 @@ def restore(ckpt: Checkpoint, trainer: CodaTrainer, *, organs: list[str], run: d
         )
     restore_module(trainer.student_module, tensors, "student", source=str(path))
     restore_module(trainer.teacher, tensors, "teacher", source=str(path))
-    if trainer.intra_loss is not None:
-        trainer.intra_loss.center.copy_(tensors["intra_center"].to(trainer.intra_loss.center.device))
+    if trainer.center is not None:
+        trainer.center.copy_(tensors["intra_center"].to(trainer.center.device))
     restore_optimizer(trainer.optimizer, tensors)
     done = int(meta["epochs_done"])
     logger.info("resumed from %s after epoch %d", path, done)

@@ -135,11 +135,21 @@ class IntraOrganLoss(nn.Module):
                 )
             weight = pairs.to(device=student_out.device, dtype=torch.float32)
         with torch.autocast(device_type=student_out.device.type, enabled=False):
-            p_t = F.softmax((teacher_out.detach().float() - self.center) / t, dim=-1)
+            p_t = self.teacher_probs(teacher_out, t)
             log_q = F.log_softmax(student_out.float() / self.student_temp, dim=-1)
             # (crops, B, K) x (teacher views, B, K) -> (crops, teacher views, B) without the product tensor.
             ce = -torch.einsum("cbk,tbk->ctb", log_q.view(n_crops, b, self.out_dim), p_t.view(n_t, b, self.out_dim))
             return (ce.mean(dim=2) * weight).sum() / weight.sum()
+
+    def teacher_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """The teacher's targets: ``softmax((teacher_out - center) / teacher_temp)`` (centred, sharpened)."""
+        return F.softmax((teacher_out.detach().float() - self.center.to(teacher_out.device)) / teacher_temp, dim=-1)
+
+    def teacher_log_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """The log of :meth:`teacher_probs` (what the training monitor measures the targets with)."""
+        return F.log_softmax(
+            (teacher_out.detach().float() - self.center.to(teacher_out.device)) / float(teacher_temp), dim=-1
+        )
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

@@ -2,18 +2,30 @@
 
 Student and teacher are two instances of :class:`CodaNetwork` (the teacher an EMA copy).
 The inter-organ head ``head_org`` and the intra-organ head ``head_ins`` are created only
-when their loss is used (``lambda_* > 0``), so an ablation trains no idle parameters.
+when the objective's terms use them (:class:`~codafeat._train.objective.Terms`), so an
+ablation trains no idle parameters. The network returns named outputs
+(:class:`NetworkOutputs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .backbone import FeatureExtractor, create_backbone, embed_dim
 from .heads import DINOHead
+
+
+class NetworkOutputs(NamedTuple):
+    """What :class:`CodaNetwork` returns: the inter-organ output, the intra-organ output and
+    the intra-organ bottleneck (each ``None`` when its head is absent or it was not asked for)."""
+
+    org: torch.Tensor | None
+    ins: torch.Tensor | None
+    bottleneck: torch.Tensor | None = None
 
 
 class CodaNetwork(nn.Module):
@@ -75,22 +87,22 @@ class CodaNetwork(nn.Module):
         ins_on_global: bool = False,
         return_bottleneck: bool = False,
     ):
-        """``(z_org(global_view) | None, z_ins | None)``.
+        """:class:`NetworkOutputs` ``(org, ins, bottleneck)``.
 
         Teacher pass: ``local_views=None``; the intra-organ head is applied to the global
         view(s). Student pass: with ``local_views`` the intra-organ head sees the local
         crops only (Coda's asymmetric form), or, with ``ins_on_global=True``, the global
-        views followed by the crops (DINO's symmetric form): ``z_ins`` is then
+        views followed by the crops (DINO's symmetric form): ``ins`` is then
         ``head_ins(cat[encoder(global_view), encoder(local_views)])``.
 
-        With ``return_bottleneck=True`` a third output is the intra-organ head's
+        With ``return_bottleneck=True``, ``bottleneck`` is the intra-organ head's
         l2-normalised bottleneck of the global view(s), ``(len(global_view), bottleneck)``
         (``None`` without that head), for :class:`~codafeat.losses.KoLeoLoss`.
         """
         feats = self.encoder(global_view)
         z_org = self.head_org(feats) if self.head_org is not None else None
         if self.head_ins is None:
-            return (z_org, None, None) if return_bottleneck else (z_org, None)
+            return NetworkOutputs(z_org, None, None)
         n_global = feats.shape[0]
         if local_views is None:
             z_ins, bottleneck = self.head_ins(feats, return_bottleneck=True)
@@ -103,8 +115,8 @@ class CodaNetwork(nn.Module):
                 # the asymmetric form sends no global view through this head; a regulariser gets one pass
                 bottleneck = self.head_ins(feats, return_bottleneck=True)[1] if return_bottleneck else None
         if not return_bottleneck:
-            return z_org, z_ins
-        return z_org, z_ins, bottleneck[:n_global]
+            return NetworkOutputs(z_org, z_ins, None)
+        return NetworkOutputs(z_org, z_ins, bottleneck[:n_global])
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the heads' weight-normalised output layers (frozen in epoch 0, DINO)."""

@@ -36,13 +36,13 @@ def _trainer(symmetric: bool, seed: int = 0, **kw) -> CodaTrainer:
     )
     intra = IntraOrganLoss(out_dim=K, student_temp=0.1, center_momentum=0.9)
     intra.center.copy_(0.1 * torch.randn(1, K))
+    params = dict(lambda_inter=1.0, lambda_intra=1.0)
+    params.update(kw)
     return CodaTrainer(
         student=student,
         teacher=teacher,
         inter_loss=InterOrganLoss(temperature=0.1),
         intra_loss=intra,
-        lambda_inter=1.0,
-        lambda_intra=1.0,
         schedules=sched,
         steps_per_epoch=steps,
         clip_grad=0.0,
@@ -51,7 +51,7 @@ def _trainer(symmetric: bool, seed: int = 0, **kw) -> CodaTrainer:
         dist_info=DistInfo(),
         n_local_crops=N,
         symmetric=symmetric,
-        **kw,
+        **params,
     )
 
 
@@ -153,9 +153,7 @@ def test_single_organ_batch_skips_the_inter_term_without_nan():
 
 # --------------------------------------------------------------------------- GPU-path features, on the CPU
 def _intra_only(**kw) -> CodaTrainer:
-    tr = _trainer(True, **kw)
-    tr.lambda_inter = 0.0  # the intra-organ term is a mean over images: it splits exactly
-    return tr
+    return _trainer(True, lambda_inter=0.0, **kw)  # the intra-organ term is a mean over images: it splits exactly
 
 
 def test_accumulation_equals_one_undivided_step_for_a_per_image_loss():

@@ -16,6 +16,7 @@ from codafeat._train.monitor import (
     collapse_warnings,
     monitor_split,
 )
+from codafeat.losses.intra_organ import IntraOrganLoss
 from codafeat.nn.coda_model import CodaNetwork
 
 
@@ -42,7 +43,7 @@ def _monitor(n_per=6, seed=0) -> TrainingMonitor:
 
 
 def test_figures_of_a_random_teacher_are_in_range():
-    m = _monitor().measure(_net(), torch.zeros(1, 64), 0.04)
+    m = _monitor().measure(_net(), IntraOrganLoss(out_dim=64), 0.04)
     assert set(m) >= {
         "monitor_knn_accuracy",
         "monitor_nmi",
@@ -62,7 +63,9 @@ def test_figures_of_a_random_teacher_are_in_range():
 def test_entropy_and_information_against_a_direct_computation():
     mon, net = _monitor(), _net(1)
     center = 0.1 * torch.randn(1, 64)
-    m = mon.measure(net, center, 0.07)
+    loss = IntraOrganLoss(out_dim=64)
+    loss.center.copy_(center)
+    m = mon.measure(net, loss, 0.07)
     with torch.no_grad():
         t = net.head_ins(net.encoder(mon.images)).double()
     p = torch.softmax((t - center.double()) / 0.07, dim=1)
@@ -79,7 +82,7 @@ def test_a_collapsed_teacher_is_flagged():
     with torch.no_grad():  # every image -> the same pooled feature
         head_norm.weight.zero_()
         head_norm.bias.copy_(torch.randn_like(head_norm.bias))
-    m = _monitor().measure(net, torch.zeros(1, 64), 0.04)
+    m = _monitor().measure(net, IntraOrganLoss(out_dim=64), 0.04)
     assert m["embed_std"] == pytest.approx(0, abs=1e-5)
     assert m["teacher_mi"] == pytest.approx(0, abs=1e-5)
     msgs = collapse_warnings(m)
