@@ -12,6 +12,14 @@ from sklearn.utils import estimator_checks as ec
 
 
 def write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored=None, **tags) -> Path:
+    """A DICOM file of ``arr`` with ``tags``; pydicom's warnings about non-standard values (archives hold them)
+    are silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _write_dicom(path, arr, photometric=photometric, bits_stored=bits_stored, **tags)
+
+
+def _write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored=None, **tags) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         ExplicitVRLittleEndian,
@@ -41,9 +49,7 @@ def write_dicom(path: Path, arr: np.ndarray, *, photometric: str = "MONOCHROME2"
     for key, value in tags.items():
         setattr(ds, key, value)
     ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    with warnings.catch_warnings():  # pydicom warns when writing the non-standard values archives hold
-        warnings.simplefilter("ignore", UserWarning)
-        ds.save_as(path, enforce_file_format=True)
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 

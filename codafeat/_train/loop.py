@@ -120,6 +120,24 @@ def clip_gradients_(params: list[nn.Parameter], max_norm: float) -> None:
     torch._foreach_mul_(grads, coefs)
 
 
+def _callables(
+    student: nn.Module, teacher: nn.Module, dist_info: D.DistInfo, device: torch.device, compile: bool | str
+) -> tuple[nn.Module, nn.Module]:
+    """What the step calls: the student (in DDP under ``torchrun``) and the teacher, compiled on request.
+
+    The bare modules stay the trainer's ``student_module`` and ``teacher`` (EMA, checkpoints).
+    """
+    if dist_info.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        student = DDP(student, device_ids=ids, broadcast_buffers=False)
+    if compile:
+        kwargs = {"backend": compile} if isinstance(compile, str) else {}
+        return torch.compile(student, **kwargs), torch.compile(teacher, **kwargs)
+    return student, teacher
+
+
 class CodaTrainer:
     """Holds student, teacher, losses and optimiser; runs steps and epochs.
 
@@ -172,20 +190,9 @@ class CodaTrainer:
         self.n_local_crops = n_local_crops
         self.policy = DevicePolicy(device)
         self.scaler = self.policy.grad_scaler()  # float16 GPUs only; a no-op otherwise
-        self.student: nn.Module = student
         #: Extra fields shown on the progress bar (the last monitor figures).
         self.progress_extra: dict[str, str] = {}
-        if dist_info.is_distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [device.index] if device.type == "cuda" else None
-            self.student = DDP(student, device_ids=ids, broadcast_buffers=False)
-        self._teacher_forward: nn.Module = teacher
-        if compile:
-            # compiled callables; student_module and teacher stay the bare modules (EMA, checkpoints)
-            kwargs = {"backend": compile} if isinstance(compile, str) else {}
-            self.student = torch.compile(self.student, **kwargs)
-            self._teacher_forward = torch.compile(teacher, **kwargs)
+        self.student, self._teacher_forward = _callables(student, teacher, dist_info, device, compile)
         self.optimizer = torch.optim.AdamW(param_groups(student), lr=float(schedules.lr[0]))
         self._params = [p for p in student.parameters() if p.requires_grad]
         self._last_layer = set(id(p) for p in student.last_layer_parameters())
