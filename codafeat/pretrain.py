@@ -12,7 +12,6 @@ networks and losses, runs the training loop (:mod:`codafeat._train.loop`), and e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -37,9 +36,15 @@ from ._train import dist as D
 from ._train import resume
 from ._train.checkpoint import remove_stale
 from ._train.loop import CodaTrainer, Schedules
-from ._train.metrics_sink import MetricsSink
-from ._train.monitor import TrainingMonitor, collapse_warnings, monitor_split
+from ._train.monitor import TrainingMonitor, monitor_split
 from ._train.objective import Terms
+from ._train.pretraining import (
+    CheckpointCallback,
+    MetricsSinkCallback,
+    MonitorCallback,
+    ReportCallback,
+    fit_pretraining,
+)
 from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
 from .data.decoded_cache import DecodedCache, cache_size_for
@@ -59,10 +64,6 @@ from .timm_io import load_any
 from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
-
-#: The first epoch whose monitor figures can raise a collapse warning (a fresh teacher's
-#: targets are uniform by construction).
-_WARN_FROM_EPOCH = 2
 
 #: Parameters that must agree between a checkpoint and the run that resumes it: all but
 #: those that only say where and how the run executes.
@@ -626,49 +627,41 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         history: list,
         run: dict[str, Any],
     ) -> list[dict[str, Any]]:
-        """The epochs from ``start_epoch``: train, monitor, report, checkpoint."""
-        sink = None
-        if info.is_main:
-            log_dir = self.log_dir if self.log_dir is not None else self.checkpoint_dir
-            sink = MetricsSink(log_dir, keep_through_epoch=start_epoch)
-        steps = len(sampler)
-        progress = None
-        if self.verbose and info.is_main:
-            from tqdm.auto import tqdm
+        """The epochs from ``start_epoch`` (:func:`~codafeat._train.pretraining.fit_pretraining`)."""
 
-            progress = tqdm(
-                total=self.epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step"
+        def set_epoch(epoch: int) -> None:
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+
+        callbacks: list[Any] = []
+        if monitor is not None:
+            callbacks.append(MonitorCallback(monitor, every=self.monitor_every, epochs=self.epochs, info=info))
+        callbacks.append(ReportCallback(epochs=self.epochs, info=info))
+        log_dir = self.log_dir if self.log_dir is not None else self.checkpoint_dir
+        callbacks.append(MetricsSinkCallback(log_dir, keep_through_epoch=start_epoch, info=info))
+        if self.checkpoint_dir is not None:
+            facts = {"params": self._resume_signature(), "organs": [str(o) for o in self.organs_], "run": run}
+            callbacks.append(
+                CheckpointCallback(
+                    self.checkpoint_dir,
+                    every=self.checkpoint_every,
+                    epochs=self.epochs,
+                    info=info,
+                    record=lambda: facts,
+                )
             )
-        try:
-            with _logging_beside(progress):
-                for epoch in range(start_epoch, self.epochs):
-                    sampler.set_epoch(epoch)
-                    dataset.set_epoch(epoch)
-                    record = trainer.run_epoch(loader, epoch, progress=progress, seed=self.seed_)
-                    record["skipped_files"] = len(self.skipped_)
-                    done = epoch + 1
-                    if monitor is not None and (done % self.monitor_every == 0 or done == self.epochs):
-                        record.update(self._measure(monitor, trainer, epoch, info))
-                    history.append(record)
-                    self._report_epoch(record, trainer, sink, info)
-                    if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
-                        if info.is_main:
-                            resume.save(
-                                self.checkpoint_dir,
-                                trainer,
-                                epochs_done=done,
-                                history=history,
-                                params=self._resume_signature(),
-                                organs=[str(o) for o in self.organs_],
-                                run=run,
-                            )
-                        D.barrier(info)
-        finally:
-            if progress is not None:
-                progress.close()
-            if sink is not None:
-                sink.close()
-        return history
+        return fit_pretraining(
+            trainer,
+            loader,
+            epochs=self.epochs,
+            start_epoch=start_epoch,
+            history=history,
+            seed=self.seed_,
+            set_epoch=set_epoch,
+            callbacks=callbacks,
+            extra=lambda: {"skipped_files": len(self.skipped_)},
+            verbose=self.verbose,
+        )
 
     def _run_seed(self, ckpt: tuple[Path, dict, dict] | None, info: D.DistInfo) -> int:
         """The run's seed: rank 0's draw on every rank; a resumed run's stored seed."""
@@ -711,48 +704,6 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             time.perf_counter() - t0,
         )
         return cache, labels
-
-    def _measure(self, monitor: TrainingMonitor, trainer: CodaTrainer, epoch: int, info: D.DistInfo) -> dict[str, Any]:
-        """The monitor's figures (computed on rank 0, the same on every rank)."""
-        figures: dict[str, Any] = {}
-        if info.is_main:
-            figures = monitor.measure(trainer.teacher, trainer.intra_loss, trainer.teacher_temp(epoch))
-            warnings = collapse_warnings(figures) if epoch + 1 >= _WARN_FROM_EPOCH else []
-            for msg in warnings:
-                logger.warning("epoch %d: %s", epoch + 1, msg)
-            figures["collapse_warnings"] = warnings
-        return D.broadcast_object(figures, info)
-
-    def _report_epoch(
-        self, record: dict[str, Any], trainer: CodaTrainer, sink: MetricsSink | None, info: D.DistInfo
-    ) -> None:
-        if not info.is_main:
-            return
-        logger.info(
-            "epoch %d/%d loss %.4f (inter %.4f, intra %.4f) %.1f img/s%s",
-            record["epoch"],
-            self.epochs,
-            record["loss"],
-            record["loss_inter"],
-            record["loss_intra"],
-            record["images_per_s"],
-            f" | monitor kNN {record['monitor_knn_accuracy']:.3f} NMI {record['monitor_nmi']:.3f}"
-            if "monitor_knn_accuracy" in record
-            else "",
-        )
-        if record["inter_skipped_steps"]:
-            logger.warning(
-                "epoch %d: %d step(s) had a single organ in the batch; their inter-organ term was skipped",
-                record["epoch"],
-                record["inter_skipped_steps"],
-            )
-        if "monitor_knn_accuracy" in record:
-            post = {"knn": f"{record['monitor_knn_accuracy']:.3f}", "nmi": f"{record['monitor_nmi']:.3f}"}
-            if "teacher_entropy" in record:
-                post["H_t/lnK"] = f"{record['teacher_entropy'] / record['ln_k']:.2f}"
-            trainer.progress_extra = post
-        if sink is not None:
-            sink.write(record)
 
     def _terms(self) -> Terms:
         """The terms this run trains (decided by the objective from the weights)."""
@@ -910,12 +861,3 @@ def _check_organs(organ_names: Any, *, stage: str) -> None:
     single = sorted(o for o, c in counts.items() if c < 2)
     if single:
         raise ValueError(f"every organ needs at least 2 images; in the {stage} these have one: {single}")
-
-
-def _logging_beside(progress: Any):
-    """Route logging through tqdm while a progress bar is shown, so lines do not break it."""
-    if progress is None:
-        return contextlib.nullcontext()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    return logging_redirect_tqdm(loggers=[logging.getLogger("codafeat")])

@@ -190,8 +190,6 @@ class CodaTrainer:
         self.n_local_crops = n_local_crops
         self.policy = DevicePolicy(device)
         self.scaler = self.policy.grad_scaler()  # float16 GPUs only; a no-op otherwise
-        #: Extra fields shown on the progress bar (the last monitor figures).
-        self.progress_extra: dict[str, str] = {}
         self.student, self._teacher_forward = _callables(student, teacher, dist_info, device, compile)
         self.optimizer = torch.optim.AdamW(param_groups(student), lr=float(schedules.lr[0]))
         self._params = [p for p in student.parameters() if p.requires_grad]
@@ -312,8 +310,13 @@ class CodaTrainer:
         return StepResult(dict(zip(keys, (float(v) for v in vals.tolist()))), skipped)
 
     # ------------------------------------------------------------------ one epoch
-    def run_epoch(self, loader, epoch: int, *, progress=None, seed: int = 0) -> dict[str, Any]:
+    def run_epoch(
+        self, loader, epoch: int, *, progress=None, seed: int = 0, postfix: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Train one epoch; returns its history record.
+
+        ``progress`` (a tqdm bar) advances by one per step and shows the step's losses, then
+        ``postfix`` (say, the last monitor figures).
 
         The global torch generator (stochastic depth) is seeded from ``(seed, epoch, rank)``
         for the epoch and restored afterwards, so a run resumed at an epoch boundary draws
@@ -342,7 +345,7 @@ class CodaTrainer:
                 if progress is not None:
                     progress.update(1)
                     shown = {k.removeprefix("loss_") or "loss": f"{v:.3f}" for k, v in r.losses.items()}
-                    progress.set_postfix(**shown, **self.progress_extra)
+                    progress.set_postfix(**shown, **(postfix or {}))
         elapsed = time.perf_counter() - t0
         last = epoch * self.steps_per_epoch + self.steps_per_epoch - 1
         means = stats.means()
