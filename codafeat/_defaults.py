@@ -43,8 +43,16 @@ BLUR_SIGMA = (0.1, 2.0)
 #: Backbone input normalisation when no weights say otherwise (timm's ImageNet values).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-#: Largest input side any estimator accepts (ours; far above any radiograph model).
+#: Largest input side any estimator or weights file accepts (ours; far above any radiograph model).
 MAX_IMAGE_SIZE = 4096
+#: Fewest local crops per image (the intra-organ term needs at least one).
+MIN_LOCAL_CROPS = 1
+#: DINO head sizes: outputs (paper: 65,536), hidden width (paper: 2,048), bottleneck (DINO: 256).
+HEAD_OUT_DIM = 65536
+HEAD_HIDDEN_DIM = 2048
+HEAD_BOTTLENECK_DIM = 256
+#: Global pooling of the backbone's last feature map when no weights say otherwise (timm's).
+POOLING = "avg"
 
 
 class PretrainParam(NamedTuple):
@@ -86,7 +94,7 @@ PRETRAIN_PARAMS: dict[str, PretrainParam] = {
     "init_weights": _p(None, "none", "str", "path", "weights", run_only=True),
     "image_size": _p(IMAGE_SIZE, "image_side"),
     "local_size": _p(LOCAL_SIZE, "image_side"),
-    "n_local_crops": _p(N_LOCAL_CROPS, ("int", 1, 64)),
+    "n_local_crops": _p(N_LOCAL_CROPS, ("int", MIN_LOCAL_CROPS, 64)),
     "global_scale": _p(GLOBAL_SCALE, "seq"),
     "local_scale": _p(LOCAL_SCALE, "seq"),
     "rotation": _p(ROTATION, ("real", 0, 180, "both")),
@@ -107,9 +115,9 @@ PRETRAIN_PARAMS: dict[str, PretrainParam] = {
     "weight_decay": _p(0.04, ("real", 0, 10, "both")),
     "weight_decay_end": _p(0.4, ("real", 0, 10, "both")),
     "momentum_teacher": _p(0.996, _REAL_01),
-    "head_out_dim": _p(65536, ("int", 2, 2**20)),
-    "head_hidden_dim": _p(2048, ("int", 1, 2**16)),
-    "head_bottleneck_dim": _p(256, ("int", 1, 2**16)),
+    "head_out_dim": _p(HEAD_OUT_DIM, ("int", 2, 2**20)),
+    "head_hidden_dim": _p(HEAD_HIDDEN_DIM, ("int", 1, 2**16)),
+    "head_bottleneck_dim": _p(HEAD_BOTTLENECK_DIM, ("int", 1, 2**16)),
     "temperature": _p(0.1, _TEMP),
     "denominator": _p("negatives", ("options", "negatives", "all")),
     "student_temp": _p(0.1, _TEMP),

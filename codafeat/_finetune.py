@@ -23,10 +23,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, STD
+from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy
 from ._infer import decode_to_tensor, stream_batches, warn_skipped
-from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
+from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
 from ._train.finetune import EarlyStopping, FineTuneTrainer, fit_epochs
 from ._train.tasks import Task
@@ -175,7 +175,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             raise ValueError(f"X has {len(items)} image(s) but y has {len(targets)} target(s); give one per image")
         policy = DevicePolicy.for_device(self.device)
         rng = check_random_state(self.random_state)
-        seed = int(rng.randint(0, 2**31 - 1))
+        seed = draw_seed(rng)
         model, config = self._build_model(n_outputs, seed)
         size = int(config["image_size"])
         images, keep = self._training_images(items, size, config)
@@ -219,7 +219,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
 
     def _build_model(self, n_outputs: int, seed: int) -> tuple[LinearHeadNet, dict[str, Any]]:
         state, config, source = resolve_weights(self.weights, self.backbone)
-        pooling = self.pooling or config.get("pooling", "avg")
+        pooling = self.pooling or config.get("pooling", POOLING)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             try:
@@ -288,9 +288,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training image out of {n}")
         strat = self._stratify(targets)
         try:
-            train, val = train_test_split(
-                np.arange(n), test_size=n_val, stratify=strat, random_state=rng.randint(0, 2**31 - 1)
-            )
+            train, val = train_test_split(np.arange(n), test_size=n_val, stratify=strat, random_state=draw_seed(rng))
         except ValueError as exc:
             raise ValueError(
                 f"early_stopping: cannot hold out a stratified validation_fraction={self.validation_fraction} of "
@@ -359,7 +357,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
             mean=config["mean"],
             std=config["std"],
             in_chans=int(config.get("in_chans", 3)),
-            pooling=config.get("pooling", "avg"),
+            pooling=config.get("pooling", POOLING),
         )
         model.load_state_dict(tensors, strict=True)
         self.model_ = DevicePolicy(device).module(model).eval()

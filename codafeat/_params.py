@@ -75,3 +75,18 @@ def constraints(accepts: tuple) -> list:
         else:
             raise ValueError(f"unknown parameter range {item!r}")
     return out
+
+
+def draw_seed(random_state: Any) -> int:
+    """One seed in ``[0, 2**31 - 1)`` drawn from ``random_state`` (an int, a ``RandomState`` or ``None``).
+
+    The one place where codafeat turns scikit-learn's ``random_state`` into a torch seed.
+
+    Examples
+    --------
+    >>> draw_seed(0) == draw_seed(0), 0 <= draw_seed(None) < 2**31 - 1
+    (True, True)
+    """
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))

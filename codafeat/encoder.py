@@ -11,14 +11,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, STD
+from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy, resolve_device
 from ._infer import progress_bar, stream_batches, warn_skipped
-from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
+from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
 from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
@@ -206,8 +205,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         device = resolve_device(self.device)
         if self.weights is None:
             name = self.backbone or BACKBONE
-            pooling = self.pooling or "avg"
-            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+            pooling = self.pooling or POOLING
+            seed = draw_seed(self.random_state)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 net = create_backbone(name, pooling=pooling)
@@ -222,7 +221,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             )
         else:
             state, config, source = load_any(self.weights, backbone=self.backbone)
-            pooling = self.pooling or config.get("pooling", "avg")
+            pooling = self.pooling or config.get("pooling", POOLING)
             try:
                 net = create_backbone(config["backbone"], pooling=pooling, in_chans=config["in_chans"])
             except ValueError as exc:
@@ -341,7 +340,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         return model_key(
             memo["weights_digest"].encode(),
             image_size=self.image_size_,
-            pooling=cfg.get("pooling", "avg"),
+            pooling=cfg.get("pooling", POOLING),
             normalize=bool(self.normalize),
             extra={
                 "backbone": cfg["backbone"],
@@ -465,6 +464,6 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         return self.config_
 
     def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
-        net = create_backbone(config["backbone"], pooling=config.get("pooling", "avg"), in_chans=config["in_chans"])
+        net = create_backbone(config["backbone"], pooling=config.get("pooling", POOLING), in_chans=config["in_chans"])
         load_backbone_state(net, strip_prefix(tensors, "backbone."), source=f"pickled {type(self).__name__}")
         self._install(net, config, device)

@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch.utils.data import DataLoader
 
 from ._defaults import MEAN, PRETRAIN, PRETRAIN_PARAMS, PRETRAIN_RUN_ONLY, STD
 from ._device import DevicePolicy, denormals_flushed, resolve_device
 from ._fileio import check_free_space, check_writable
-from ._params import constraints
+from ._params import constraints, draw_seed
 from ._persist import TorchStateMixin
 from ._train import dist as D
 from ._train import resume
@@ -667,7 +666,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         """The run's seed: rank 0's draw on every rank; a resumed run's stored seed."""
         if ckpt is not None and self.random_state is None and "seed" in ckpt[2]:
             return int(ckpt[2]["seed"])
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        seed = draw_seed(self.random_state)
         return int(D.broadcast_object(seed, info))
 
     def _decode(

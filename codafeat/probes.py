@@ -33,10 +33,10 @@ from sklearn.model_selection import cross_validate
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._params import draw_seed
 from .fewshot_report import FewShotReport, format_table
 from .fewshot_split import FewShotSplit
 
@@ -246,7 +246,7 @@ def few_shot_report(
         scoring = default_scoring(y)
     seed = random_state
     if not isinstance(seed, Integral):
-        seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
+        seed = draw_seed(random_state)
     scores: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     n_train: dict[str, float] = {}
     for label, kw in settings:

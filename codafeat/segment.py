@@ -24,11 +24,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._defaults import DECODER_CHANNELS
+from ._defaults import DECODER_CHANNELS, POOLING
 from ._device import DevicePolicy
 from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
 from ._infer import stream_batches, warn_skipped
-from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR
+from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
 from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
@@ -262,7 +262,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             raise ValueError(f"decoder_channels must be 5 positive integers, got {self.decoder_channels!r}")
         policy = DevicePolicy.for_device(self.device)
         rng = check_random_state(self.random_state)
-        seed = int(rng.randint(0, 2**31 - 1))
+        seed = draw_seed(rng)
         state, config, source = resolve_weights(self.weights, self.backbone)
         size = int(self.image_size or config["image_size"])
         model = self._build_model(config, state, source, channels, seed, size)
@@ -331,7 +331,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
             mean=config["mean"],
             std=config["std"],
             in_chans=int(config.get("in_chans", 3)),
-            pooling=config.get("pooling", "avg"),
+            pooling=config.get("pooling", POOLING),
             training=config.get("training", {}),
             extra={
                 "n_classes": int(self.n_classes),

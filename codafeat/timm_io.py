@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as st_load_file
 
-from ._defaults import MEAN, STD
+from ._defaults import MEAN, POOLING, STD
 from ._fileio import atomic_write_many
 from .weights import (
     CONFIG_KEY,
@@ -87,7 +87,7 @@ def timm_config(config: Mapping[str, Any], *, license: str | None = None) -> dic
         "architecture": name,
         "num_classes": 0,
         "num_features": int(config["embed_dim"]),
-        "global_pool": config.get("pooling", "avg"),
+        "global_pool": config.get("pooling", POOLING),
         "pretrained_cfg": pretrained,
         "codafeat": dict(config),
     }

@@ -48,6 +48,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
+from ._defaults import MAX_IMAGE_SIZE, POOLING
 from ._fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported: public since 0.1)
 from ._version import __version__
 
@@ -84,7 +85,7 @@ def make_config(
     mean: tuple[float, ...] | list[float],
     std: tuple[float, ...] | list[float],
     in_chans: int = 3,
-    pooling: str = "avg",
+    pooling: str = POOLING,
     training: Mapping[str, Any] | None = None,
     license: str | None = None,
     intended_use: str | None = None,
@@ -169,7 +170,7 @@ DEFAULT_INTENDED_USE = (
 
 #: Largest config values a weights file may declare (far above any real model; a file
 #: declaring more is corrupt or hostile, and would make the encoder allocate absurdly).
-CONFIG_MAXIMA = {"embed_dim": 2**16, "image_size": 8192, "in_chans": 16}
+CONFIG_MAXIMA = {"embed_dim": 2**16, "image_size": MAX_IMAGE_SIZE, "in_chans": 16}
 
 
 def _is_int(value: Any) -> bool:
@@ -193,7 +194,7 @@ def _check_config(config: Any, source: str) -> dict[str, Any]:
         if key not in cfg:
             raise WeightsError(f"{source}: the codafeat config lacks {key!r}")
     cfg.setdefault("in_chans", 3)
-    cfg.setdefault("pooling", "avg")
+    cfg.setdefault("pooling", POOLING)
     cfg.setdefault("training", {})
     _check_card(cfg, source)
     return cfg

@@ -40,6 +40,7 @@ from ..losses.inter_organ import InterOrganLoss
 from ..losses.intra_organ import IntraOrganLoss
 from ..nn.coda_model import CodaNetwork
 from ..nn.ema import ema_update
+from ..nn.heads import cancel_last_layer_grad
 from . import dist as D
 from .objective import CodaObjective, StepOutputs
 
@@ -193,7 +194,6 @@ class CodaTrainer:
         self.student, self._teacher_forward = _callables(student, teacher, dist_info, device, compile)
         self.optimizer = torch.optim.AdamW(param_groups(student), lr=float(schedules.lr[0]))
         self._params = [p for p in student.parameters() if p.requires_grad]
-        self._last_layer = set(id(p) for p in student.last_layer_parameters())
 
     # ------------------------------------------------------------------ what callers read
     @property
@@ -235,9 +235,7 @@ class CodaTrainer:
         if self.clip_grad > 0:
             clip_gradients_(self._params, self.clip_grad)
         if epoch < self.freeze_last_layer:
-            for p in self._params:
-                if id(p) in self._last_layer:
-                    p.grad = None
+            cancel_last_layer_grad(*(h for h in (self.student_module.head_org, self.student_module.head_ins) if h))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         ema_update(self.teacher, self.student_module, float(self.schedules.momentum[it]))

@@ -40,6 +40,7 @@ from .._defaults import (
     JITTER_PROB,
     LOCAL_SCALE,
     LOCAL_SIZE,
+    MIN_LOCAL_CROPS,
     N_LOCAL_CROPS,
     ROTATION,
 )
@@ -322,8 +323,12 @@ class MultiCropViews:
         for name, v in (("image_size", image_size), ("local_size", local_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(n_local_crops, bool) or not isinstance(n_local_crops, (int, np.integer)) or n_local_crops < 0:
-            raise ValueError(f"n_local_crops must be a non-negative integer, got {n_local_crops!r}")
+        if (
+            isinstance(n_local_crops, bool)
+            or not isinstance(n_local_crops, (int, np.integer))
+            or n_local_crops < MIN_LOCAL_CROPS
+        ):
+            raise ValueError(f"n_local_crops must be an integer >= {MIN_LOCAL_CROPS}, got {n_local_crops!r}")
         self.image_size = int(image_size)
         self.local_size = int(local_size)
         self.n_local_crops = int(n_local_crops)

@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .._defaults import HEAD_OUT_DIM
+
 __all__ = ["IntraOrganLoss"]
 
 
@@ -59,7 +61,7 @@ class IntraOrganLoss(nn.Module):
 
     center: torch.Tensor
 
-    def __init__(self, out_dim: int = 65536, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+    def __init__(self, out_dim: int = HEAD_OUT_DIM, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
         super().__init__()
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
             raise ValueError(f"IntraOrganLoss: out_dim must be a positive integer, got {out_dim!r}")

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from .._defaults import MEAN, STD
+from .._defaults import MEAN, POOLING, STD
 from .preprocess import GrayToInput
 
 #: Mean/std used when no weights say otherwise: timm's ImageNet defaults, so that an
@@ -40,7 +40,7 @@ def check_model_name(name: Any) -> str:
     return name
 
 
-def create_backbone(name: str, *, pooling: str = "avg", in_chans: int = 3, drop_path_rate: float = 0.0) -> nn.Module:
+def create_backbone(name: str, *, pooling: str = POOLING, in_chans: int = 3, drop_path_rate: float = 0.0) -> nn.Module:
     """Create the timm model ``name`` without classifier, randomly initialised.
 
     ``drop_path_rate`` is timm's stochastic-depth rate (active in training mode only).

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .._defaults import HEAD_BOTTLENECK_DIM, HEAD_HIDDEN_DIM, HEAD_OUT_DIM
 from .backbone import FeatureExtractor, create_backbone, embed_dim
 from .heads import DINOHead
 
@@ -56,9 +57,9 @@ class CodaNetwork(nn.Module):
         std: Sequence[float],
         with_org: bool = True,
         with_ins: bool = True,
-        head_out_dim: int = 65536,
-        head_hidden_dim: int = 2048,
-        head_bottleneck_dim: int = 256,
+        head_out_dim: int = HEAD_OUT_DIM,
+        head_hidden_dim: int = HEAD_HIDDEN_DIM,
+        head_bottleneck_dim: int = HEAD_BOTTLENECK_DIM,
         drop_path_rate: float = 0.0,
         head_fp32: bool = False,
     ) -> None:

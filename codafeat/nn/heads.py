@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._defaults import HEAD_BOTTLENECK_DIM, HEAD_HIDDEN_DIM, HEAD_OUT_DIM
+
 __all__ = ["DINOHead", "WeightNormLinear", "cancel_last_layer_grad"]
 
 
@@ -122,9 +124,9 @@ class DINOHead(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        out_dim: int = 65536,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
+        out_dim: int = HEAD_OUT_DIM,
+        hidden_dim: int = HEAD_HIDDEN_DIM,
+        bottleneck_dim: int = HEAD_BOTTLENECK_DIM,
         n_layers: int = 3,
         norm_last_layer: bool = True,
         last_layer_fp32: bool = False,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._defaults import POOLING
 from .backbone import FeatureExtractor, create_backbone, embed_dim, load_backbone_state
 
 
@@ -54,7 +55,7 @@ def build_linear_head_net(
     mean: Sequence[float],
     std: Sequence[float],
     in_chans: int = 3,
-    pooling: str = "avg",
+    pooling: str = POOLING,
     state: dict[str, torch.Tensor] | None = None,
     source: str = "random initialisation",
 ) -> LinearHeadNet:

@@ -77,9 +77,14 @@ def test_generator_advances_by_a_fixed_amount():
     assert torch.equal(after, torch.rand(1, generator=g2))
 
 
-def test_no_crops():
-    g1, g2, loc = MultiCropViews(image_size=8, local_size=4, n_local_crops=0)(torch.rand(1, 10, 10), gen(0))
-    assert g1.shape == (1, 8, 8) and loc.shape == (0, 1, 4, 4)
+def test_one_crop_is_the_fewest_as_for_the_pretrainer():
+    from codafeat._defaults import MIN_LOCAL_CROPS, PRETRAIN_PARAMS
+
+    assert PRETRAIN_PARAMS["n_local_crops"].accepts[0][1] == MIN_LOCAL_CROPS == 1
+    g1, g2, loc = MultiCropViews(image_size=8, local_size=4, n_local_crops=1)(torch.rand(1, 10, 10), gen(0))
+    assert g1.shape == (1, 8, 8) and loc.shape == (1, 1, 4, 4)
+    with pytest.raises(ValueError, match="n_local_crops must be an integer >= 1"):
+        MultiCropViews(image_size=8, local_size=4, n_local_crops=0)
 
 
 # --------------------------------------------------------------------------- flips
@@ -261,7 +266,7 @@ def test_bad_images_raise():
     dtype=st.sampled_from(["uint8", "float32", "float64"]),
     image_size=st.integers(1, 24),
     local_size=st.integers(1, 16),
-    n_local=st.integers(0, 3),
+    n_local=st.integers(1, 3),
     rotation=st.floats(0, 180),
     hflip=st.booleans(),
     seed=st.integers(0, 2**32),
