@@ -440,7 +440,7 @@ def _report_dict(report) -> dict[str, Any]:
 
 
 def stage_knee(run: Run, sets: dict) -> None:
-    from codafeat.probes import knn_probe, linear_probe
+    from codafeat.fewshot.probes import knn_probe, linear_probe
 
     t = time.perf_counter()
     y = np.asarray(sets["knee_kl"][1]).astype(int)
@@ -467,7 +467,7 @@ def stage_knee(run: Run, sets: dict) -> None:
 
 
 def stage_jsrt_cls(run: Run, sets: dict) -> None:
-    from codafeat.probes import linear_probe
+    from codafeat.fewshot.probes import linear_probe
 
     t = time.perf_counter()
     y = np.asarray(sets["jsrt"][1]).astype(int)
@@ -696,7 +696,7 @@ def section_main(run: Run, r: dict[str, Any], old: str | None) -> str:
             "### Knee KL grade, few-shot probes on `knee_kl/` (within-organ detail, paper Fig. 2b)",
             "",
             f"500 knee radiographs, 5 KL grades; accuracy (%) on the images not drawn for training, mean ± std over "
-            f"{a.probe_repeats} stratified draws per fraction (`codafeat.probes`, same draws for every encoder). "
+            f"{a.probe_repeats} stratified draws per fraction (`codafeat.fewshot.probes`, same draws for every encoder). "
             f"Majority-class accuracy: {100 * k['majority']:.1f} %.",
             "",
         ]

@@ -10,7 +10,7 @@ One run pretrains (or reuses) the encoders and measures, side by side, on the de
 Two protocols, at 1/10/20/50 % of the training images, with ``--draws`` stratified draws
 per fraction (the same draws for every encoder):
 
-1. ``linear``: a linear probe (standardised logistic regression, :mod:`codafeat.probes`) on
+1. ``linear``: a linear probe (standardised logistic regression, :mod:`codafeat.fewshot.probes`) on
    frozen ``CodaEncoder.transform`` output;
 2. ``finetune``: the paper's protocol, :class:`codafeat.CodaClassifier` (a linear head on
    the pooled backbone, the whole network fine-tuned with the same settings for every
@@ -306,7 +306,7 @@ def stage_embed(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
 
 def stage_linear(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
     """Standardised logistic regression on frozen embeddings, the same draws as fine-tuning."""
-    from codafeat.probes import make_linear_probe
+    from codafeat.fewshot.probes import make_linear_probe
 
     for name in run.encoders():
         for task, t in tasks.items():

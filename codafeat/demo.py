@@ -207,7 +207,7 @@ def _analyse(
 ) -> tuple[dict, dict | None, Any, dict[str, Path]]:
     """Zero-shot separation, variant separation, few-shot probes and pictures of each encoder's embeddings."""
     from .analysis import organ_separation, plot_embedding, variant_separation
-    from .probes import linear_probe
+    from .fewshot.probes import linear_probe
 
     k = int(min(5, len(eval_y) - 1))
     separation = {
@@ -277,7 +277,7 @@ def _history_lines(r: DemoResult, params: dict[str, Any]) -> list[str]:
 
 
 def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict[str, Path], pre) -> Path:
-    from .probes import format_table
+    from .fewshot.probes import format_table
 
     lines = [
         "# codafeat demo report",

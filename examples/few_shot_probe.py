@@ -15,8 +15,8 @@ import argparse
 
 from codafeat import CodaEncoder
 from codafeat.data.manifest import scan_organ_folder
+from codafeat.fewshot.probes import knn_probe, linear_probe
 from codafeat.phantoms import make_radiograph_phantoms
-from codafeat.probes import knn_probe, linear_probe
 
 
 def main(argv: list[str] | None = None):

@@ -17,8 +17,8 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from codafeat import CodaEncoder
+from codafeat.fewshot.probes import FewShotSplit
 from codafeat.phantoms import make_radiograph_phantoms
-from codafeat.probes import FewShotSplit
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -64,7 +64,7 @@ def _load_data(args: argparse.Namespace) -> tuple[list[str], np.ndarray]:
 
 
 def _probe_rows(emb: np.ndarray, labels: np.ndarray, args: argparse.Namespace, prefix: str):
-    from ..probes import knn_probe, linear_probe
+    from ..fewshot.probes import knn_probe, linear_probe
 
     common = dict(
         shots=args.shots,
@@ -92,7 +92,7 @@ def _drop_nan_rows(emb: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.n
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..probes import format_table
+    from ..fewshot.probes import format_table
 
     paths, labels = _load_data(args)
     classes = np.unique(labels)

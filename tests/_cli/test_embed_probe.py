@@ -15,8 +15,8 @@ import pytest
 from codafeat import CodaEncoder
 from codafeat.cli import main
 from codafeat.data.manifest import scan_organ_folder, write_image_folder
+from codafeat.fewshot.probes import format_table, knn_probe, linear_probe
 from codafeat.phantoms import make_radiograph_phantoms
-from codafeat.probes import format_table, knn_probe, linear_probe
 
 SIZE = 32
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,4 +1,4 @@
-"""Tests of codafeat.probes: the few-shot splitter, the probes and the report table."""
+"""The few-shot splitter, probes and report table (codafeat/fewshot/)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validat
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from codafeat.probes import (
+from codafeat.fewshot.probes import (
     DEFAULT_FRACTIONS,
     FewShotReport,
     FewShotSplit,
