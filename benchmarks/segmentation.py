@@ -47,9 +47,9 @@ import torch
 from PIL import Image
 
 from codafeat.encoder import CodaEncoder
+from codafeat.formats.weights import Weights
 from codafeat.nn.backbone import create_backbone
 from codafeat.segment import CodaSegmenter
-from codafeat.weights import Weights
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "jsrt"

@@ -63,7 +63,7 @@ def child(op: str, backbone: str, out: str) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from codafeat.weights import Weights, make_config
+    from codafeat.formats.weights import Weights, make_config
 
     torch.manual_seed(0)
     model = timm.create_model(backbone, pretrained=False, num_classes=0)

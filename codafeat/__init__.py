@@ -55,14 +55,14 @@ _EXPORTS = {
     "RECIPES": "recipes",
     "get_recipe": "recipes",
     "CodaSegmenter": "segment",
-    "Weights": "weights",
-    "WeightsError": "weights",
-    "list_weights": "weights",
-    "load_weights": "weights",
-    "read_config": "weights",
-    "save_weights": "weights",
-    "build_weights_wheel": "_weights_wheel",
-    "export_timm": "timm_io",
+    "Weights": "formats.weights",
+    "WeightsError": "formats.weights",
+    "list_weights": "formats.weights",
+    "load_weights": "formats.weights",
+    "read_config": "formats.weights",
+    "save_weights": "formats.weights",
+    "build_weights_wheel": "formats.wheel",
+    "export_timm": "formats.timm",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -33,10 +33,10 @@ from ._train.tasks import Task
 from .data.io import as_image_list
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
+from .formats.timm import load_any
+from .formats.weights import Weights, make_config
 from .nn.backbone import POOLINGS, check_input_size, embed_dim
 from .nn.linear_head import LinearHeadNet, build_linear_head_net
-from .timm_io import load_any
-from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 def resolve_weights(spec: Any, backbone: str | None) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any], str]:
     """``(state, config, source)`` of a ``weights`` parameter; ``state`` is None for random init.
 
-    ``spec`` is anything :func:`codafeat.timm_io.load_any` reads, a :class:`~codafeat.CodaEncoder`
+    ``spec`` is anything :func:`codafeat.formats.timm.load_any` reads, a :class:`~codafeat.CodaEncoder`
     (an unfitted one is fitted first), or ``None``.
     """
     if spec is None:
@@ -326,7 +326,7 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:
-        """The fine-tuned backbone (without the head) as codafeat :class:`~codafeat.weights.Weights`.
+        """The fine-tuned backbone (without the head) as codafeat :class:`~codafeat.formats.weights.Weights`.
 
         A codafeat file stores timm's own tensor names, so the saved backbone is a timm
         checkpoint too; :class:`~codafeat.CodaEncoder` and the other estimators read it.

@@ -43,7 +43,7 @@ def constraints(accepts: tuple) -> list:
     >>> constraints((("options", "folder", "dicom"),))[0].options == {"folder", "dicom"}
     True
     """
-    from .weights import Weights  # same layer; imported here so that importing _params stays light
+    from .formats.weights import Weights  # same layer; imported here so that importing _params stays light
 
     tokens: dict[str, list] = {
         "str": [str],

@@ -2,7 +2,7 @@
 
 skorch's idea: what depends on the device is turned into plain bytes in one place. The
 modules named in ``_torch_modules`` are written as codafeat safetensors bytes (their
-``state_dict`` and a config, see :func:`codafeat.weights.weights_to_bytes`) instead of
+``state_dict`` and a config, see :func:`codafeat.formats.weights.weights_to_bytes`) instead of
 torch's own pickles, and rebuilt on unpickling, on the estimator's ``device`` when it
 exists there and on the CPU (with a warning) when it does not. So a fitted estimator
 pickled on a GPU machine loads on a CPU-only one, ``joblib`` and ``cross_val_score`` with
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ._device import resolve_device
-from .weights import module_state_from_bytes, weights_to_bytes
+from .formats.weights import module_state_from_bytes, weights_to_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from ._finetune import LinearHeadFineTuner
 from ._train.tasks import ClassificationTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
-from .weights import Weights
+from .formats.weights import Weights
 
 
 class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
@@ -47,7 +47,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
     ----------
     weights : str, path, Weights, CodaEncoder or None, default=None
         A codafeat safetensors file, the name of installed weights, in-memory
-        :class:`~codafeat.weights.Weights`, a timm / hub folder or a plain timm safetensors
+        :class:`~codafeat.formats.weights.Weights`, a timm / hub folder or a plain timm safetensors
         checkpoint (as :class:`~codafeat.CodaEncoder` reads them), a ``CodaEncoder`` (an
         unfitted one is fitted first), or ``None`` for a randomly initialised backbone.
     backbone : str or None, default=None

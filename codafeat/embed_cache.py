@@ -68,7 +68,7 @@ def model_key(
     Parameters
     ----------
     weights : bytes, Weights or mapping of str to tensor/array
-        The weights file bytes, an in-memory :class:`~codafeat.weights.Weights`, or a
+        The weights file bytes, an in-memory :class:`~codafeat.formats.weights.Weights`, or a
         ``state_dict`` (tensors or arrays; hashed by name, dtype, shape and values).
     image_size : int
         Input side.

@@ -21,9 +21,9 @@ from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_
 from ._persist import TorchStateMixin
 from .data.io import ImageReadError, as_image_list
 from .embed_cache import EmbeddingCache, item_key, model_key
+from .formats.timm import load_any
+from .formats.weights import Weights, make_config, strip_prefix
 from .nn.backbone import POOLINGS, FeatureExtractor, check_input_size, create_backbone, embed_dim, load_backbone_state
-from .timm_io import load_any
-from .weights import Weights, make_config, strip_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     ----------
     weights : str, path, Weights or None, default=None
         A codafeat safetensors file, the name of installed weights (see
-        :func:`codafeat.list_weights`), an in-memory :class:`~codafeat.weights.Weights`,
+        :func:`codafeat.list_weights`), an in-memory :class:`~codafeat.formats.weights.Weights`,
         a timm / hub folder (``model.safetensors`` + ``config.json``, e.g. from
         ``codafeat export``), a plain timm safetensors checkpoint (e.g. ImageNet weights
         on disk; give ``backbone``), or ``None`` for a randomly initialised backbone (a
-        baseline). See :func:`codafeat.timm_io.load_any`; nothing is downloaded.
+        baseline). See :func:`codafeat.formats.timm.load_any`; nothing is downloaded.
     backbone : str or None, default=None
         timm model name. ``None`` takes it from ``weights`` (or ``"convnext_base"``
         without weights); a name that contradicts ``weights`` is an error. Required for
@@ -451,7 +451,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:
-        """The fitted backbone and config as in-memory :class:`~codafeat.weights.Weights`."""
+        """The fitted backbone and config as in-memory :class:`~codafeat.formats.weights.Weights`."""
         check_is_fitted(self, "model_")
         return Weights.from_state(self.model_.backbone.state_dict(), self.config_)
 

@@ -54,13 +54,13 @@ from .data.pretrain_dataset import MultiCropDataset, collate_views
 from .data.summary import training_data_summary
 from .data.views import MultiCropViews
 from .encoder import CodaEncoder
+from .formats.timm import load_any
+from .formats.weights import Weights, make_config
 from .losses.inter_organ import InterOrganLoss
 from .losses.intra_organ import IntraOrganLoss
 from .nn.backbone import check_input_size, embed_dim, load_backbone_state
 from .nn.coda_model import CodaNetwork
 from .nn.ema import make_teacher
-from .timm_io import load_any
-from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         Warm start: backbone weights that student and teacher start from, for continued
         pretraining on new organs or sites. It may be a codafeat file, an installed weights
         name, a timm / hub folder, or a plain timm safetensors checkpoint of ``backbone``
-        (see :func:`codafeat.timm_io.load_any`). The heads always start fresh. ``None``
+        (see :func:`codafeat.formats.timm.load_any`). The heads always start fresh. ``None``
         starts from timm's random initialisation. The source is recorded in the weights'
         training summary.
     image_size : int, default=224

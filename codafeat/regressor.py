@@ -19,7 +19,7 @@ from ._finetune import LinearHeadFineTuner
 from ._train.tasks import RegressionTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
-from .weights import Weights
+from .formats.weights import Weights
 
 
 class CodaRegressor(RegressorMixin, LinearHeadFineTuner):

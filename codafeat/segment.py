@@ -36,11 +36,11 @@ from .data.io import as_image_list, describe
 from .data.seg_augment import SegAugment, encode_mask, load_mask
 from .data.seg_pairs import as_mask_items, check_counts, hw, load_training_pairs, warn_label_content
 from .encoder import CodaEncoder
+from .formats.weights import Weights, make_config
 from .losses.segmentation import LOSSES, dice_loss, segmentation_loss  # noqa: F401  (re-exported since 0.1)
 from .metrics import iou
 from .nn.backbone import check_input_size
 from .nn.unet import UNet, build_unet, encoder_channels
-from .weights import Weights, make_config
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
     ----------
     weights : str, path, Weights, CodaEncoder or None, default=None
         A codafeat safetensors file, the name of installed weights, in-memory
-        :class:`~codafeat.weights.Weights`, a timm / hub folder or a plain timm
+        :class:`~codafeat.formats.weights.Weights`, a timm / hub folder or a plain timm
         safetensors checkpoint (as :class:`~codafeat.CodaEncoder` reads them), a
         :class:`~codafeat.CodaEncoder` (its ``get_weights()``; an unfitted one is fitted
         first), or ``None`` for a randomly initialised encoder (the baseline).

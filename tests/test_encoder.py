@@ -22,7 +22,7 @@ from sklearn.utils import get_tags
 import codafeat._infer as infer_mod
 import codafeat.data.loader as loader_mod
 from codafeat import CodaEncoder, ImageReadError, SkippedImagesWarning, save_weights
-from codafeat.weights import load_weights, make_config, weights_from_bytes
+from codafeat.formats.weights import load_weights, make_config, weights_from_bytes
 
 from helpers import DATA_FREE_CHECKS
 

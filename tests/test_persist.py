@@ -10,7 +10,7 @@ import torch
 
 from codafeat import CodaEncoder, CodaSegmenter
 from codafeat._persist import _bytes_key, device_after_unpickling
-from codafeat.weights import module_state_from_bytes
+from codafeat.formats.weights import module_state_from_bytes
 
 
 def test_modules_travel_as_safetensors_bytes_not_torch_pickles():

@@ -256,8 +256,8 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
 def test_organ_from_dicom_tag(tmp_path):
     pytest.importorskip("pydicom")
-    from codafeat.model_card import model_card
-    from codafeat.weights import read_config
+    from codafeat.formats.model_card import model_card
+    from codafeat.formats.weights import read_config
 
     from helpers import write_dicom
 

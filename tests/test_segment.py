@@ -178,7 +178,7 @@ def test_weights_forms_and_frozen_encoder_stays_pretrained(pretrained, data, mon
     enc, path = pretrained
     X, Y = data
     state = Weights.from_file(path).state_dict()
-    import codafeat.weights as W
+    import codafeat.formats.weights as W
 
     monkeypatch.setattr(W, "registered_path", lambda name: Path(path) if name == "my-coda" else None)
     for spec in (path, str(path), Weights.from_file(path), enc, "my-coda"):

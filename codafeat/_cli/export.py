@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from .._fileio import check_outputs
-    from ..timm_io import export_timm
+    from ..formats.timm import export_timm
 
     out = os.path.expanduser(args.out)
     check_outputs(

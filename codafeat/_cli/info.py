@@ -22,9 +22,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..model_card import model_card
-    from ..timm_io import TIMM_WEIGHTS, load_any
-    from ..weights import WeightsError, list_weights, read_config
+    from ..formats.model_card import model_card
+    from ..formats.timm import TIMM_WEIGHTS, load_any
+    from ..formats.weights import WeightsError, list_weights, read_config
 
     spec = args.weights
     name = spec if spec in list_weights() else None

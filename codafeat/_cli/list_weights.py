@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..weights import WeightsError, list_weights, read_config, registered_path
+    from ..formats.weights import WeightsError, list_weights, read_config, registered_path
 
     names = list_weights()
     if not names:

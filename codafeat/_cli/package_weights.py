@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from .._fileio import check_outputs
-    from .._weights_wheel import build_weights_wheel, distribution_name
+    from ..formats.wheel import build_weights_wheel, distribution_name
 
     check_outputs({"--out": args.out}, inputs=[args.file])
 

@@ -91,7 +91,7 @@ def _refuse_existing(what: str, path) -> str | None:
     import json
 
     if what == "--out":
-        from ..weights import read_config
+        from ..formats.weights import read_config
 
         try:
             read_config(path)

@@ -67,12 +67,14 @@ LAYERS = [
     (
         "formats and shared machinery",
         [
-            "codafeat.weights",
+            "codafeat.formats",
             "codafeat.embed_cache",
             "codafeat._params",
             "codafeat._persist",
             "codafeat._infer",
             "codafeat._train",
+            # deprecated old paths of codafeat.formats.*, for one release
+            "codafeat.weights",
             "codafeat._weights_wheel",
             "codafeat.timm_io",
             "codafeat.model_card",
@@ -146,7 +148,13 @@ def test_building_blocks_know_nothing_of_the_estimators():
             d
             for d in GRAPH[m]
             if d.startswith(
-                ("codafeat.encoder", "codafeat.pretrain", "codafeat.segment", "codafeat.weights", "codafeat.datasets")
+                (
+                    "codafeat.encoder",
+                    "codafeat.pretrain",
+                    "codafeat.segment",
+                    "codafeat.formats.weights",
+                    "codafeat.datasets",
+                )
             )
         )
         assert not bad, f"{m} imports {bad}"
@@ -248,13 +256,13 @@ def test_tests_mirror_the_package():
 #: Library modules without a test file of their own, and where they are tested instead.
 UNMIRRORED = {
     "__main__.py": "two lines; every test that runs `python -m codafeat` (tests/_cli/test_embed_ranks.py)",
-    "_version.py": "a constant, written into every weights config (tests/test_weights.py reads it back)",
+    "_version.py": "a constant, written into every weights config (tests/formats/test_weights.py reads it back)",
     "cli.py": "the parser and the exit codes, through every command's tests (tests/_cli/)",
     "_cli/demo.py": "tests/test_demo.py runs the command",
-    "_cli/export.py": "tests/test_timm_io.py (export, then read back with timm)",
-    "_cli/info.py": "tests/test_timm_io.py and tests/test_weights.py (the model card of files and folders)",
-    "_cli/list_weights.py": "tests/test_weights_wheel.py (installed weights listed)",
-    "_cli/package_weights.py": "tests/test_weights_wheel.py (the wheel built, installed, loaded)",
+    "_cli/export.py": "tests/formats/test_timm.py (export, then read back with timm)",
+    "_cli/info.py": "tests/formats/test_timm.py and tests/formats/test_weights.py (cards of files and folders)",
+    "_cli/list_weights.py": "tests/formats/test_wheel.py (installed weights listed)",
+    "_cli/package_weights.py": "tests/formats/test_wheel.py (the wheel built, installed, loaded)",
     "_cli/pretrain.py": "tests/test_pretrain.py and tests/integration/test_output_paths.py",
     "_cli/probe.py": "tests/_cli/test_embed_probe.py (embed and probe share their options)",
     "_params.py": "constraints: tests/integration/test_sklearn_checks.py (check_param_validation)",
@@ -265,7 +273,11 @@ UNMIRRORED = {
     "fewshot_split.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "fewshot_report.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "probes.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "model_card.py": "tests/test_pretrain.py and tests/test_weights_wheel.py (cards of trained weights)",
+    "formats/model_card.py": "tests/test_pretrain.py and tests/formats/test_wheel.py (cards of trained weights)",
+    "weights.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
+    "_weights_wheel.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
+    "timm_io.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
+    "model_card.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "data/decode_pool.py": "the in-memory build of tests/data/test_decoded_cache.py (serial = parallel, skips)",
     "data/shard_build.py": "the shard builds, rebuilds and kills of tests/data/test_decoded_cache.py",
     "data/background_fill.py": "a process of the decoded cache: tests/data/test_decoded_cache.py",

@@ -27,6 +27,22 @@ OLD = {
         )
     },
     "codafeat.fewshot_split": {"FewShotSplit": "codafeat.fewshot.split"},
+    "codafeat.weights": {
+        name: "codafeat.formats.weights"
+        for name in (
+            "Weights",
+            "WeightsError",
+            "make_config",
+            "save_weights",
+            "load_weights",
+            "read_config",
+            "list_weights",
+            "_weights_from_pickle",
+        )
+    },
+    "codafeat._weights_wheel": {"build_weights_wheel": "codafeat.formats.wheel"},
+    "codafeat.timm_io": {"load_any": "codafeat.formats.timm", "export_timm": "codafeat.formats.timm"},
+    "codafeat.model_card": {"model_card": "codafeat.formats.model_card"},
     "codafeat.fewshot_report": {"FewShotReport": "codafeat.fewshot.report", "format_table": "codafeat.fewshot.report"},
 }
 
@@ -46,3 +62,22 @@ def test_the_package_exports_the_new_homes():
 
     assert codafeat.FewShotSplit.__module__ == "codafeat.fewshot.split"
     assert codafeat.make_radiograph_phantoms.__module__ == "codafeat.phantoms"
+    assert codafeat.Weights.__module__ == "codafeat.formats.weights"
+
+
+def test_weights_pickled_before_the_move_still_load():
+    """A pickle of Weights names ``codafeat.weights._weights_from_pickle``: the old path must keep it."""
+    import pickle
+    import warnings
+
+    import torch
+
+    from codafeat.formats.weights import Weights, make_config
+
+    cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    data = pickle.dumps(Weights.from_state({"w": torch.ones(2)}, cfg), protocol=0)  # globals as text lines
+    old = data.replace(b"codafeat.formats.weights", b"codafeat.weights")
+    assert old != data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert pickle.loads(old).state_dict()["w"].tolist() == [1.0, 1.0]

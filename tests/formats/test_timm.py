@@ -20,8 +20,8 @@ from codafeat import (
     build_weights_wheel,
 )
 from codafeat.cli import main
-from codafeat.timm_io import load_any
-from codafeat.weights import (
+from codafeat.formats.timm import load_any
+from codafeat.formats.weights import (
     FORMAT_VERSION,
     WeightsError,
     load_weights,
@@ -204,7 +204,7 @@ def test_model_card_data_summary_licence_and_wheel(tmp_path, capsys):
 
 def test_config_card_fields_are_validated():
     cfg = make_config(backbone=NAME, embed_dim=64, image_size=32, mean=[0.5] * 3, std=[0.5] * 3, license="mit")
-    from codafeat.weights import Weights
+    from codafeat.formats.weights import Weights
 
     w = Weights.from_state({"a": torch.zeros(1)}, cfg)
     assert w.config["license"] == "mit" and "Not a medical device" in w.config["intended_use"]
@@ -268,7 +268,7 @@ def test_a_plain_checkpoint_needs_a_plain_timm_backbone_name(tmp_path):
 
 
 def test_info_shows_a_card_whose_data_and_training_have_unexpected_types(tmp_path, capsys):
-    from codafeat.weights import save_weights
+    from codafeat.formats.weights import save_weights
 
     net = timm.create_model("test_convnext", num_classes=0)
     cfg = make_config(

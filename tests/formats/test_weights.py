@@ -23,11 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from sklearn.base import clone
 
-import codafeat.weights as W
+import codafeat.formats.weights as W
 from codafeat import CodaEncoder
 from codafeat._cli import list_weights as list_weights_cli
-from codafeat.nn.backbone import create_backbone
-from codafeat.weights import (
+from codafeat.formats.weights import (
     CONFIG_KEY,
     FORMAT_VERSION,
     Weights,
@@ -44,6 +43,7 @@ from codafeat.weights import (
     weights_from_bytes,
     weights_to_bytes,
 )
+from codafeat.nn.backbone import create_backbone
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
@@ -595,7 +595,7 @@ def test_duplicate_registration_warns(registry, tmp_path, monkeypatch, caplog):
     mod = f"fake_dup_{abs(hash(str(tmp_path)))}"
     _fake_distribution(root, "another_dist", {"good": f"{mod}:fn"}, mod, f"def fn():\n    return {str(registry)!r}\n")
     monkeypatch.syspath_prepend(str(root))
-    with caplog.at_level(logging.WARNING, logger="codafeat.weights"):
+    with caplog.at_level(logging.WARNING, logger="codafeat.formats.weights"):
         assert registered_path("good") == registry
     assert "several distributions" in caplog.text
     assert "another_dist" in caplog.text and "fake_weights_dist" in caplog.text
@@ -706,7 +706,7 @@ def test_a_config_nested_too_deeply_is_named_not_a_recursion_error(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from codafeat.weights import CONFIG_KEY, WeightsError, load_weights
+    from codafeat.formats.weights import CONFIG_KEY, WeightsError, load_weights
 
     path = tmp_path / "deep.safetensors"
     save_file({"a": torch.zeros(1)}, str(path), metadata={CONFIG_KEY: "[" * 100_000 + "]" * 100_000})

@@ -23,9 +23,9 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-import codafeat.weights as W
+import codafeat.formats.weights as W
 from codafeat import CodaEncoder, build_weights_wheel
-from codafeat.weights import WeightsError, list_weights, read_config, registered_path
+from codafeat.formats.weights import WeightsError, list_weights, read_config, registered_path
 
 NAME = "Tiny-Test.v1"
 MODULE = "codafeat_weights_tiny_test_v1"
@@ -182,7 +182,7 @@ def test_installed_wheel_is_found_by_name_in_a_fresh_interpreter(built, installe
         import numpy as np
         import codafeat
         from codafeat import CodaEncoder
-        from codafeat.weights import registered_path
+        from codafeat.formats.weights import registered_path
 
         names = codafeat.list_weights()
         dist = metadata.distribution({DIST!r})
@@ -383,7 +383,7 @@ def test_nan_tensors_and_foreign_backbones_are_refused_before_packaging(built, t
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from codafeat.weights import CONFIG_KEY
+    from codafeat.formats.weights import CONFIG_KEY
 
     with safe_open(str(built["file"]), framework="pt") as fh:
         meta = fh.metadata()
@@ -402,7 +402,7 @@ def test_nan_tensors_and_foreign_backbones_are_refused_before_packaging(built, t
 
 
 def test_user_strings_enter_the_generated_module_through_repr():
-    from codafeat._weights_wheel import _module_source
+    from codafeat.formats.wheel import _module_source
 
     src = _module_source('a"""b', {"backbone": 'x"""\nraise SystemExit(1)\n"""'})
     ns: dict = {"__name__": "generated"}
