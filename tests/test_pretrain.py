@@ -17,7 +17,7 @@ from codafeat.data.io import ImageReadError
 from codafeat.pretrain import CodaPretrainer
 
 from helpers import TINY_PRETRAIN as TINY
-from helpers import interrupt_at, make_organ_folder, organ_image
+from helpers import interrupt_at, make_organ_folder, organ_image, tiny_pretrain_cli
 
 
 @pytest.fixture(scope="module")
@@ -214,40 +214,7 @@ def test_cli_pretrain_writes_loadable_weights(organ_folder, tmp_path):
 
     out = tmp_path / "m.safetensors"
     hist = tmp_path / "h.json"
-    rc = main(
-        [
-            "pretrain",
-            str(organ_folder),
-            "--out",
-            str(out),
-            "--history",
-            str(hist),
-            "--backbone",
-            "test_convnext",
-            "--image-size",
-            "32",
-            "--local-size",
-            "32",
-            "--n-local-crops",
-            "2",
-            "--head-out-dim",
-            "64",
-            "--head-hidden-dim",
-            "32",
-            "--head-bottleneck-dim",
-            "16",
-            "--batch-size",
-            "8",
-            "--epochs",
-            "1",
-            "--warmup-epochs",
-            "0",
-            "--random-state",
-            "0",
-            "--verbose",
-            "0",
-        ]
-    )
+    rc = main(tiny_pretrain_cli(organ_folder, out, "--history", str(hist), "--random-state", "0"))
     assert rc == 0
     enc = CodaEncoder(weights=out).fit()
     assert enc.transform(organ_folder).shape == (16, 64)

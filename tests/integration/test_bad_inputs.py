@@ -37,7 +37,7 @@ from codafeat.pretrain import CodaPretrainer
 
 from helpers import TINY_PRETRAIN as TINY
 from helpers import interrupt_at as _interrupt_at
-from helpers import make_organ_folder
+from helpers import make_organ_folder, tiny_pretrain_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ENC = dict(backbone="test_convnext", image_size=32, batch_size=4, random_state=0)
@@ -233,38 +233,6 @@ def test_cli_pretrain_checks_out_before_training(tmp_path, monkeypatch, caplog):
     assert "--out" in caplog.text and "afile" in caplog.text
 
 
-def _tiny_cli(folder: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "pretrain",
-        str(folder),
-        "--out",
-        str(out),
-        "--backbone",
-        "test_convnext",
-        "--image-size",
-        "32",
-        "--local-size",
-        "32",
-        "--n-local-crops",
-        "2",
-        "--head-out-dim",
-        "64",
-        "--head-hidden-dim",
-        "32",
-        "--head-bottleneck-dim",
-        "16",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--warmup-epochs",
-        "0",
-        "--verbose",
-        "0",
-        *extra,
-    ]
-
-
 def test_cli_pretrain_rescues_the_model_when_the_final_save_fails(tmp_path, monkeypatch, caplog):
     from codafeat.cli import main
 
@@ -279,7 +247,7 @@ def test_cli_pretrain_rescues_the_model_when_the_final_save_fails(tmp_path, monk
         return real(self, path)
 
     monkeypatch.setattr(CodaPretrainer, "save", save)
-    rc = main(_tiny_cli(folder, out, "--checkpoint-dir", str(ckpt)))
+    rc = main(tiny_pretrain_cli(folder, out, "--checkpoint-dir", str(ckpt)))
     assert rc == 1
     rescued = list(ckpt.glob("m.rescued-*.safetensors"))
     assert len(rescued) == 1 and "saved to" in caplog.text and str(rescued[0]) in caplog.text
@@ -537,7 +505,7 @@ def test_cli_ends_a_diverged_run_in_one_error_line(tmp_path, monkeypatch, capsys
         raise FloatingPointError("the training loss became non-finite (nan) at epoch 0, step 0")
 
     monkeypatch.setattr(CodaTrainer, "step", diverge)
-    assert main(_tiny_cli(folder, tmp_path / "m.safetensors")) == 1
+    assert main(tiny_pretrain_cli(folder, tmp_path / "m.safetensors")) == 1
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "non-finite" in errors[0].getMessage()
     assert "Traceback" not in capsys.readouterr().err
@@ -548,7 +516,7 @@ def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, caplog):
 
     folder = make_organ_folder(tmp_path / "data", {"chest": 8, "hand": 8})
     monkeypatch.setattr(CodaPretrainer, "fit", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
-    assert main(_tiny_cli(folder, tmp_path / "m.safetensors")) == 130
+    assert main(tiny_pretrain_cli(folder, tmp_path / "m.safetensors")) == 130
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["interrupted"]
 
 
