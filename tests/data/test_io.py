@@ -547,3 +547,20 @@ def test_folder_order_is_the_component_order_of_an_independent_walk(tmp_path):
         assert find_images(root) == expected
 
     check()
+
+
+def test_the_pixel_limit_read_through_io_follows_set_max_image_pixels(tmp_path):
+    """io is one import over files, intensity and decode: its MAX_IMAGE_PIXELS is the live setting, not a copy."""
+    import codafeat.data.io as io_mod
+    from codafeat.data import decode
+
+    old = io_mod.set_max_image_pixels(1234)
+    try:
+        assert io_mod.MAX_IMAGE_PIXELS == decode.MAX_IMAGE_PIXELS == 1234
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "a.png")  # 1,600 pixels: over the limit
+        with pytest.raises(ImageReadError, match="pixels"):
+            io_mod.decode_image(str(tmp_path / "a.png"))
+    finally:
+        io_mod.set_max_image_pixels(old)
+    assert io_mod.MAX_IMAGE_PIXELS == old
+    assert set(io_mod.__all__) >= {"ImageReadError", "decode_image", "find_images", "to_unit_float", "MAX_IMAGE_PIXELS"}

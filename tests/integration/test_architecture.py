@@ -278,6 +278,8 @@ UNMIRRORED = {
     "_weights_wheel.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "timm_io.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "model_card.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
+    "data/files.py": "through the one import of the pixel contract, codafeat.data.io: tests/data/test_io.py",
+    "data/decode.py": "through codafeat.data.io: tests/data/test_io.py and tests/data/test_intensity.py (DICOM)",
     "data/decode_pool.py": "the in-memory build of tests/data/test_decoded_cache.py (serial = parallel, skips)",
     "data/shard_build.py": "the shard builds, rebuilds and kills of tests/data/test_decoded_cache.py",
     "data/background_fill.py": "a process of the decoded cache: tests/data/test_decoded_cache.py",
