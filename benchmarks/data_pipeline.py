@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+from codafeat.data.cache.decoded import DecodedCache, cache_size_for
 from codafeat.data.io import find_images, load_image
 from codafeat.data.pretrain_dataset import MultiCropDataset
 from codafeat.data.views import MultiCropViews

@@ -151,7 +151,7 @@ def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
     from codafeat._train.monitor import TrainingMonitor, monitor_split
     from codafeat.analysis import organ_separation
-    from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+    from codafeat.data.cache.decoded import DecodedCache, cache_size_for
     from codafeat.losses.intra_organ import IntraOrganLoss
     from codafeat.nn.backbone import DEFAULT_MEAN, DEFAULT_STD
     from codafeat.nn.coda_model import CodaNetwork

@@ -89,7 +89,7 @@ class _FirstStep(Exception):
 
 
 def child_fit(root: str, cache: str, workers: int, dry: bool) -> dict:
-    import codafeat.data.decoded_cache as dc
+    import codafeat.data.cache.decoded as dc
     import codafeat.data.organs as organs_mod
     import codafeat.pretrain as pretrain_mod
     from codafeat import CodaPretrainer

@@ -19,8 +19,8 @@ from ._device import DevicePolicy, resolve_device
 from ._infer import progress_bar, stream_batches, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
+from .data.cache.embeddings import EmbeddingCache, item_key, model_key
 from .data.io import ImageReadError, as_image_list
-from .embed_cache import EmbeddingCache, item_key, model_key
 from .formats.timm import load_any
 from .formats.weights import Weights, make_config, strip_prefix
 from .nn.backbone import POOLINGS, FeatureExtractor, check_input_size, create_backbone, embed_dim, load_backbone_state
@@ -103,7 +103,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         (:class:`~codafeat.SkippedImagesWarning`, whose ``skipped`` lists them);
         :meth:`embed` returns the list with the embeddings.
     cache : str, path, joblib.Memory, EmbeddingCache or None, default=None
-        Where to keep embeddings between calls (see :mod:`codafeat.embed_cache`). Entries
+        Where to keep embeddings between calls (see :mod:`codafeat.data.cache.embeddings`). Entries
         are keyed on the weights and settings (a hash of the backbone's tensors, input
         size, pooling, normalisation, precision) and on each image's *content*, so
         repeated cross-validation folds and repeated runs embed each image once, and an

@@ -46,7 +46,7 @@ from ._train.pretraining import (
 )
 from ._train.sampling import GlobalBatchSampler
 from ._train.schedules import cosine_schedule, teacher_temp_schedule
-from .data.decoded_cache import DecodedCache, cache_size_for
+from .data.cache.decoded import DecodedCache, cache_size_for
 from .data.io import report_skipped
 from .data.loader import worker_context
 from .data.organs import collect_organ_images

@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from codafeat import CodaEncoder
-from codafeat.embed_cache import EmbeddingCache
+from codafeat.data.cache.embeddings import EmbeddingCache
 
 TINY = dict(backbone="test_convnext", image_size=32, batch_size=4, num_workers=0, random_state=0)
 

@@ -110,7 +110,7 @@ def data_key(items: Any, kept: Any, labels: np.ndarray, *, with_identity: bool =
     """SHA-256 of the readable inputs and their organ labels: what a resume must find unchanged.
 
     A file counts by its path, size and modification time (the decoded cache's identity,
-    :func:`codafeat.data.shards.identity`), so swapped or edited pixels are refused, not only
+    :func:`codafeat.data.cache.shards.identity`), so swapped or edited pixels are refused, not only
     a changed file list; an in-memory image counts by its content. Keys written before file
     identities were part of them (``with_identity=False``, no ``"v2:"`` prefix) hash paths only.
 
@@ -121,7 +121,7 @@ def data_key(items: Any, kept: Any, labels: np.ndarray, *, with_identity: bool =
     >>> a == data_key(["x.png", "y.png"], [0, 1], np.array([1, 0])), a[:3]
     (False, 'v2:')
     """
-    from ..data.shards import identity
+    from ..data.cache.shards import identity
 
     h = hashlib.sha256()
     for pos, i in enumerate(np.asarray(kept, dtype=int)):

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .body_parts import OrganMapping, Resolution
+from .cache.tag_index import TagIndex
 from .io import ImageReadError, as_image_list
-from .tag_index import TagIndex
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class FileOrgan:
 def dicom_organs(paths: Sequence[Any], *, organ_map: Any = None, cache_dir: Any = None) -> list[FileOrgan]:
     """The organ of every DICOM file from its header (see :mod:`codafeat.data.body_parts`).
 
-    With ``cache_dir`` the headers are kept in a :class:`~codafeat.data.tag_index.TagIndex`
+    With ``cache_dir`` the headers are kept in a :class:`~codafeat.data.cache.tag_index.TagIndex`
     there, so a later run reads only the headers of new or changed files; the mapping
     itself is applied on every run, so a changed ``organ_map`` needs no header read.
     """
@@ -226,7 +226,7 @@ def collect_organ_images(
     :mod:`codafeat.data.body_parts`). A file whose header cannot be read, or whose organ
     stays unknown, raises (the unknown values listed with their counts), or with
     ``on_error="skip"`` is left out and listed in ``skipped`` (empty otherwise). With
-    ``cache_dir`` the headers are kept in a :class:`~codafeat.data.tag_index.TagIndex`
+    ``cache_dir`` the headers are kept in a :class:`~codafeat.data.cache.tag_index.TagIndex`
     there, so a later run reads only the headers of new or changed files.
     """
     from .manifest import is_manifest, read_manifest, scan_organ_folder

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .decoded_cache import DecodedCache
+from .cache.decoded import DecodedCache
 from .views import MultiCropViews
 
 __all__ = ["MultiCropDataset", "collate_views", "view_seed"]

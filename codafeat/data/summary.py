@@ -14,7 +14,7 @@ from .io import DICOM_SUFFIXES
 
 #: DICOM headers read for the summary at most (a bottom-k sample of the DICOM files, see dicom_sample).
 MAX_DICOM_HEADERS = 256
-#: The :class:`~codafeat.data.tag_index.TagIndex` file of the sampled headers in ``cache_dir``.
+#: The :class:`~codafeat.data.cache.tag_index.TagIndex` file of the sampled headers in ``cache_dir``.
 SUMMARY_INDEX_NAME = "summary-tags.jsonl"
 
 
@@ -57,7 +57,7 @@ def dicom_sample(paths: Sequence[str], k: int = MAX_DICOM_HEADERS) -> list[str]:
 
     The sample depends only on the relative paths, so the same tree gives the same sample on
     any machine, and adding or removing 1 % of the files changes about 1 % of it (an evenly
-    spaced sample would shift almost entirely); :class:`~codafeat.data.tag_index.TagIndex`
+    spaced sample would shift almost entirely); :class:`~codafeat.data.cache.tag_index.TagIndex`
     then reads only the new headers.
 
     Examples
@@ -92,7 +92,7 @@ def _read_header(path: str) -> str:
 
 
 def _dicom_tags(paths: Sequence[str], cache_dir: Any = None) -> dict[str, Any]:
-    from .tag_index import TagIndex
+    from .cache.tag_index import TagIndex
 
     take = dicom_sample(paths)
     index = TagIndex(cache_dir, name=SUMMARY_INDEX_NAME) if cache_dir is not None else None
@@ -117,7 +117,7 @@ def training_data_summary(items: Sequence[Any], organs: Sequence[Any], *, cache_
 
     The tags (manufacturer, body part) are read from at most :data:`MAX_DICOM_HEADERS`
     headers (:func:`dicom_sample`); with ``cache_dir`` they are kept in a
-    :class:`~codafeat.data.tag_index.TagIndex` there, so an unchanged file's header is read
+    :class:`~codafeat.data.cache.tag_index.TagIndex` there, so an unchanged file's header is read
     once across runs.
 
     Examples

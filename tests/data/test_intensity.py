@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from codafeat import CodaEncoder, CodaPretrainer
-from codafeat.data.decoded_cache import DecodedCache
+from codafeat.data.cache.decoded import DecodedCache
 from codafeat.data.io import decode_image, load_image
 
 from helpers import TINY_PRETRAIN as TINY

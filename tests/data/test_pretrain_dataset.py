@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from codafeat.data.decoded_cache import DecodedCache
+from codafeat.data.cache.decoded import DecodedCache
 from codafeat.data.pretrain_dataset import MultiCropDataset, collate_views, view_seed
 from codafeat.data.views import MultiCropViews
 

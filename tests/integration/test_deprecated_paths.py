@@ -41,6 +41,12 @@ OLD = {
         )
     },
     "codafeat._weights_wheel": {"build_weights_wheel": "codafeat.formats.wheel"},
+    "codafeat.embed_cache": {n: "codafeat.data.cache.embeddings" for n in ("EmbeddingCache", "item_key", "model_key")},
+    "codafeat.data.decoded_cache": {n: "codafeat.data.cache.decoded" for n in ("DecodedCache", "cache_size_for")},
+    "codafeat.data.shards": {n: "codafeat.data.cache.shards" for n in ("identity", "bounds", "open_shard")},
+    "codafeat.data.background_fill": {"start": "codafeat.data.cache.background_fill"},
+    "codafeat.data.leases": {"lease": "codafeat.data.cache.leases"},
+    "codafeat.data.tag_index": {"TagIndex": "codafeat.data.cache.tag_index"},
     "codafeat.timm_io": {"load_any": "codafeat.formats.timm", "export_timm": "codafeat.formats.timm"},
     "codafeat.model_card": {"model_card": "codafeat.formats.model_card"},
     "codafeat.fewshot_report": {"FewShotReport": "codafeat.fewshot.report", "format_table": "codafeat.fewshot.report"},

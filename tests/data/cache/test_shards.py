@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codafeat.data import shards as S
+from codafeat.data.cache import shards as S
 
 IDS = st.lists(st.binary(min_size=1, max_size=12), max_size=400)
 

@@ -1,4 +1,4 @@
-"""Tests for codafeat.data.decoded_cache: decode once, reuse across epochs and runs."""
+"""Tests for codafeat.data.cache.decoded: decode once, reuse across epochs and runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import codafeat.data.io as io_mod
-from codafeat.data.decoded_cache import DecodedCache, cache_size_for
+from codafeat.data.cache.decoded import DecodedCache, cache_size_for
 from codafeat.data.io import ImageReadError, load_image
 
 SIZE = 16
@@ -130,7 +130,7 @@ def test_changed_file_list_or_size_rebuilds(images, tmp_path, monkeypatch):
 
 
 def test_crash_mid_build_loses_at_most_the_shard_in_flight(images, tmp_path, monkeypatch):
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)  # 5 images -> shards of 2, 2, 1
     monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
@@ -263,7 +263,7 @@ def test_open_rejects_foreign_index(tmp_path):
 
 
 def test_adding_files_rebuilds_only_the_shards_they_fall_into(tmp_path, monkeypatch):
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     monkeypatch.setattr(shards_mod, "TARGET_SHARD", 8)  # ~8 images per shard
     monkeypatch.setattr(shards_mod, "MAX_SHARD", 64)
@@ -296,8 +296,8 @@ _KILL_CHILD = """
 import sys, time
 from pathlib import Path
 import codafeat.data.io as io_mod
-import codafeat.data.shards as shards_mod
-from codafeat.data.decoded_cache import DecodedCache
+import codafeat.data.cache.shards as shards_mod
+from codafeat.data.cache.decoded import DecodedCache
 shards_mod.TARGET_SHARD, shards_mod.MAX_SHARD = 10**9, 2
 real, calls = io_mod.decode_image, [0]
 def slow(*a, **k):
@@ -318,7 +318,7 @@ def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypat
     import sys
     import time
 
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     cache_dir, marker = tmp_path / "cache", tmp_path / "paused"
     proc = subprocess.Popen(
@@ -349,7 +349,7 @@ def test_kill_9_mid_build_keeps_complete_shards_only(images, tmp_path, monkeypat
 
 
 def test_background_fill_serves_the_same_bytes_before_and_after(images, tmp_path, monkeypatch):
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
     monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)
@@ -390,7 +390,7 @@ def test_background_fill_reports_an_unreadable_file(images, tmp_path):
 
 def _grown_folder(tmp_path, monkeypatch, n=60):
     """``n`` small PNGs in shards of ~8, and one more file that sorts into the middle."""
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     monkeypatch.setattr(shards_mod, "TARGET_SHARD", 8)
     monkeypatch.setattr(shards_mod, "MAX_SHARD", 64)
@@ -459,7 +459,7 @@ def _dying_fill(monkeypatch):
             stderr=subprocess.PIPE,
         )
 
-    import codafeat.data.background_fill as fill_mod
+    import codafeat.data.cache.background_fill as fill_mod
 
     monkeypatch.setattr(fill_mod, "fill_in_background", fill)
 
@@ -495,8 +495,8 @@ def test_pretraining_keeps_its_model_when_the_fill_process_dies(tmp_path, monkey
 _SLOW_INDEX_CHILD = """
 import sys, time
 from pathlib import Path
-import codafeat.data.shards as shards_mod
-from codafeat.data.decoded_cache import DecodedCache
+import codafeat.data.cache.shards as shards_mod
+from codafeat.data.cache.decoded import DecodedCache
 cache_dir, marker = Path(sys.argv[1]), Path(sys.argv[2])
 real = shards_mod.write_set_index
 def slow(*a, **k):  # every shard written, none indexed yet: the window a neighbour's cleanup hit
@@ -551,7 +551,7 @@ def test_a_stale_lease_protects_nothing_and_is_removed(images, tmp_path, monkeyp
     import json
     import subprocess
 
-    from codafeat.data import leases, shards
+    from codafeat.data.cache import leases, shards
 
     monkeypatch.setattr(shards, "TARGET_SHARD", 10**9)
     monkeypatch.setattr(shards, "MAX_SHARD", 2)  # three shards
@@ -590,7 +590,7 @@ def test_damaged_shard_metadata_is_rebuilt_not_used_forever(images, tmp_path, da
 
 def test_stale_temporaries_of_killed_shard_writes_are_removed_unless_leased(images, tmp_path):
     """Issue 19, item 11: a killed fill's ``.shard-*.u8.<hex>.tmp`` files do not pile up."""
-    from codafeat.data import leases
+    from codafeat.data.cache import leases
 
     cache_dir = tmp_path / "c"
     cache_dir.mkdir()
@@ -608,7 +608,7 @@ def test_flipped_shard_bytes_and_a_reordered_index_are_caught_and_rebuilt(images
     """Issue 19, item 7: a shard's bytes carry a checksum; the index's order is checked against the shards."""
     import json
 
-    import codafeat.data.shards as shards_mod
+    import codafeat.data.cache.shards as shards_mod
 
     monkeypatch.setattr(shards_mod, "TARGET_SHARD", 10**9)
     monkeypatch.setattr(shards_mod, "MAX_SHARD", 2)  # three shards
@@ -628,7 +628,7 @@ def test_flipped_shard_bytes_and_a_reordered_index_are_caught_and_rebuilt(images
     shards = meta["shards"]
     meta["shards"] = [[lo, hi, s[2]] for (lo, hi, _), s in zip(shards, [shards[1], shards[0], *shards[2:]])]
     index.write_text(json.dumps(meta))
-    from codafeat.data.shards import identity_list, layout
+    from codafeat.data.cache.shards import identity_list, layout
 
     with pytest.raises(ValueError, match="edited index"):
         DecodedCache.open(cache_dir, key, layout=layout(identity_list(images), SIZE, None))

@@ -1,4 +1,4 @@
-"""Tests of codafeat.embed_cache: content keys, hit/miss logic, atomic writes."""
+"""Tests of codafeat.data.cache.embeddings: content keys, hit/miss logic, atomic writes."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from codafeat import embed_cache as ec
+from codafeat.data.cache import embeddings as ec
+from codafeat.data.cache.embeddings import EmbeddingCache, item_key, model_key
 from codafeat.data.io import ImageReadError
-from codafeat.embed_cache import EmbeddingCache, item_key, model_key
 
 MK = model_key(b"some weights", image_size=64, pooling="avg", normalize=True)
 

@@ -3,8 +3,8 @@
 :func:`write_missing_shards` finds the shards of a set that are complete on disk, decodes
 the others in parallel (copying images from replaced shards where it can), holds a lease
 on them until the set index names them, writes that index, and removes the shards no
-index or live run uses. :meth:`codafeat.data.decoded_cache.DecodedCache.build` calls it;
-the background fill (:mod:`codafeat.data.background_fill`) writes the same shards from a
+index or live run uses. :meth:`codafeat.data.cache.decoded.DecodedCache.build` calls it;
+the background fill (:mod:`codafeat.data.cache.background_fill`) writes the same shards from a
 separate process.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import io as _io
+from .. import io as _io
 from . import leases as _leases
 from . import shards as _shards
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import io as _io
-from . import loader as _loader
+from .. import io as _io
+from .. import loader as _loader
 from . import shards as _shards
 
 __all__ = ["decode_to_array", "decoded"]
