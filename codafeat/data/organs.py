@@ -151,23 +151,21 @@ def describe_organs(
     Parameters are those of :func:`collect_organ_images`; folders and manifests are read the
     same way (and raise the same errors for a missing folder or a bad manifest).
     """
-    from .manifest import is_manifest, read_manifest, scan_organ_folder
+    from .manifest import is_manifest
 
     if organ_from == "dicom":
         return dicom_organs(_dicom_items(X), organ_map=organ_map, cache_dir=cache_dir)
+    items, labels = collect_organ_images(X, y)[:2]  # the same reading, and the same errors
     if is_manifest(X):
-        paths, labels = read_manifest(X)
         source = "manifest"
     elif isinstance(X, (str, os.PathLike)):
-        paths, labels = scan_organ_folder(X)
         source = "folder"
     else:
-        items, labels = collect_organ_images(X, y)[:2]
-        return [
-            FileOrgan(f"[{i}]" if not isinstance(p, (str, os.PathLike)) else os.fspath(p), str(o), "labels", str(o))
-            for i, (p, o) in enumerate(zip(items, labels))
-        ]
-    return [FileOrgan(p, str(o), source, str(o)) for p, o in zip(paths, labels)]
+        source = "labels"
+    return [
+        FileOrgan(os.fspath(p) if isinstance(p, (str, os.PathLike)) else f"[{i}]", str(o), source, str(o))
+        for i, (p, o) in enumerate(zip(items, labels))
+    ]
 
 
 class OrganImages(NamedTuple):
