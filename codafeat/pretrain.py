@@ -1,72 +1,32 @@
 """CodaPretrainer: Coda teacher-student pretraining as a scikit-learn estimator.
 
-(Why one module of more than 500 lines: scikit-learn's conventions want every one of
-the 57 parameters documented in the class docstring, listed in ``_parameter_constraints``
-and stored by an explicit keyword-only ``__init__``. That is about 300 lines of
-declaration. The training machinery itself lives in :mod:`codafeat._train`.)
-
-``fit`` validates the input, builds the decoded-image cache, the student/teacher
-networks and losses, runs the training loop (:mod:`codafeat._train.loop`), and emits a
-:class:`~codafeat.CodaEncoder` built on the EMA teacher.
+This module holds the declarations: the 57 parameters documented, constrained (from the one
+table, :data:`codafeat._defaults.PRETRAIN_PARAMS`) and stored by an explicit keyword-only
+``__init__``, as scikit-learn's conventions want. ``fit`` checks the settings that involve
+several parameters and hands a snapshot of them to :func:`codafeat._train.run.run_pretraining`
+(prepare -> decode -> loader -> build -> epochs -> export); it copies the run's fitted state
+onto the estimator and builds a :class:`~codafeat.CodaEncoder` on the EMA teacher.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
-from collections import Counter
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils.validation import check_is_fitted
-from torch.utils.data import DataLoader
 
-from ._defaults import MEAN, PRETRAIN, PRETRAIN_PARAMS, PRETRAIN_RUN_ONLY, STD
-from ._device import DevicePolicy, denormals_flushed, resolve_device
-from ._fileio import check_free_space, check_writable
-from ._params import constraints, draw_seed
+from ._defaults import PRETRAIN, PRETRAIN_PARAMS
+from ._params import constraints
 from ._persist import TorchStateMixin
-from ._train import dist as D
-from ._train import resume
-from ._train.checkpoint import remove_stale
-from ._train.loop import CodaTrainer, Schedules
-from ._train.monitor import TrainingMonitor, monitor_split
-from ._train.objective import Terms
-from ._train.pretraining import (
-    CheckpointCallback,
-    MetricsSinkCallback,
-    MonitorCallback,
-    ReportCallback,
-    fit_pretraining,
-)
-from ._train.sampling import GlobalBatchSampler
-from ._train.schedules import cosine_schedule, teacher_temp_schedule
-from .data.cache.decoded import DecodedCache, cache_size_for
-from .data.io import report_skipped
-from .data.loader import worker_context
-from .data.organs import collect_organ_images
-from .data.pretrain_dataset import MultiCropDataset, collate_views
-from .data.summary import training_data_summary
-from .data.views import MultiCropViews
+from ._train.build import new_network, terms_of, views_of
+from ._train.run import run_pretraining, settings_of
 from .encoder import CodaEncoder
-from .formats.timm import load_any
-from .formats.weights import Weights, make_config
-from .losses.inter_organ import InterOrganLoss
-from .losses.intra_organ import IntraOrganLoss
-from .nn.backbone import check_input_size, embed_dim, load_backbone_state
-from .nn.coda_model import CodaNetwork
-from .nn.ema import make_teacher
 
 logger = logging.getLogger(__name__)
-
-#: Parameters that must agree between a checkpoint and the run that resumes it: all but
-#: those that only say where and how the run executes.
-RESUME_KEYS = tuple(k for k in PRETRAIN if k not in PRETRAIN_RUN_ONLY)
 
 #: The defaults of every parameter (codafeat._defaults).
 P = PRETRAIN
@@ -280,7 +240,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
     organs_ : ndarray of str
         The organ names, in label order.
     n_images_ : int
-        Training images used.
+        Readable images of the input (the training images and those held out for the monitor).
+    n_train_images_ : int
+        Images the networks trained on (``n_images_`` less the monitor's).
     skipped_ : list of str
         Images that could not be read (``on_error="skip"``).
     teacher_, student_ : torch.nn.Module
@@ -448,19 +410,10 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {v!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
-        self._views()  # gamma, blur_prob, blur_sigma: named errors before any data is read
-        self._terms()  # the objective's own checks: a term to train, KoLeo only with the intra-organ head
+        views_of(self)  # gamma, blur_prob, blur_sigma: named errors before any data is read
+        terms_of(self)  # the objective's own checks: a term to train, KoLeo only with the intra-organ head
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
-
-    def _check_output_dirs(self) -> None:
-        """Fail before training when checkpoints or metrics could not be written later."""
-        if self.checkpoint_dir is not None:
-            check_writable(self.checkpoint_dir, what="checkpoint_dir", is_dir=True)
-            for p in remove_stale(self.checkpoint_dir):
-                logger.info("removed %s, left by an interrupted checkpoint write", p)
-        if self.log_dir is not None:
-            check_writable(self.log_dir, what="log_dir", is_dir=True)
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -483,352 +436,12 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         self : CodaPretrainer
         """
         self._check_settings()
-        self._check_output_dirs()
-        device = resolve_device(self.device)  # under torchrun with CUDA: cuda:LOCAL_RANK
-        info = D.setup(device.type)
-        try:
-            with denormals_flushed(device):
-                self._fit(X, y, device, info)
-        finally:
-            D.teardown(info)
+        result, device = run_pretraining(settings_of(self), X, y)  # codafeat._train.run
+        for name, value in result.attributes().items():
+            setattr(self, name, value)
+        # the encoder on the teacher's backbone, on this process's device (its rank's GPU under torchrun)
+        self.encoder_ = CodaEncoder(weights=result.weights, device=device).fit()
         return self
-
-    def _fit(self, X: Any, y: Any, device: torch.device, info: D.DistInfo) -> None:
-        ckpt, cache, labels, data_key = self._prepare(X, y, info)
-        train_idx, monitor_idx, why_off = monitor_split(labels, self.monitor_fraction, self.seed_)
-        self.monitor_indices_ = monitor_idx
-        monitor = None
-        if self.monitor_every and len(monitor_idx):
-            monitor = TrainingMonitor.from_cache(cache, monitor_idx, labels, self.image_size, device)
-            logger.info("training monitor: %d held-out images, every %d epoch(s)", len(monitor), self.monitor_every)
-        elif self.monitor_every and info.is_main:
-            logger.info("training monitor off: %s", why_off)
-        dataset, sampler, loader = self._loader(cache, labels, train_idx, device, info)
-        steps = len(sampler)
-        self.n_train_images_ = len(dataset)
-        self.data_summary_["n_train_images"] = int(len(dataset))  # the rest were held out for the monitor
-        run = {
-            "seed": self.seed_,
-            "n_images": self.n_images_,
-            "n_train_images": len(dataset),
-            "steps_per_epoch": steps,
-            "data_key": data_key,
-        }
-        trainer = self._build_trainer(self.seed_, steps, device, info)
-        if self.checkpoint_dir is not None and info.is_main:
-            # newest + previous + the one being written, each ~4 copies of the student
-            # (student, teacher, AdamW's two moments)
-            n_bytes = sum(p.numel() * p.element_size() for p in trainer.student_module.parameters())
-            check_free_space(self.checkpoint_dir, 3 * 4 * n_bytes, what="checkpoint_dir")
-        start_epoch, history = (
-            resume.restore(ckpt, trainer, organs=[str(o) for o in self.organs_], run=run)
-            if ckpt is not None
-            else (0, [])
-        )
-        self.history_ = self._train(trainer, dataset, sampler, loader, monitor, info, start_epoch, history, run)
-        # the background fill, if any: every shard on disk and the intensity kinds complete. Training never
-        # depended on it (missing images are decoded on access), so a dead helper costs a warning, not the model.
-        cache.finish(on_failure="warn")
-        self.intensity_ = {"bit_depth": self.bit_depth, "kinds": dict(sorted(cache.kinds.items()))}
-        self.student_ = trainer.student_module.to("cpu").eval()
-        self.teacher_ = trainer.teacher.to("cpu").eval()
-        self.encoder_ = self._make_encoder(self.teacher_, device)
-
-    def _prepare(self, X: Any, y: Any, info: D.DistInfo) -> tuple[Any, DecodedCache, np.ndarray, str | None]:
-        """Find the images, read the checkpoint to resume, fix the seed, decode: ``(ckpt, cache, labels, data key)``."""
-        items, organ_names, unlabelled, organ_mapping = collect_organ_images(
-            X,
-            y,
-            organ_from=self.organ_from,
-            organ_map=self.organ_map,
-            on_error=self.on_error,
-            cache_dir=self.cache_dir,
-        )
-        _check_organs(organ_names, stage="input")
-        ckpt = (
-            resume.read_for_resume(self.checkpoint_dir, epochs=self.epochs, params=self._resume_signature())
-            if self.resume
-            else None
-        )
-        self.seed_ = self._run_seed(ckpt, info)
-        cache, labels = self._decode(items, organ_names, info, skipped_before=unlabelled)
-        # identity of the image set, checked on resume (hashing in-memory images costs time: only when checkpointing)
-        legacy = ckpt is not None and not str(ckpt[2].get("data_key") or "v2:").startswith("v2:")
-        data_key = (
-            resume.data_key(items, cache.kept, labels, with_identity=not legacy)
-            if self.checkpoint_dir is not None
-            else None
-        )
-        kept = [items[int(i)] for i in cache.kept]
-        self.data_summary_ = training_data_summary(
-            kept if not isinstance(items, np.ndarray) else [], self.organs_[labels], cache_dir=self.cache_dir
-        )
-        self.data_summary_["n_images"] = int(len(labels))
-        if organ_mapping:
-            self.data_summary_["dicom_organ_map"] = organ_mapping
-        return ckpt, cache, labels, data_key
-
-    def _views(self) -> MultiCropViews:
-        """The multi-crop views of the parameters (which also checks the view settings)."""
-        blur = self.blur_prob if isinstance(self.blur_prob, Real) else tuple(self.blur_prob)
-        return MultiCropViews(
-            image_size=self.image_size,
-            local_size=self.local_size,
-            n_local_crops=self.n_local_crops,
-            global_scale=tuple(self.global_scale),
-            local_scale=tuple(self.local_scale),
-            rotation=float(self.rotation),
-            hflip=self.hflip,
-            brightness=float(self.brightness),
-            contrast=float(self.contrast),
-            gamma=tuple(self.gamma),
-            jitter_prob=float(self.jitter_prob),
-            blur_prob=blur,
-            blur_sigma=tuple(self.blur_sigma),
-        )
-
-    def _loader(
-        self, cache: DecodedCache, labels: np.ndarray, train_idx: np.ndarray, device: torch.device, info: D.DistInfo
-    ) -> tuple[MultiCropDataset, GlobalBatchSampler, DataLoader]:
-        views = self._views()
-        dataset = MultiCropDataset(cache, labels.astype(np.int64), views, seed=self.seed_, indices=train_idx)
-        if self.batch_size % info.world_size:
-            raise ValueError(f"batch_size={self.batch_size} is not divisible by the {info.world_size} processes")
-        per_rank = self.batch_size // info.world_size
-        if per_rank < self.accumulate_steps:
-            raise ValueError(
-                f"accumulate_steps={self.accumulate_steps} exceeds the {per_rank} image(s) per process and step "
-                f"(batch_size={self.batch_size} over {info.world_size} process(es))"
-            )
-        sampler = GlobalBatchSampler(
-            len(dataset), per_rank, world_size=info.world_size, rank=info.rank, seed=self.seed_
-        )
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate_views,
-            num_workers=self.num_workers,
-            pin_memory=DevicePolicy(device).pin_memory,
-            persistent_workers=self.num_workers > 0,
-            multiprocessing_context=worker_context() if self.num_workers > 0 else None,
-        )
-        return dataset, sampler, loader
-
-    def _train(
-        self,
-        trainer: CodaTrainer,
-        dataset: MultiCropDataset,
-        sampler: GlobalBatchSampler,
-        loader: DataLoader,
-        monitor: TrainingMonitor | None,
-        info: D.DistInfo,
-        start_epoch: int,
-        history: list,
-        run: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """The epochs from ``start_epoch`` (:func:`~codafeat._train.pretraining.fit_pretraining`)."""
-
-        def set_epoch(epoch: int) -> None:
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-
-        callbacks: list[Any] = []
-        if monitor is not None:
-            callbacks.append(MonitorCallback(monitor, every=self.monitor_every, epochs=self.epochs, info=info))
-        callbacks.append(ReportCallback(epochs=self.epochs, info=info))
-        log_dir = self.log_dir if self.log_dir is not None else self.checkpoint_dir
-        callbacks.append(MetricsSinkCallback(log_dir, keep_through_epoch=start_epoch, info=info))
-        if self.checkpoint_dir is not None:
-            facts = {"params": self._resume_signature(), "organs": [str(o) for o in self.organs_], "run": run}
-            callbacks.append(
-                CheckpointCallback(
-                    self.checkpoint_dir,
-                    every=self.checkpoint_every,
-                    epochs=self.epochs,
-                    info=info,
-                    record=lambda: facts,
-                )
-            )
-        return fit_pretraining(
-            trainer,
-            loader,
-            epochs=self.epochs,
-            start_epoch=start_epoch,
-            history=history,
-            seed=self.seed_,
-            set_epoch=set_epoch,
-            callbacks=callbacks,
-            extra=lambda: {"skipped_files": len(self.skipped_)},
-            verbose=self.verbose,
-        )
-
-    def _run_seed(self, ckpt: tuple[Path, dict, dict] | None, info: D.DistInfo) -> int:
-        """The run's seed: rank 0's draw on every rank; a resumed run's stored seed."""
-        if ckpt is not None and self.random_state is None and "seed" in ckpt[2]:
-            return int(ckpt[2]["seed"])
-        seed = draw_seed(self.random_state)
-        return int(D.broadcast_object(seed, info))
-
-    def _decode(
-        self, items: Any, organ_names: Any, info: D.DistInfo, *, skipped_before: list[str]
-    ) -> tuple[DecodedCache, np.ndarray]:
-        """The decoded-image cache (rank 0 builds a shared one first) and the organ labels."""
-        t0 = time.perf_counter()
-        if info.is_distributed and self.cache_dir is not None and not info.is_main:
-            D.barrier(info)  # rank 0 builds the shared cache file first
-        cache = DecodedCache.build(
-            items,
-            cache_size_for(self.image_size),
-            cache_dir=self.cache_dir,
-            on_error=self.on_error,
-            num_workers=self.num_workers,
-            verbose=self.verbose if info.is_main else 0,
-            bit_depth=self.bit_depth,
-            wait=info.is_distributed,  # one process: start training while the shards fill in the background
-        )
-        if info.is_distributed and self.cache_dir is not None and info.is_main:
-            D.barrier(info)
-        organ_names = np.asarray(organ_names)[np.asarray(cache.kept, dtype=int)]
-        self.skipped_ = list(skipped_before) + list(cache.skipped)
-        if self.skipped_:
-            report_skipped(self.skipped_, context="CodaPretrainer.fit")
-        _check_organs(organ_names, stage="readable images")
-        self.organs_, labels = np.unique(organ_names, return_inverse=True)
-        self.n_images_ = len(labels)
-        logger.info(
-            "%d images of %d organs (%s) ready in %.1fs",
-            self.n_images_,
-            len(self.organs_),
-            ", ".join(f"{o}: {c}" for o, c in sorted(Counter(organ_names.tolist()).items())),
-            time.perf_counter() - t0,
-        )
-        return cache, labels
-
-    def _terms(self) -> Terms:
-        """The terms this run trains (decided by the objective from the weights)."""
-        return Terms.from_weights(self.lambda_inter, self.lambda_intra, self.koleo_weight)
-
-    def _new_network(self) -> CodaNetwork:
-        """A freshly initialised student (backbone and the heads of the active branches)."""
-        terms = self._terms()
-        return CodaNetwork(
-            self.backbone,
-            mean=MEAN,
-            std=STD,
-            with_org=terms.inter,
-            with_ins=terms.intra,
-            head_out_dim=self.head_out_dim,
-            head_hidden_dim=self.head_hidden_dim,
-            head_bottleneck_dim=self.head_bottleneck_dim,
-            drop_path_rate=self.drop_path_rate,
-            head_fp32=self.head_fp32,
-        )
-
-    def _schedules(self, steps: int) -> Schedules:
-        total = self.epochs * steps
-        warmup = self.warmup_epochs
-        if warmup >= self.epochs:
-            logger.warning(
-                "warmup_epochs=%d >= epochs=%d: warm-up shortened to %d epoch(s)", warmup, self.epochs, self.epochs - 1
-            )
-            warmup = self.epochs - 1
-        return Schedules(
-            lr=cosine_schedule(self.lr, self.min_lr, total, warmup_steps=warmup * steps),
-            weight_decay=cosine_schedule(self.weight_decay, self.weight_decay_end, total),
-            momentum=cosine_schedule(self.momentum_teacher, 1.0, total),
-            teacher_temp=teacher_temp_schedule(
-                self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_temp_epochs, self.epochs
-            ),
-        )
-
-    def _build_trainer(self, seed: int, steps: int, device: torch.device, info: D.DistInfo) -> CodaTrainer:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            student = self._new_network()
-        check_input_size(student.backbone, self.backbone, local_size=self.local_size, image_size=self.image_size)
-        self.init_weights_source_ = "random"
-        if self.init_weights is not None:  # warm start: the backbone only, the heads stay fresh
-            state, _, source = load_any(self.init_weights, backbone=self.backbone)
-            load_backbone_state(student.backbone, state, source=source)
-            self.init_weights_source_ = source
-            logger.info("student and teacher backbones start from %s", source)
-        student = DevicePolicy(device).module(student)
-        # Every rank copies its teacher from rank 0's student (DDP would only broadcast
-        # the student, after the teacher was already copied from each rank's own init).
-        D.broadcast_module_(student, info)
-        teacher = make_teacher(student)
-        terms = self._terms()
-        inter = InterOrganLoss(temperature=self.temperature, denominator=self.denominator) if terms.inter else None
-        intra = (
-            IntraOrganLoss(
-                out_dim=self.head_out_dim, student_temp=self.student_temp, center_momentum=self.center_momentum
-            ).to(device)
-            if terms.intra
-            else None
-        )
-        return CodaTrainer(
-            student=student,
-            teacher=teacher,
-            inter_loss=inter,
-            intra_loss=intra,
-            lambda_inter=self.lambda_inter,
-            lambda_intra=self.lambda_intra,
-            schedules=self._schedules(steps),
-            steps_per_epoch=steps,
-            clip_grad=self.clip_grad,
-            freeze_last_layer=self.freeze_last_layer,
-            device=device,
-            dist_info=info,
-            n_local_crops=self.n_local_crops,
-            symmetric=self.symmetric,
-            accumulate_steps=self.accumulate_steps,
-            compile=self.compile,
-            koleo_weight=self.koleo_weight,
-        )
-
-    # ------------------------------------------------------------------ checkpoints
-    def _resume_signature(self) -> dict[str, Any]:
-        """The settings a checkpoint records and a resumed run must repeat."""
-        return {k: resume.jsonable(getattr(self, k)) for k in RESUME_KEYS}
-
-    # ------------------------------------------------------------------ results
-    def _training_summary(self) -> dict[str, Any]:
-        last = self.history_[-1] if getattr(self, "history_", None) else {}
-        return {
-            "method": "coda",
-            "init_weights": getattr(self, "init_weights_source_", "random"),
-            "epochs": int(self.epochs),
-            "n_images": int(self.n_images_),
-            "organs": [str(o) for o in self.organs_],
-            "batch_size": int(self.batch_size),
-            "lambda_inter": float(self.lambda_inter),
-            "lambda_intra": float(self.lambda_intra),
-            "koleo_weight": float(self.koleo_weight),
-            "final_loss": last.get("loss"),
-            "final_loss_inter": last.get("loss_inter"),
-            "final_loss_intra": last.get("loss_intra"),
-            "local_size": int(self.local_size),
-            "n_local_crops": int(self.n_local_crops),
-        }
-
-    def _config(self, teacher: CodaNetwork) -> dict[str, Any]:
-        return make_config(
-            backbone=self.backbone,
-            embed_dim=embed_dim(teacher.backbone),
-            image_size=self.image_size,
-            mean=MEAN,
-            std=STD,
-            training=self._training_summary(),
-            data=self.data_summary_,
-            extra={"intensity": self.intensity_},
-        )
-
-    def _make_encoder(self, teacher: CodaNetwork, device: torch.device) -> CodaEncoder:
-        """The encoder on the teacher's backbone, on this process's device (its rank's GPU under torchrun)."""
-        weights = Weights.from_state(
-            teacher.backbone.state_dict(), self._config(teacher), source="CodaPretrainer teacher"
-        )
-        return CodaEncoder(weights=weights, device=device).fit()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the teacher backbone as a codafeat weights file (loadable by ``CodaEncoder``)."""
@@ -842,21 +455,9 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling (see codafeat._persist)
     def _module_config(self, name: str) -> dict[str, Any]:
-        return self._config(self.teacher_)
+        return self.encoder_.config_  # the exported teacher's config: backbone, sizes, model card facts
 
     def _restore_module(self, name: str, tensors: dict, config: dict[str, Any], device: torch.device) -> None:
-        net = self._new_network()
+        net = new_network(self)
         net.load_state_dict(tensors, strict=True)
         setattr(self, name, net.eval())  # student_ and teacher_ live on the CPU
-
-
-def _check_organs(organ_names: Any, *, stage: str) -> None:
-    counts = Counter(str(o) for o in np.asarray(organ_names).tolist())
-    if len(counts) < 2:
-        raise ValueError(
-            f"Coda needs images of at least 2 organs (the inter-organ loss contrasts organs); "
-            f"the {stage} have {len(counts)}: {sorted(counts)}"
-        )
-    single = sorted(o for o, c in counts.items() if c < 2)
-    if single:
-        raise ValueError(f"every organ needs at least 2 images; in the {stage} these have one: {single}")

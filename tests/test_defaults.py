@@ -54,7 +54,7 @@ def test_the_command_line_offers_every_pretrainer_parameter_with_the_table_defau
 def test_constraints_and_resume_keys_come_from_the_table():
     from sklearn.utils._param_validation import validate_parameter_constraints
 
-    from codafeat.pretrain import RESUME_KEYS
+    from codafeat._train.run import RESUME_KEYS
 
     assert set(RESUME_KEYS) == {k for k, row in D.PRETRAIN_PARAMS.items() if not row.run_only}
     # every default passes its own row's constraint, and a value outside a row's range is refused by name

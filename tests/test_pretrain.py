@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save as st_save
 
 from codafeat import CodaEncoder
+from codafeat._train.build import views_of
 from codafeat.data.io import ImageReadError
 from codafeat.pretrain import CodaPretrainer
 
@@ -340,7 +341,7 @@ def test_view_settings_reach_the_views_and_bad_ones_are_named_before_any_data(tm
             TINY, brightness=0.1, contrast=0.2, gamma=(1.0, 1.0), jitter_prob=0.0, blur_prob=0.25, blur_sigma=(0.5, 1.0)
         )
     )
-    views = pre._views()
+    views = views_of(pre)
     assert (views.brightness, views.contrast, views.gamma, views.jitter_prob) == (0.1, 0.2, (1.0, 1.0), 0.0)
     assert views.blur_prob == (0.25, 0.25, 0.25) and views.blur_sigma == (0.5, 1.0)
     for change, name in (

@@ -1,5 +1,8 @@
-"""Training internals of :class:`codafeat.CodaPretrainer` (private: no stable API).
+"""Training internals of codafeat's estimators (private: no stable API).
 
-``schedules`` (per-step / per-epoch schedules), ``loop`` (the Coda step and epoch),
-``dist`` (torchrun / DDP helpers), ``checkpoint`` (atomic checkpoints and resume).
+Pretraining: ``run`` (one run, prepare -> decode -> loader -> build -> epochs -> export),
+``build`` (what the settings make), ``objective`` (the named loss terms), ``loop`` (the Coda
+step and epoch), ``pretraining`` (the epoch loop and its callbacks), ``monitor``,
+``metrics_sink``, ``schedules``, ``sampling``, ``checkpoint`` and ``resume``. Fine-tuning:
+``finetune`` and ``tasks``. Both: ``dist`` (torchrun / DDP helpers).
 """
