@@ -25,10 +25,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy
-from ._infer import decode_to_tensor, stream_batches, warn_skipped
+from ._infer import decode_to_tensor, forward_batches, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
-from ._train.finetune import EarlyStopping, FineTuneTrainer, fit_epochs
+from ._train.callbacks import Callback
+from ._train.finetune import EarlyStopping, EpochProgress, FineTuneTrainer, fit_epochs
 from ._train.tasks import Task
 from .data.io import as_image_list
 from .data.seg_augment import SegAugment
@@ -97,20 +98,22 @@ def run_epochs(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """:func:`~codafeat._train.finetune.fit_epochs` on the training and validation positions, with a progress
     bar when ``verbose``; ``patience=None`` trains every epoch (no early stopping)."""
+    callbacks: list[Callback] = []
     progress = tqdm_epochs(verbose, epochs)
-    try:
-        return fit_epochs(
-            trainer,
-            (images[train_idx], targets[train_idx]),
-            (images[val_idx], targets[val_idx]) if len(val_idx) else None,
-            epochs=epochs,
-            batch_size=batch_size,
-            progress=progress,
-            early_stopping=EarlyStopping(patience) if patience is not None else None,
-        )
-    finally:
-        if progress is not None:
-            progress.close()
+    if progress is not None:
+        callbacks.append(EpochProgress(progress))
+    stopper = EarlyStopping(patience) if patience is not None else None
+    if stopper is not None:
+        callbacks.append(stopper)
+    history = fit_epochs(
+        trainer,
+        (images[train_idx], targets[train_idx]),
+        (images[val_idx], targets[val_idx]) if len(val_idx) else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=callbacks,
+    )
+    return history, stopper.best_epoch if stopper is not None else None
 
 
 def image_augment(value: Any) -> Any:
@@ -305,15 +308,14 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         out = np.full((len(items), int(self.config_["n_outputs"])), np.nan, dtype=np.float32)
         policy = DevicePolicy(self.device_)
 
-        def apply(x: torch.Tensor, batch: Any) -> None:
-            with policy.autocast():
-                y = self.model_(x)
-            out[batch.index.numpy()] = y.float().cpu().numpy()
+        def collect(y: torch.Tensor, batch: Any) -> None:
+            out[batch.index.numpy()] = y.cpu().numpy()
 
-        failures = stream_batches(
+        failures = forward_batches(
+            self.model_,
             items,
             self.image_size_,
-            apply,
+            collect,
             policy=policy,
             batch_size=int(self.batch_size),
             num_workers=self.num_workers,

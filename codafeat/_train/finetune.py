@@ -4,9 +4,9 @@
 initialised rest (a U-Net decoder, a linear head), its AdamW optimiser (two parameter groups
 with their own peak learning rates and schedules), the task (loss, what evaluation keeps of
 each batch, the score; see :mod:`codafeat._train.tasks`) and the device policy; it runs
-steps, epochs and evaluations. :func:`fit_epochs` runs the epochs with the history, the
-progress bar and early stopping: the loop in one function, as scikit-learn's
-``MLPClassifier._fit_stochastic``. Everything arrives as explicit arguments; nothing here
+steps, epochs and evaluations. :func:`fit_epochs` runs the epochs with the history and
+callbacks (the progress bar, early stopping; the idea the pretraining loop shares, see
+:mod:`codafeat._train.callbacks`). Everything arrives as explicit arguments; nothing here
 knows an estimator.
 
 Schedules. The head's learning rate warms up linearly over the first 5 % of the steps, then
@@ -22,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .._device import DevicePolicy
+from .callbacks import Callback, Callbacks
 from .schedules import cosine_schedule
 from .tasks import Task
 
@@ -208,16 +209,19 @@ class FineTuneTrainer:
         return sum(losses) / len(images), float(self.task.score(torch.cat(kept), targets))
 
 
-@dataclass
-class EarlyStopping:
-    """Keep the best validation score's weights; stop after ``patience`` epochs without gain."""
+class EarlyStopping(Callback):
+    """Keep the best validation score's weights; stop after ``patience`` epochs without gain.
 
-    patience: int
-    min_delta: float = 1e-4
-    best_score: float = -math.inf
-    best_epoch: int | None = None
-    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    stale: int = 0
+    As a callback of :func:`fit_epochs` it reads each record's ``val_<score>`` and, when
+    training ends, puts the best epoch's weights back into the model.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 1e-4) -> None:
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best_score = -math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
 
     def update(self, score: float, epoch: int, model: nn.Module) -> bool:
         """Record an epoch's score; ``True`` when training should stop."""
@@ -228,6 +232,33 @@ class EarlyStopping:
         self.stale += 1
         return self.stale >= self.patience
 
+    def after_epoch(self, epoch: int, history: list[dict[str, Any]], trainer: FineTuneTrainer) -> None:
+        self.stop_training = self.update(history[-1]["val_" + trainer.task.score_name], epoch, trainer.model)
+        if self.stop_training:
+            logger.info("early stopping at epoch %d (best epoch %d)", epoch, self.best_epoch)
+
+    def on_train_end(self, history: list[dict[str, Any]], trainer: FineTuneTrainer) -> None:
+        if self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+class EpochProgress(Callback):
+    """A tqdm bar over the epochs with the training loss and the validation score; closed at the end."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+
+    def after_epoch(self, epoch: int, history: list[dict[str, Any]], trainer: FineTuneTrainer) -> None:
+        rec, key = history[-1], "val_" + trainer.task.score_name
+        self.progress.update(1)
+        postfix = {"loss": f"{rec['train_loss']:.4f}"}
+        if not math.isnan(rec[key]):
+            postfix[key] = f"{rec[key]:.3f}"
+        self.progress.set_postfix(postfix)
+
+    def close(self) -> None:
+        self.progress.close()
+
 
 def fit_epochs(
     trainer: FineTuneTrainer,
@@ -236,42 +267,35 @@ def fit_epochs(
     *,
     epochs: int,
     batch_size: int,
-    early_stopping: EarlyStopping | None = None,
-    progress: Any = None,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Run up to ``epochs`` epochs; returns the history and the kept epoch (early stopping).
+    callbacks: Sequence[Callback] = (),
+) -> list[dict[str, Any]]:
+    """Run up to ``epochs`` epochs with ``callbacks`` (:class:`EpochProgress`, :class:`EarlyStopping`); the history.
 
     Each history record has ``epoch``, ``train_loss``, ``val_loss``, ``val_<score>`` (the
     task's :attr:`~codafeat._train.tasks.Task.score_name`; NaN without validation images),
-    ``lr``, ``encoder_lr`` and ``time_s``. With ``early_stopping`` the best epoch's weights
-    are restored at the end.
+    ``lr``, ``encoder_lr`` and ``time_s``. A callback may end training early
+    (:attr:`~codafeat._train.callbacks.Callback.stop_training`); :class:`EarlyStopping`
+    restores the best epoch's weights at the end.
     """
     history: list[dict[str, Any]] = []
     key = "val_" + trainer.task.score_name
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        rec: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": trainer.train_epoch(*train, batch_size=batch_size, epoch=epoch),
-        }
-        rec["val_loss"], rec[key] = (
-            trainer.evaluate(*val, batch_size=batch_size) if val is not None else (float("nan"), float("nan"))
-        )
-        rec["lr"], rec["encoder_lr"] = trainer.learning_rates
-        rec["time_s"] = time.perf_counter() - t0
-        history.append(rec)
-        logger.debug("epoch %d: %s", epoch, rec)
-        if progress is not None:
-            progress.update(1)
-            postfix = {"loss": f"{rec['train_loss']:.4f}"}
-            if not math.isnan(rec[key]):
-                postfix[key] = f"{rec[key]:.3f}"
-            progress.set_postfix(postfix)
-        if early_stopping is not None and early_stopping.update(rec[key], epoch, trainer.model):
-            logger.info("early stopping at epoch %d (best epoch %d)", epoch, early_stopping.best_epoch)
-            break
-    if early_stopping is None:
-        return history, None
-    if early_stopping.best_state is not None:
-        trainer.model.load_state_dict(early_stopping.best_state)
-    return history, early_stopping.best_epoch
+    cbs = Callbacks(callbacks)
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            rec: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": trainer.train_epoch(*train, batch_size=batch_size, epoch=epoch),
+            }
+            rec["val_loss"], rec[key] = (
+                trainer.evaluate(*val, batch_size=batch_size) if val is not None else (float("nan"), float("nan"))
+            )
+            rec["lr"], rec["encoder_lr"] = trainer.learning_rates
+            rec["time_s"] = time.perf_counter() - t0
+            logger.debug("epoch %d: %s", epoch, rec)
+            if cbs.end_epoch(epoch, rec, history, trainer):
+                break
+        cbs.end_training(history, trainer)
+    finally:
+        cbs.close()
+    return history

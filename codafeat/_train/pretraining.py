@@ -11,9 +11,10 @@ to callbacks, each with one job:
 * :class:`CheckpointCallback`: a checkpoint every ``checkpoint_every`` epochs and at the
   last (rank 0 writes, every rank waits).
 
-A callback implements ``on_epoch_end(epoch, record, trainer)`` (it may add fields to the
-record, before it enters the history) and/or ``after_epoch(epoch, history, trainer)`` (the
-record is in ``history``), and ``close()``.
+The callbacks follow :class:`codafeat._train.callbacks.Callback`, the idea the fine-tuning
+loop shares: ``on_epoch_end(epoch, record, trainer)`` may add fields to the record before it
+enters the history, ``after_epoch(epoch, history, trainer)`` sees it there, ``close()`` runs
+whatever happened.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from . import dist as D
 from . import resume
+from .callbacks import Callback, Callbacks
 from .loop import CodaTrainer
 from .metrics_sink import MetricsSink
 from .monitor import TrainingMonitor, collapse_warnings
@@ -46,19 +48,6 @@ WARN_FROM_EPOCH = 2
 
 def _due(done: int, every: int, epochs: int) -> bool:
     return every > 0 and (done % every == 0 or done == epochs)
-
-
-class Callback:
-    """A no-op base: override the hooks a job needs."""
-
-    def on_epoch_end(self, epoch: int, record: dict[str, Any], trainer: CodaTrainer) -> None:
-        """Before ``record`` enters the history: add fields to it."""
-
-    def after_epoch(self, epoch: int, history: list[dict[str, Any]], trainer: CodaTrainer) -> None:
-        """After the epoch's record entered ``history``."""
-
-    def close(self) -> None:
-        """At the end of training, whatever happened."""
 
 
 class MonitorCallback(Callback):
@@ -178,7 +167,8 @@ def fit_pretraining(
         from tqdm.auto import tqdm
 
         progress = tqdm(total=epochs * steps, initial=start_epoch * steps, desc="Coda pretraining", unit="step")
-    report = next((cb for cb in callbacks if isinstance(cb, ReportCallback)), None)
+    cbs = Callbacks(callbacks)
+    report = cbs.find(ReportCallback)
     try:
         with _logging_beside(progress):
             for epoch in range(start_epoch, epochs):
@@ -186,16 +176,13 @@ def fit_pretraining(
                 postfix = report.postfix if report is not None else {}
                 record = trainer.run_epoch(loader, epoch, progress=progress, seed=seed, postfix=postfix)
                 record.update(extra())
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, record, trainer)
-                history.append(record)
-                for cb in callbacks:
-                    cb.after_epoch(epoch, history, trainer)
+                if cbs.end_epoch(epoch, record, history, trainer):
+                    break
+        cbs.end_training(history, trainer)
     finally:
         if progress is not None:
             progress.close()
-        for cb in callbacks:
-            cb.close()
+        cbs.close()
     return history
 
 

@@ -1,4 +1,4 @@
-"""FineTuneTrainer, EarlyStopping and fit_epochs (codafeat/_train/finetune.py)."""
+"""FineTuneTrainer, fit_epochs and its callbacks EarlyStopping and EpochProgress (codafeat/_train/finetune.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from codafeat._device import DevicePolicy
 from codafeat._train.finetune import (
     EarlyStopping,
+    EpochProgress,
     FineTuneTrainer,
     fit_epochs,
     warmup_cosine,
@@ -100,8 +101,8 @@ def test_non_finite_loss_stops_before_an_update():
 def test_training_lowers_the_loss_and_evaluation_scores_iou():
     tr = _trainer(total_steps=30)
     x, y = _data(4)
-    history, best = fit_epochs(tr, (x, y), (x, y), epochs=15, batch_size=2)
-    assert best is None and len(history) == 15
+    history = fit_epochs(tr, (x, y), (x, y), epochs=15, batch_size=2)
+    assert len(history) == 15
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     loss, score = tr.evaluate(x, y, batch_size=2)
     assert loss == pytest.approx(history[-1]["val_loss"]) and 0.0 <= score <= 1.0
@@ -126,7 +127,7 @@ def test_classification_history_names_its_score_and_float16_images_train():
     )
     x = torch.rand(8, 1, 32, 32).half()
     y = torch.tensor([0, 1] * 4)
-    history, _ = fit_epochs(tr, (x, y), (x, y), epochs=2, batch_size=4)
+    history = fit_epochs(tr, (x, y), (x, y), epochs=2, batch_size=4)
     assert {"val_accuracy", "val_loss", "train_loss"} <= set(history[-1])
     assert 0.0 <= history[-1]["val_accuracy"] <= 1.0
 
@@ -140,3 +141,50 @@ def test_early_stopping_keeps_the_best_epoch():
     assert stop.update(0.4, 2, m) is False
     assert stop.update(0.5, 3, m) is True  # no gain beyond min_delta for 2 epochs
     assert stop.best_epoch == 1 and float(stop.best_state["weight"]) != 7.0
+
+
+class _Bar:
+    def __init__(self):
+        self.n, self.postfix, self.closed = 0, None, False
+
+    def update(self, k):
+        self.n += k
+
+    def set_postfix(self, postfix):
+        self.postfix = postfix
+
+    def close(self):
+        self.closed = True
+
+
+def test_early_stopping_as_a_callback_stops_the_loop_and_restores_the_best_epoch(monkeypatch):
+    tr = _trainer(total_steps=40)
+    x, y = _data(2)
+    scores = iter([0.3, 0.6, 0.5, 0.4, 0.2, 0.1, 0.0, 0.0])
+    kept = {}
+
+    def evaluate(images, targets, *, batch_size):
+        score = next(scores)
+        if score == 0.6:  # the best epoch: remember its weights
+            kept.update(_state(tr.model))
+        return 1.0 - score, score
+
+    monkeypatch.setattr(tr, "evaluate", evaluate)
+    stop, bar = EarlyStopping(patience=3), _Bar()
+    history = fit_epochs(tr, (x, y), (x, y), epochs=8, batch_size=2, callbacks=[EpochProgress(bar), stop])
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5] and stop.best_epoch == 2
+    final = tr.model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in kept.items())
+    assert bar.n == 5 and bar.closed and bar.postfix["val_iou"] == "0.200"
+
+
+def test_the_progress_bar_is_closed_when_an_epoch_fails(monkeypatch):
+    tr = _trainer(total_steps=4)
+    x, y = _data(2)
+    monkeypatch.setattr(tr, "train_epoch", lambda *a, **k: (_ for _ in ()).throw(FloatingPointError("nan")))
+    bar, stop = _Bar(), EarlyStopping(patience=1)
+    before = _state(tr.model)
+    with pytest.raises(FloatingPointError):
+        fit_epochs(tr, (x, y), None, epochs=2, batch_size=2, callbacks=[EpochProgress(bar), stop])
+    assert bar.closed and bar.n == 0 and stop.best_state is None
+    assert all(torch.equal(tr.model.state_dict()[k], v) for k, v in before.items())
