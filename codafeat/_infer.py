@@ -1,10 +1,12 @@
 """Streaming inference shared by the estimators: decode in DataLoader workers, apply a model.
 
-:func:`stream_batches` is the one inference loop of :class:`~codafeat.CodaEncoder` and
-:class:`~codafeat.CodaSegmenter`: the images are decoded batch by batch (in worker
-processes when that pays, see :func:`~codafeat.data.loader.auto_num_workers`), each batch
-is placed by the :class:`~codafeat._device.DevicePolicy` and handed to the caller's
-``apply``. Memory is bounded by the batches in flight, never by the input.
+:func:`stream_batches` is the one inference loop of :class:`~codafeat.CodaEncoder`,
+:class:`~codafeat.CodaSegmenter` and the fine-tuned classifier and regressor (through
+:func:`forward_batches`, which applies a model under the device policy's autocast). The
+images are decoded batch by batch (in worker processes when that pays, see
+:func:`~codafeat.data.loader.auto_num_workers`), each batch is placed by the
+:class:`~codafeat._device.DevicePolicy` and handed to the caller's ``apply``. Memory is
+bounded by the batches in flight, never by the input.
 """
 
 from __future__ import annotations
@@ -152,6 +154,43 @@ def stream_batches(
     if start < n:
         _run(items, size, apply, failures, workers=workers, start=start, **run)
     return failures
+
+
+def forward_batches(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    items: Sequence[Any],
+    size: int,
+    collect: Callable[[torch.Tensor, Batch], None],
+    *,
+    policy: DevicePolicy,
+    **stream: Any,
+) -> list[Failure]:
+    """:func:`stream_batches` with ``model`` applied: ``collect(outputs, batch)`` gets each batch's outputs.
+
+    The forward pass runs under the policy's autocast and the outputs reach ``collect`` as
+    float32; ``stream`` are :func:`stream_batches`' keywords (``batch_size``, ``num_workers``,
+    ``on_error``, ``with_shapes``, ``bit_depth``, ``progress``).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from codafeat._device import DevicePolicy
+    >>> rows = {}
+    >>> def model(x):  # uint8 images in, float64 means out
+    ...     return x.double().mean((1, 2, 3))
+    >>> forward_batches(model, np.ones((3, 8, 8), np.uint8), 4, lambda y, b: rows.update(zip(b.index.tolist(), y)),
+    ...                 policy=DevicePolicy(torch.device("cpu")), batch_size=2, num_workers=0, on_error="raise")
+    []
+    >>> sorted(rows), rows[0].dtype, float(rows[0])
+    ([0, 1, 2], torch.float32, 1.0)
+    """
+
+    def apply(x: torch.Tensor, batch: Batch) -> None:
+        with policy.autocast():
+            out = model(x)
+        collect(out.float(), batch)
+
+    return stream_batches(items, size, apply, policy=policy, **stream)
 
 
 def _run(

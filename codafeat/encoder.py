@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy, resolve_device
-from ._infer import progress_bar, stream_batches, warn_skipped
+from ._infer import forward_batches, progress_bar, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
 from .data.cache.embeddings import EmbeddingCache, item_key, model_key
@@ -399,21 +399,19 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         policy = DevicePolicy(self.device_)
         kinds: Counter = Counter()
 
-        def apply(x: torch.Tensor, batch: Any) -> None:
+        def collect(feats: torch.Tensor, batch: Any) -> None:
             kinds.update(k for k in batch.kinds if k)
-            with policy.autocast():
-                feats = self.model_(x)
-            feats = feats.float()
             if self.normalize:
                 feats = torch.nn.functional.normalize(feats, dim=1)
             out[batch.index.numpy()] = feats.cpu().numpy()
 
         progress = progress_bar(self.verbose, len(items), "embedding")
         try:
-            failures = stream_batches(
+            failures = forward_batches(
+                self.model_,
                 items,
                 self.image_size_,
-                apply,
+                collect,
                 policy=policy,
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._defaults import DECODER_CHANNELS, POOLING
 from ._device import DevicePolicy
 from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
-from ._infer import stream_batches, warn_skipped
+from ._infer import forward_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
 from ._persist import TorchStateMixin
 from ._train.finetune import FineTuneTrainer
@@ -379,10 +379,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
         policy = DevicePolicy(self.device_)
         results: list[Any] = [None] * len(items)
 
-        def apply(x: torch.Tensor, batch: Any) -> None:
-            with policy.autocast():
-                logits = self.model_(x)
-            logits = logits.float()
+        def collect(logits: torch.Tensor, batch: Any) -> None:
             failed = {f.index for f in batch.failures}
             for j, (i, shape) in enumerate(zip(batch.index.tolist(), batch.shapes.tolist())):
                 if i in failed:
@@ -392,10 +389,11 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
                     out = F.interpolate(out, size=tuple(shape), mode="bilinear", align_corners=False)
                 results[i] = convert(out[0])
 
-        failures = stream_batches(
+        failures = forward_batches(
+            self.model_,
             items,
             self.image_size_,
-            apply,
+            collect,
             policy=policy,
             batch_size=int(self.batch_size),
             num_workers=self.num_workers,

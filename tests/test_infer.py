@@ -85,3 +85,23 @@ def test_warn_skipped_names_the_files():
     again = pickle.loads(pickle.dumps(record[0].message))  # crosses joblib's process boundary intact
     assert again.skipped == ["a.png"] and str(again) == str(record[0].message)
     assert infer.warn_skipped([], context="ctx", consequence="x") == []
+
+
+def test_forward_batches_applies_the_model_and_hands_float32_outputs_with_their_batch(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((12, 12), 40, np.uint8)).save(good)
+    items = [str(good), str(tmp_path / "missing.png"), np.full((6, 6), 200, np.uint8)]
+    calls, rows = [], {}
+
+    def model(x):
+        calls.append(x.dtype)
+        return x.double().mean((1, 2, 3), keepdim=True)[:, :, 0]  # (n, 1) float64
+
+    def collect(out, batch):
+        assert out.dtype == torch.float32
+        failed = {f.index for f in batch.failures}
+        rows.update((i, float(out[j, 0])) for j, i in enumerate(batch.index.tolist()) if i not in failed)
+
+    failures = infer.forward_batches(model, items, 8, collect, policy=CPU, batch_size=2, num_workers=0, on_error="skip")
+    assert [f.index for f in failures] == [1] and sorted(rows) == [0, 2]
+    assert rows[0] == pytest.approx(40) and rows[2] == pytest.approx(200) and len(calls) == 2
