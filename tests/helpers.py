@@ -156,3 +156,17 @@ FINE_TUNE_TINY = dict(
 FINE_TUNE = dict(FINE_TUNE_TINY, epochs=15, lr=3e-3, encoder_lr_factor=1.0, random_state=0)
 #: The scikit-learn checks of the fine-tuning estimators.
 FINE_TUNE_CHECKS = [*DATA_FREE_CHECKS, ec.check_param_validation, ec.check_estimators_unfitted]
+
+
+#: Normalisation of the tiny weights configs (not ImageNet's, so that a test can tell them apart).
+TINY_MEAN = (0.5, 0.4, 0.3)
+TINY_STD = (0.2, 0.25, 0.3)
+
+
+def tiny_config(**overrides) -> dict:
+    """A weights config of timm's ``test_convnext`` at 32 px, with ``overrides``."""
+    from codafeat.formats.weights import make_config
+
+    cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32, mean=TINY_MEAN, std=TINY_STD)
+    cfg.update(overrides)
+    return cfg

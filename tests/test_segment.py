@@ -178,9 +178,9 @@ def test_weights_forms_and_frozen_encoder_stays_pretrained(pretrained, data, mon
     enc, path = pretrained
     X, Y = data
     state = Weights.from_file(path).state_dict()
-    import codafeat.formats.weights as W
+    import codafeat.formats.registry as R
 
-    monkeypatch.setattr(W, "registered_path", lambda name: Path(path) if name == "my-coda" else None)
+    monkeypatch.setattr(R, "registered_path", lambda name: Path(path) if name == "my-coda" else None)
     for spec in (path, str(path), Weights.from_file(path), enc, "my-coda"):
         seg = quick(weights=spec, backbone=None, freeze_encoder=True, epochs=2).fit(X[:4], Y[:4])
         assert seg.config_["backbone"] == "test_convnext"

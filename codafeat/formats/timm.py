@@ -33,7 +33,7 @@ from .weights import (
     CONFIG_KEY,
     Weights,
     WeightsError,
-    _check_config,
+    check_config,
     make_config,
     weights_to_bytes,
 )
@@ -204,7 +204,7 @@ def _read_dir(path: Path, backbone: str | None) -> tuple[dict[str, torch.Tensor]
         raise WeightsError(f"{cfg_file}: 'pretrained_cfg' must be a JSON object, got {type(own).__name__}")
     pretrained = dict(_timm_default_cfg(name), **own)
     try:  # the same checks as codafeat's own config: sizes within bounds, finite mean/std
-        config = _check_config(_plain_config(name, hf.get("num_features"), pretrained, str(path)), str(cfg_file))
+        config = check_config(_plain_config(name, hf.get("num_features"), pretrained, str(path)), str(cfg_file))
     except (TypeError, ValueError, IndexError) as exc:
         if isinstance(exc, WeightsError):
             raise

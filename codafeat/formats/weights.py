@@ -1,4 +1,4 @@
-"""The codafeat weights format and the registry of installed weights.
+"""The codafeat weights file: its bytes, reading and writing it, and in-memory :class:`Weights`.
 
 A codafeat weights file is a `safetensors <https://huggingface.co/docs/safetensors>`_
 file, and a timm checkpoint: its tensors are the backbone's ``state_dict`` under timm's own
@@ -18,27 +18,19 @@ JSON (timm ignores it)::
 Files of format version 1 (codafeat 0.1) kept the tensors under the prefix ``backbone.``
 (other prefixes held extra tensors); they still load.
 
-Loading never unpickles anything. Named weights come from installed distributions that
-register an entry point in the group ``codafeat.weights`` whose object is a callable
-returning the path of the file (see :func:`list_weights`, and
-:func:`build_weights_wheel` / ``codafeat package-weights`` to build such a
-distribution; docs/publishing-weights.md walks through publishing).
-
-Why one module of more than 500 lines: it is the whole contract of a weights file
-(config, validation, writing, reading from bytes, files and installed names). The reader
-and the registry share the error type and the header checks, and splitting them would
-make each half import the other.
+Loading never unpickles anything. Named weights come from installed distributions (the
+registry, :mod:`codafeat.formats.registry`; :func:`build_weights_wheel` / ``codafeat
+package-weights`` build them, and docs/publishing-weights.md walks through publishing). The
+config's fields and checks are :mod:`codafeat.formats.config`. This module imports both, so
+``from codafeat.formats.weights import ...`` reaches the whole format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping
-from importlib import metadata
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -48,225 +40,26 @@ from safetensors.torch import load as st_load
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
-from .._defaults import MAX_IMAGE_SIZE, POOLING
 from .._fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported: public since 0.1)
-from .._version import __version__
+from .._version import __version__  # noqa: F401  (re-exported)
+from .config import (  # noqa: F401  (re-exported: this module is the format's one import)
+    CONFIG_MAXIMA,
+    DEFAULT_INTENDED_USE,
+    FORMAT_VERSION,
+    check_config,
+    config_json,
+    make_config,
+)
+from .errors import WeightsError
+from .registry import ENTRY_POINT_GROUP, list_weights, registered_path, resolve_weights  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-#: 2: tensors under timm's names; 1 (codafeat 0.1): under the prefix ``backbone.``.
-FORMAT_VERSION = 2
 CONFIG_KEY = "codafeat_config"
 #: Where format-1 files kept the backbone tensors.
 BACKBONE_PREFIX = "backbone."
-ENTRY_POINT_GROUP = "codafeat.weights"
 #: Largest safetensors header accepted (the limit of the safetensors library itself).
 MAX_HEADER_BYTES = 100_000_000
-
-
-class WeightsError(ValueError):
-    """A weights file or name is invalid: not safetensors, no config, or mismatched tensors.
-
-    Examples
-    --------
-    >>> try:
-    ...     weights_from_bytes(b"not safetensors", source="w.bin")
-    ... except WeightsError as exc:
-    ...     print(str(exc)[:40])
-    w.bin: not a safetensors file (header le
-    """
-
-
-def make_config(
-    *,
-    backbone: str,
-    embed_dim: int,
-    image_size: int,
-    mean: tuple[float, ...] | list[float],
-    std: tuple[float, ...] | list[float],
-    in_chans: int = 3,
-    pooling: str = POOLING,
-    training: Mapping[str, Any] | None = None,
-    license: str | None = None,
-    intended_use: str | None = None,
-    data: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The config dictionary stored in a weights file's metadata.
-
-    Parameters
-    ----------
-    backbone : str
-        timm model name.
-    embed_dim : int
-        Size of the pooled embedding.
-    image_size : int
-        Side of the square input the weights were trained at.
-    mean, std : sequence of float
-        Per-channel normalisation of the backbone input (``in_chans`` values each).
-    in_chans : int, default=3
-        Input channels of the backbone.
-    pooling : str, default="avg"
-        Global pooling of the last feature map.
-    training : mapping or None
-        A JSON-serialisable summary of how the weights were obtained.
-    license : str or None
-        Licence of the weights (an SPDX identifier such as ``"cc-by-4.0"``); ``None``:
-        ``"unknown"``. Weights trained on data with terms of use inherit them: say so.
-    intended_use : str or None
-        What the weights are for; ``None``: :data:`DEFAULT_INTENDED_USE`.
-    data : mapping or None
-        A summary of the training data (organs with counts, number of images, a hash of the
-        list of files, DICOM manufacturers and body parts), see
-        :meth:`codafeat.CodaPretrainer.fit`.
-    extra : mapping or None
-        Further JSON-serialisable top-level entries of a model built on the backbone
-        (e.g. the segmenter's ``n_classes``); they may not replace the keys above.
-
-    Returns
-    -------
-    dict
-        The config, including ``format_version`` and ``codafeat_version``.
-
-    Raises
-    ------
-    ValueError
-        If ``extra`` names one of the standard keys.
-
-    Examples
-    --------
-    >>> cfg = make_config(backbone="test_convnext", embed_dim=64, image_size=32,
-    ...                   mean=[0.5] * 3, std=[0.5] * 3, extra={"n_classes": 2})
-    >>> cfg["backbone"], cfg["in_chans"], cfg["n_classes"]
-    ('test_convnext', 3, 2)
-    """
-    config = {
-        "format_version": FORMAT_VERSION,
-        "backbone": str(backbone),
-        "embed_dim": int(embed_dim),
-        "image_size": int(image_size),
-        "in_chans": int(in_chans),
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "pooling": str(pooling),
-        "codafeat_version": __version__,
-        "training": dict(training or {}),
-        "license": str(license or "unknown"),
-        "intended_use": str(intended_use or DEFAULT_INTENDED_USE),
-        "data": dict(data or {}),
-    }
-    clash = sorted(set(extra or {}) & set(config))
-    if clash:
-        raise ValueError(f"extra config entries may not replace standard keys: {clash}")
-    config.update(extra or {})
-    return config
-
-
-#: The intended use recorded when none is given.
-DEFAULT_INTENDED_USE = (
-    "Research on radiograph representations (feature extraction, probing, fine-tuning). "
-    "Not a medical device; not for clinical decisions."
-)
-
-#: Largest config values a weights file may declare (far above any real model; a file
-#: declaring more is corrupt or hostile, and would make the encoder allocate absurdly).
-CONFIG_MAXIMA = {"embed_dim": 2**16, "image_size": MAX_IMAGE_SIZE, "in_chans": 16}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _check_config(config: Any, source: str) -> dict[str, Any]:
-    """Validate a config (as decoded from JSON) and return a copy with defaults filled in."""
-    if not isinstance(config, dict):
-        raise WeightsError(f"{source}: the codafeat config must be a JSON object, got {type(config).__name__}")
-    cfg = dict(config)
-    version = cfg.get("format_version", 1)
-    if not _is_int(version) or version < 1:
-        raise WeightsError(f"{source}: config 'format_version' must be a positive int, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise WeightsError(
-            f"{source}: format version {version} is newer than this codafeat ({__version__}, format "
-            f"version {FORMAT_VERSION}) understands; upgrade codafeat"
-        )
-    for key in ("backbone", "embed_dim", "image_size", "mean", "std"):
-        if key not in cfg:
-            raise WeightsError(f"{source}: the codafeat config lacks {key!r}")
-    cfg.setdefault("in_chans", 3)
-    cfg.setdefault("pooling", POOLING)
-    cfg.setdefault("training", {})
-    _check_card(cfg, source)
-    return cfg
-
-
-def _check_card(cfg: dict[str, Any], source: str) -> None:
-    """Defaults and checks of the model-card fields (``license``, ``intended_use``, ``data``) and ``intensity``."""
-    cfg.setdefault("license", "unknown")
-    cfg.setdefault("intended_use", DEFAULT_INTENDED_USE)
-    cfg.setdefault("data", {})
-    for key in ("license", "intended_use"):
-        if not isinstance(cfg[key], str):
-            raise WeightsError(f"{source}: config {key!r} must be a string, got {cfg[key]!r}")
-    if not isinstance(cfg["data"], dict):
-        raise WeightsError(f"{source}: config 'data' must be a JSON object, got {cfg['data']!r}")
-    intensity = cfg.get("intensity")
-    if intensity is not None:
-        depth = intensity.get("bit_depth") if isinstance(intensity, dict) else None
-        if (
-            not isinstance(intensity, dict)
-            or not isinstance(intensity.get("kinds", {}), dict)
-            or (depth is not None and not (_is_int(depth) and 9 <= depth <= 32))
-        ):
-            raise WeightsError(
-                f"{source}: config 'intensity' must be {{'bit_depth': None or 9..32, 'kinds': {{...}}}}, "
-                f"got {intensity!r}"
-            )
-    if not isinstance(cfg["backbone"], str) or not cfg["backbone"]:
-        raise WeightsError(f"{source}: config 'backbone' must be a non-empty str, got {cfg['backbone']!r}")
-    for key in ("embed_dim", "image_size", "in_chans"):
-        if not _is_int(cfg[key]) or not 1 <= cfg[key] <= CONFIG_MAXIMA[key]:
-            raise WeightsError(
-                f"{source}: config {key!r} must be an int in [1, {CONFIG_MAXIMA[key]}], got {cfg[key]!r}"
-            )
-    for key in ("mean", "std"):
-        values = cfg[key]
-        if not isinstance(values, list) or not all(
-            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
-        ):
-            raise WeightsError(f"{source}: config {key!r} must be a list of finite numbers, got {values!r}")
-        if len(values) != cfg["in_chans"]:
-            raise WeightsError(f"{source}: config {key!r} has {len(values)} values but 'in_chans' is {cfg['in_chans']}")
-    if any(s <= 0 for s in cfg["std"]):
-        raise WeightsError(f"{source}: config 'std' values must be positive, got {cfg['std']!r}")
-    from ..nn.backbone import POOLINGS
-
-    if cfg["pooling"] not in POOLINGS:
-        raise WeightsError(f"{source}: config 'pooling' must be one of {POOLINGS}, got {cfg['pooling']!r}")
-    if not isinstance(cfg["training"], dict):
-        raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
-
-
-def _json_default(obj: Any) -> Any:
-    """Make numpy / torch scalars and arrays in a config (e.g. a training history) JSON-able."""
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"config value {obj!r} of type {type(obj).__name__} is not JSON serialisable")
-
-
-def _config_json(config: Mapping[str, Any]) -> str:
-    """Validated, canonical JSON text of ``config``."""
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping (see make_config), got {type(config).__name__}")
-    try:
-        plain = json.loads(json.dumps(dict(config), default=_json_default))
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"config is not JSON serialisable: {exc}") from exc
-    return json.dumps(_check_config(plain, "config"), sort_keys=True)
 
 
 def weights_to_bytes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, prefix: str = "") -> bytes:
@@ -294,7 +87,7 @@ def weights_to_bytes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
     TypeError
         If a value of ``state`` is not a tensor.
     """
-    meta = _config_json(config)
+    meta = config_json(config)
     if not state:
         raise WeightsError("cannot save weights without tensors: the state dict is empty")
     tensors: dict[str, torch.Tensor] = {}
@@ -336,7 +129,7 @@ def _parse_header(header: bytes, source: str) -> dict[str, Any]:
         raise WeightsError(f"{source}: the {CONFIG_KEY!r} metadata is JSON nested too deeply to be a config") from None
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{source}: the {CONFIG_KEY!r} metadata is not valid JSON ({exc})") from exc
-    return _check_config(config, source)
+    return check_config(config, source)
 
 
 def _tensor_names(data: bytes, source: str) -> list[str]:
@@ -540,109 +333,6 @@ def read_config(spec: str | os.PathLike) -> dict[str, Any]:
     32
     """
     return _read_config_file(resolve_weights(spec))
-
-
-# --------------------------------------------------------------------------- registry
-def _entry_points() -> list[metadata.EntryPoint]:
-    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-
-
-def _dist_name(ep: metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return getattr(dist, "name", None) or "an unknown distribution"
-
-
-def list_weights() -> list[str]:
-    """Names of the weights registered by installed distributions, sorted.
-
-    A distribution registers weights with an entry point in the group
-    ``codafeat.weights``: ``NAME = module:function``, where ``function()`` returns the
-    path of a codafeat safetensors file. ``codafeat package-weights`` builds such a
-    distribution (see :func:`build_weights_wheel`).
-
-    Returns
-    -------
-    list of str
-        The names accepted by ``CodaEncoder(weights=NAME)``.
-
-    Examples
-    --------
-    >>> isinstance(list_weights(), list)  # names of installed weights wheels, often empty
-    True
-    """
-    return sorted({ep.name for ep in _entry_points()})
-
-
-def registered_path(name: str) -> Path:
-    """The file behind a registered weights name.
-
-    Raises
-    ------
-    WeightsError
-        If no installed distribution registers ``name``, its entry point fails, or
-        its file is missing.
-    """
-    matches = [ep for ep in _entry_points() if ep.name == name]
-    if not matches:
-        names = list_weights()
-        raise WeightsError(
-            f"weights {name!r} is neither an existing file nor a registered name; registered: "
-            f"{names if names else 'none (pip install a codafeat-weights-* package)'}"
-        )
-    ep = matches[0]
-    if len(matches) > 1:
-        logger.warning(
-            "weights %r is registered by several distributions (%s); using %s",
-            name,
-            ", ".join(_dist_name(m) for m in matches),
-            _dist_name(ep),
-        )
-    try:
-        obj = ep.load()
-        value = obj() if callable(obj) else obj
-        path = Path(os.fspath(value))
-    except Exception as exc:
-        raise WeightsError(
-            f"registered weights {name!r} ({ep.value}, from {_dist_name(ep)}) failed to load: {exc}"
-        ) from exc
-    if not path.is_file():
-        raise WeightsError(
-            f"registered weights {name!r} (from {_dist_name(ep)}) points to a missing file {str(path)!r}"
-        )
-    return path
-
-
-def resolve_weights(spec: str | os.PathLike) -> Path:
-    """A weights file path: ``spec`` itself when it is a file, else a registered name.
-
-    A :class:`os.PathLike`, or a string that looks like a path (it contains a path
-    separator or ends in ``.safetensors``), must name an existing file.
-
-    Raises
-    ------
-    WeightsError
-        If ``spec`` is a missing file or an unknown name (the message lists the
-        registered names).
-    TypeError
-        If ``spec`` is neither a string nor a path.
-    """
-    if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"weights must be a file path or a registered name, got {type(spec).__name__}")
-    path = Path(spec)
-    if path.is_file():
-        return path
-    text = os.fspath(spec)
-    looks_like_path = (
-        not isinstance(spec, str)
-        or path.suffix == ".safetensors"
-        or os.sep in text
-        or (os.altsep is not None and os.altsep in text)
-        or path.exists()
-        or not text
-    )
-    if looks_like_path:
-        raise WeightsError(f"weights file {text!r} does not exist (or is not a file)")
-    return registered_path(text)
 
 
 # --------------------------------------------------------------------------- in memory

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,13 +63,14 @@ LAYERS = [
             "codafeat.metrics",
             "codafeat.analysis",
             "codafeat._device",
+            # deprecated old path of codafeat.data.cache.embeddings, for one release
+            "codafeat.embed_cache",
         ],
     ),
     (
         "formats and shared machinery",
         [
             "codafeat.formats",
-            "codafeat.data.cache.embeddings",
             "codafeat._params",
             "codafeat._persist",
             "codafeat._infer",
@@ -111,6 +113,60 @@ def _layer(module: str) -> int:
                     best = (i, len(p))
     assert best is not None, f"{module} is in no layer of LAYERS (docs/architecture.md): add it"
     return best[0]
+
+
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _diagram_layers() -> tuple[dict[str, int], dict[str, int]]:
+    """The layer diagram of docs/architecture.md: ``(path -> layer, folder wildcard -> layer)``, layers from 0.
+
+    A layer starts at a line `` N  name``; it names modules as ``path.py``, folders as
+    ``folder/*`` (everything below) and groups as ``folder/ (a.py  b.py)``.
+    """
+    text = DOC.read_text()
+    block = text.split("```")[1]
+    paths: dict[str, int] = {}
+    folders: dict[str, int] = {}
+    layer = -1
+    chunks: dict[int, list[str]] = {}
+    for line in block.splitlines():
+        head = re.match(r"^ (\d)  ", line)
+        if head:
+            layer = int(head.group(1)) - 1
+        if layer >= 0:
+            chunks.setdefault(layer, []).append(line)
+    for layer, lines in chunks.items():
+        chunk = "\n".join(lines)
+        for folder, names in re.findall(r"([\w/]+)/ \(([^)]*)\)", chunk):
+            paths.update({f"{folder}/{n}": layer for n in re.findall(r"[\w]+\.py", names)})
+        chunk = re.sub(r"([\w/]+)/ \(([^)]*)\)", " ", chunk)
+        folders.update({f: layer for f in re.findall(r"([\w/]+)/\*", chunk)})
+        paths.update({p: layer for p in re.findall(r"(?<![\w/.])([\w/]+\.py)", chunk)})
+    return paths, folders
+
+
+def test_the_docs_diagram_puts_every_module_on_its_layer():
+    """docs/architecture.md's diagram is the tree: every module is on it, on the layer LAYERS gives it."""
+    paths, folders = _diagram_layers()
+    wrong, absent = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if path.name == "__init__.py":
+            continue
+        doc = paths.get(rel)
+        if doc is None:
+            doc = next(
+                (lay for f, lay in sorted(folders.items(), key=lambda kv: -len(kv[0])) if rel.startswith(f + "/")), None
+            )
+        if doc is None:
+            absent.append(rel)
+        elif doc != _layer(_module_name(path)):
+            wrong.append(f"{rel}: layer {doc + 1} in the docs, {_layer(_module_name(path)) + 1} in LAYERS")
+    assert not absent, f"modules missing from the diagram of docs/architecture.md: {absent}"
+    assert not wrong, f"the diagram and LAYERS disagree: {wrong}"
+    gone = [p for p in paths if not (PACKAGE / p).is_file()] + [f for f in folders if not (PACKAGE / f).is_dir()]
+    assert not gone, f"the diagram names what is not in the package: {gone}"
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
@@ -273,6 +329,7 @@ UNMIRRORED = {
     "fewshot_split.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "fewshot_report.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "probes.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
+    "formats/errors.py": "one exception class, raised and matched throughout tests/formats/",
     "formats/model_card.py": "tests/test_pretrain.py and tests/formats/test_wheel.py (cards of trained weights)",
     "weights.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "embed_cache.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
