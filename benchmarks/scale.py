@@ -89,9 +89,9 @@ class _FirstStep(Exception):
 
 
 def child_fit(root: str, cache: str, workers: int, dry: bool) -> dict:
+    import codafeat._train.run as run_mod
     import codafeat.data.cache.decoded as dc
     import codafeat.data.organs as organs_mod
-    import codafeat.pretrain as pretrain_mod
     from codafeat import CodaPretrainer
     from codafeat._train.loop import CodaTrainer
 
@@ -108,13 +108,14 @@ def child_fit(root: str, cache: str, workers: int, dry: bool) -> dict:
         t = time.perf_counter()
         out = real_build(cls, *a, **k)
         marks["cache_s"] = time.perf_counter() - t
+        marks["n_images"] = len(out)  # the readable images (fit stops at the first step: no n_images_)
         return out
 
     def first_step(self, *a, **k):
         marks["first_step_s"] = time.perf_counter() - t0
         raise _FirstStep
 
-    pretrain_mod.collect_organ_images = collect
+    run_mod.collect_organ_images = collect
     dc.DecodedCache.build = classmethod(build)
     CodaTrainer.step = first_step
     pre = CodaPretrainer(
@@ -137,7 +138,6 @@ def child_fit(root: str, cache: str, workers: int, dry: bool) -> dict:
         pre.fit(root)
     except _FirstStep:
         pass
-    marks["n_images"] = int(getattr(pre, "n_images_", 0))
     # the shards still being filled in the background (fit returns early here): wait, so that
     # the next run finds a complete cache, and report when it was complete
     while list(Path(cache).glob(".fill-*.json")):

@@ -1,6 +1,6 @@
 """CodaPretrainer: Coda teacher-student pretraining as a scikit-learn estimator.
 
-This module holds the declarations: the 57 parameters documented, constrained (from the one
+This module holds the declarations: every parameter documented, constrained (from the one
 table, :data:`codafeat._defaults.PRETRAIN_PARAMS`) and stored by an explicit keyword-only
 ``__init__``, as scikit-learn's conventions want. ``fit`` checks the settings that involve
 several parameters and hands a snapshot of them to :func:`codafeat._train.run.run_pretraining`
