@@ -202,9 +202,8 @@ class PretrainingRun:
             self.ckpt = resume.read_for_resume(s.checkpoint_dir, epochs=s.epochs, params=resume_signature(s))
         self.seed = self._draw_seed()
         self.decode(items, organ_names, skipped_before=unlabelled)
-        if (
-            s.checkpoint_dir is not None
-        ):  # identity of the image set, checked on resume (hashing in-memory images costs)
+        # the identity of the image set, checked on resume (hashing in-memory images costs: only with checkpoints)
+        if s.checkpoint_dir is not None:
             legacy = self.ckpt is not None and not str(self.ckpt[2].get("data_key") or "v2:").startswith("v2:")
             self.data_key = resume.data_key(items, self.cache.kept, self.labels, with_identity=not legacy)
         kept = [items[int(i)] for i in self.cache.kept]
