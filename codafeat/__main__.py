@@ -1,8 +1,6 @@
 """``python -m codafeat`` (also what ``torchrun -m codafeat pretrain ...`` runs)."""
 
-import sys
-
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -27,7 +27,7 @@ from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy
 from ._infer import decode_to_tensor, forward_batches, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
-from ._persist import TorchStateMixin
+from ._persist import TorchStateMixin, check_save_path
 from ._train.callbacks import Callback
 from ._train.finetune import EarlyStopping, EpochProgress, FineTuneTrainer, fit_epochs
 from ._train.tasks import Task
@@ -159,6 +159,9 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
+    #: The fewest validation images whose score early stopping can follow.
+    _min_validation: int = 1
+
     # ------------------------------------------------------------------ subclass hooks
     def _task(self) -> Task:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -173,6 +176,11 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
 
     def _fit(self, X: Any, targets: torch.Tensor, n_outputs: int) -> None:
         """Build the network from ``weights`` and fine-tune it on ``X`` and ``targets`` (one per image)."""
+        if int(self.lp_epochs) >= int(self.epochs) and not self.freeze_encoder:
+            raise ValueError(
+                f"lp_epochs={self.lp_epochs} leaves no epoch of epochs={self.epochs} to fine-tune the encoder in: "
+                "lp_epochs must be less than epochs (set freeze_encoder=True to train the head only)"
+            )
         items = as_image_list(X)
         if len(items) != len(targets):
             raise ValueError(f"X has {len(items)} image(s) but y has {len(targets)} target(s); give one per image")
@@ -289,6 +297,12 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         n_val = math.ceil(n * float(self.validation_fraction))
         if n_val >= n:
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training image out of {n}")
+        if n_val < self._min_validation:
+            raise ValueError(
+                f"early_stopping: validation_fraction={self.validation_fraction} of {n} image(s) holds out {n_val}, "
+                f"but the validation {self._task().score_name} needs at least {self._min_validation}; raise "
+                "validation_fraction, give more images, or set early_stopping=False"
+            )
         strat = self._stratify(targets)
         try:
             train, val = train_test_split(np.arange(n), test_size=n_val, stratify=strat, random_state=draw_seed(rng))
@@ -345,7 +359,12 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         return Weights.from_state(self.model_.encoder.backbone.state_dict(), dict(config, training=training))
 
     def save(self, path: str | os.PathLike):
-        """Write the fine-tuned backbone to a codafeat safetensors file (atomically)."""
+        """Write the fine-tuned backbone to a codafeat safetensors file (atomically).
+
+        An existing weights file at ``path`` is replaced; any other existing file (a training
+        image, a CSV) is not: ``FileExistsError``.
+        """
+        check_save_path(path, owner=type(self).__name__)
         return self.get_weights().save(path)
 
     # ------------------------------------------------------------------ pickling (see codafeat._persist)

@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._finetune import LinearHeadFineTuner
+from ._persist import atomic_fit
 from ._train.tasks import ClassificationTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
@@ -60,7 +61,9 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         Train the head only; the backbone stays bit-identical to ``weights``.
     lp_epochs : int, default=0
         Epochs of linear probing (encoder frozen) before the whole network is fine-tuned
-        (LP-FT). ``0`` fine-tunes everything from the first step, as the paper does.
+        (LP-FT). ``0`` fine-tunes everything from the first step, as the paper does. Must be
+        less than ``epochs`` (``fit`` raises otherwise; ``freeze_encoder=True`` trains the
+        head only).
     epochs : int, default=20
         Passes over the training images, the linear-probe epochs included (the maximum
         with ``early_stopping``).
@@ -80,6 +83,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         ``False``/``None``.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the cross-entropy, as in scikit-learn (single-label only).
+        Every class's weight must be finite and > 0 (``fit`` raises otherwise).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the images (stratified), stop when the
         validation accuracy has not improved for ``n_iter_no_change`` epochs, and keep the
@@ -195,6 +199,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         tags.classifier_tags.multi_label = True
         return tags
 
+    @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> CodaClassifier:
         """Fine-tune on images ``X`` with labels ``y``.
@@ -252,6 +257,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         weights = None  # numpy, not a tensor: no tensor travels in a pickle (codafeat._persist)
         if self.class_weight is not None:
             weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y).astype(np.float32)
+            check_class_weights(weights, self.classes_)
         self._class_weight = weights
         return torch.as_tensor(index, dtype=torch.long), len(self.classes_)
 
@@ -305,3 +311,26 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
         labels = labels.astype(float if gap is not None else object)
         labels[bad] = gap
         return labels
+
+
+def check_class_weights(weights: np.ndarray, classes: np.ndarray) -> None:
+    """Raise ``ValueError`` naming ``class_weight`` for a weight that is not finite and > 0.
+
+    The loss is a mean over the batch weighted by class: a batch of classes of weight 0 would
+    divide 0 by 0, and a class of weight 0 is never learned, so every class must weigh more
+    than 0 (leave a class out of ``y`` instead).
+
+    Examples
+    --------
+    >>> check_class_weights(np.array([1.0, 0.5]), np.array(["a", "b"]))
+    >>> check_class_weights(np.array([1.0, -2.0]), np.array(["a", "b"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: class_weight gives class 'b' the weight -2.0; every class weight must be finite and > 0 ...
+    """
+    for c, w in zip(classes.tolist(), weights.tolist()):
+        if not np.isfinite(w) or w <= 0:
+            raise ValueError(
+                f"class_weight gives class {c!r} the weight {float(w)}; every class weight must be finite and > 0 "
+                "(to leave a class out, remove its images from X and y)"
+            )

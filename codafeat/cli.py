@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._version import __version__
 
@@ -69,5 +70,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The process entry point (``codafeat`` and ``python -m codafeat``): :func:`main`, then exit.
+
+    Under ``torchrun`` the process ends with ``os._exit`` once :func:`main` has returned, its
+    outputs written and the process group destroyed, after the ``atexit`` handlers and a
+    flush of the logs and standard streams: the interpreter's own finalisation is skipped.
+    There, Gloo's worker threads can still be releasing the last collective's tensors while
+    the interpreter is torn down, and the process aborts (``terminate called without an
+    active exception``, SIGABRT) after finishing its work, so ``torchrun`` reports a failed
+    job (pytorch/pytorch#190489; an upstream fix, pytorch/pytorch#179291, was abandoned).
+    """
+    code = main(argv)
+    if _launched_by_torchrun():
+        _exit_now(code)
+    sys.exit(code)
+
+
+def _launched_by_torchrun() -> bool:
+    if "torch" not in sys.modules:  # nothing distributed ran (``--help``, a failed parse)
+        return False
+    from ._train.dist import launched_by_torchrun
+
+    return launched_by_torchrun()
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Run the ``atexit`` handlers, flush logs and streams, and end the process without finalisation."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said there
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

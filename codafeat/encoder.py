@@ -18,7 +18,7 @@ from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy, resolve_device
 from ._infer import forward_batches, progress_bar, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
-from ._persist import TorchStateMixin
+from ._persist import TorchStateMixin, atomic_fit, check_save_path
 from .data.cache.embeddings import EmbeddingCache, item_key, model_key
 from .data.io import ImageReadError, as_image_list
 from .formats.timm import load_any
@@ -194,6 +194,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         tags.non_deterministic = False
         return tags
 
+    @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> CodaEncoder:
         """Build the model (load ``weights`` or initialise randomly); ``X``, ``y`` are ignored.
@@ -454,7 +455,12 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         return Weights.from_state(self.model_.backbone.state_dict(), self.config_)
 
     def save(self, path: str | os.PathLike):
-        """Write the fitted backbone to a codafeat safetensors file (atomically)."""
+        """Write the fitted backbone to a codafeat safetensors file (atomically).
+
+        An existing weights file at ``path`` is replaced; any other existing file (an image,
+        an input of a fit) is not: ``FileExistsError``.
+        """
+        check_save_path(path, owner=type(self).__name__)
         return self.get_weights().save(path)
 
     # ------------------------------------------------------------------ pickling (see codafeat._persist)

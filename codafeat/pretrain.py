@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import PRETRAIN, PRETRAIN_PARAMS
 from ._params import constraints
-from ._persist import TorchStateMixin
+from ._persist import TorchStateMixin, atomic_fit
 from ._train.build import new_network, terms_of, views_of
 from ._train.run import run_pretraining, settings_of
 from .encoder import CodaEncoder
@@ -416,6 +416,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
             raise ValueError("resume=True needs checkpoint_dir")
 
     # ------------------------------------------------------------------ fit
+    @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> CodaPretrainer:
         """Pretrain on ``X`` and build ``encoder_`` from the teacher.
@@ -444,7 +445,11 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         return self
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the teacher backbone as a codafeat weights file (loadable by ``CodaEncoder``)."""
+        """Write the teacher backbone as a codafeat weights file (loadable by ``CodaEncoder``).
+
+        An existing weights file at ``path`` is replaced; any other existing file (a training
+        image, a manifest) is not: ``FileExistsError``.
+        """
         check_is_fitted(self, "encoder_")
         return self.encoder_.save(path)
 

@@ -16,6 +16,7 @@ from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
 from ._finetune import LinearHeadFineTuner
+from ._persist import atomic_fit
 from ._train.tasks import RegressionTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
@@ -116,6 +117,7 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         tags.target_tags.multi_output = True
         return tags
 
+    @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> CodaRegressor:
         """Fine-tune on images ``X`` with targets ``y`` of shape ``(n,)`` or ``(n, n_outputs)``.
@@ -147,12 +149,13 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         self._y_1d = y.ndim == 1
         y2 = y.reshape(len(y), -1)
         self.n_outputs_ = y2.shape[1]
-        self.y_mean_ = y2.mean(axis=0)
-        scale = y2.std(axis=0)
-        self.y_scale_ = np.where(scale > 0, scale, 1.0)
+        self.y_mean_, self.y_scale_ = standardisation(y2)
         targets = torch.as_tensor((y2 - self.y_mean_) / self.y_scale_, dtype=torch.float32)
         self._fit(X, targets, self.n_outputs_)
         return self
+
+    # R² of one image is undefined (sklearn's r2_score gives NaN): early stopping needs two.
+    _min_validation = 2
 
     def _task(self) -> Task:
         return RegressionTask()
@@ -162,3 +165,25 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         check_is_fitted(self, "model_")
         out = self._outputs(X).astype(np.float64) * self.y_scale_ + self.y_mean_
         return out[:, 0] if self._y_1d else out
+
+
+def standardisation(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` per column of ``y`` (n, k), finite for any finite ``y``; a constant column has scale 1.
+
+    The spread is computed on ``y`` divided by its largest magnitude, so targets near the
+    float64 limit (1e200, where squaring overflows) still standardise.
+
+    Examples
+    --------
+    >>> mean, scale = standardisation(np.array([[1e200], [3e200]]))
+    >>> np.allclose(mean, 2e200, rtol=1e-12), np.allclose(scale, 1e200, rtol=1e-12)
+    (True, True)
+    >>> standardisation(np.array([[5.0], [5.0]]))[1].tolist()
+    [1.0]
+    """
+    big = np.abs(y).max(axis=0)
+    big = np.where(big > 0, big, 1.0)
+    unit = y / big
+    mean = unit.mean(axis=0) * big
+    scale = unit.std(axis=0) * big
+    return mean, np.where(scale > 0, scale, 1.0)

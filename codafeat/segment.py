@@ -29,7 +29,7 @@ from ._device import DevicePolicy
 from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
 from ._infer import forward_batches, warn_skipped
 from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
-from ._persist import TorchStateMixin
+from ._persist import TorchStateMixin, atomic_fit
 from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
@@ -233,6 +233,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
     def __sklearn_tags__(self):
         return fine_tuning_tags(super().__sklearn_tags__())
 
+    @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, Y: Any) -> CodaSegmenter:
         """Build the U-Net from ``weights`` and fine-tune it on images ``X`` and masks ``Y``.

@@ -221,3 +221,36 @@ def test_the_fine_tuned_backbone_saves_as_codafeat_weights(tmp_path, fitted, tas
 
     net = timm.create_model("test_convnext", pretrained=False, num_classes=0)
     net.load_state_dict(load_file(str(path)), strict=True)  # a plain timm checkpoint
+
+
+def test_class_weights_that_no_loss_can_train_with_are_refused_naming_class_weight():
+    """Issue 27, item 8: weights summing to 0 failed later as a 'non-finite loss ... lower lr'."""
+    X, y = blob_task(8, 5)
+    for weights, bad in [({0: 1.0, 1: -1.0}, "class 1 the weight -1.0"), ({0: 0.0, 1: 0.0}, "class 0 the weight 0.0")]:
+        with pytest.raises(ValueError, match=f"class_weight gives {bad}"):
+            CodaClassifier(**dict(TINY, class_weight=weights)).fit(X, y)
+
+
+def test_lp_epochs_must_leave_epochs_to_fine_tune_the_encoder():
+    X, y = blob_task(8, 5)
+    with pytest.raises(ValueError, match=r"lp_epochs=3 leaves no epoch of epochs=2 .*freeze_encoder=True"):
+        CodaClassifier(**dict(TINY, epochs=2, lp_epochs=3)).fit(X, y)
+    with pytest.raises(ValueError, match=r"lp_epochs=2 leaves no epoch"):
+        CodaClassifier(**dict(TINY, epochs=2, lp_epochs=2)).fit(X, y)
+    assert CodaClassifier(**dict(TINY, epochs=2, lp_epochs=2, freeze_encoder=True)).fit(X, y).n_epochs_ == 2
+
+
+def test_save_replaces_weights_but_never_an_image_or_other_file(tmp_path, fitted, task):
+    (X, y), _ = task
+    image = tmp_path / "train_0.png"
+    Image.fromarray((X[0] * 255).astype(np.uint8)).save(image)
+    before = image.read_bytes()
+    with pytest.raises(FileExistsError, match=r"train_0.png' exists and is not a safetensors weights file"):
+        fitted.save(image)
+    assert image.read_bytes() == before
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\n")
+    with pytest.raises(FileExistsError, match="labels.csv"):
+        fitted.save(table)
+    w = fitted.save(tmp_path / "w.safetensors")
+    assert fitted.save(w) == w  # an earlier weights file is replaced

@@ -266,6 +266,18 @@ def test_pickle_and_joblib_round_trips(fitted, tmp_path):
     assert not hasattr(unfitted, "model_")
 
 
+def test_save_never_replaces_a_file_that_holds_no_weights(fitted, tmp_path):
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n image bytes")
+    with pytest.raises(FileExistsError, match=r"CodaEncoder.save: .*scan.png' exists and is not a safetensors"):
+        fitted.save(image)
+    assert image.read_bytes() == b"\x89PNG\r\n\x1a\n image bytes"
+    empty = tmp_path / "empty.safetensors"
+    empty.touch()
+    with pytest.raises(FileExistsError):
+        fitted.save(empty)
+
+
 def test_weights_from_file_and_memory_give_identical_embeddings(fitted, tmp_path):
     X = images(4)
     ref = fitted.transform(X)

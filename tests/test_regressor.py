@@ -62,3 +62,24 @@ def test_targets_that_cannot_be_trained_on_raise_clearly():
         CodaRegressor(**TINY).fit(X, np.array(["a", "b", "c", "d"]))
     with pytest.raises(ValueError, match="4 image"):
         CodaRegressor(**TINY).fit(X, y[:2])
+
+
+def test_early_stopping_needs_two_validation_images_for_r2():
+    """Issue 27, item 3: one validation image scored R² = NaN every epoch and stopped silently."""
+    X, y = brightness_task(8, 3)
+    reg = CodaRegressor(**dict(TINY, early_stopping=True, validation_fraction=0.1))
+    with pytest.raises(ValueError, match=r"holds out 1, but the validation r2 needs at least 2"):
+        reg.fit(X, y)
+    reg.set_params(validation_fraction=0.25, epochs=2, n_iter_no_change=1).fit(X, y)
+    assert reg.n_val_ == 2 and reg.best_epoch_ is not None and np.isfinite(reg.history_[0]["val_r2"])
+
+
+def test_targets_near_the_float64_limit_train_and_predict_finite_values():
+    X, y = brightness_task(8, 3)
+    huge = 1e200 * (1 + y / np.abs(y).max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even a numpy overflow warning
+        reg = CodaRegressor(**dict(TINY, epochs=1)).fit(X, huge)
+        pred = reg.predict(X)
+    assert np.isfinite(reg.y_mean_).all() and np.isfinite(reg.y_scale_).all() and np.isfinite(pred).all()
+    assert np.all((pred > 0.5e200) & (pred < 3e200))

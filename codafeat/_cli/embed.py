@@ -221,8 +221,23 @@ def _refuse_existing(what: str, path: Path) -> str | None:
     if suffix == ".csv" and head.startswith(b"path,"):
         return None
     if path.name.endswith(".paths.txt"):
-        return None  # the path list of an earlier .npy output (plain text by design)
+        if _is_path_list_of(path, path.with_name(path.name[: -len(".paths.txt")] + ".npy")):
+            return None  # the path list of an earlier .npy output (plain text by design)
+        return "the path list of an embeddings .npy beside it (one line per row of that .npy)"
     return f"an embeddings file ({suffix or 'no suffix'})"
+
+
+def _is_path_list_of(paths_txt: Path, npy: Path) -> bool:
+    """Whether ``paths_txt`` lists one name per row of the embeddings file ``npy`` (written together)."""
+    import numpy as np
+
+    try:
+        rows = np.load(npy, mmap_mode="r", allow_pickle=False).shape[0]
+        with open(paths_txt, "rb") as fh:
+            lines = sum(1 for _ in fh)
+    except (OSError, ValueError, IndexError):
+        return False
+    return rows == lines
 
 
 def _check_outputs(args: argparse.Namespace) -> str:

@@ -5,6 +5,7 @@ Everything here is a no-op in a single process, so the training loop has one cod
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -59,10 +60,19 @@ def setup(device_type: str) -> DistInfo:
 
 
 def teardown(info: DistInfo) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+    """Destroy the process group if :func:`setup` created it.
+
+    Every rank waits for the others first (the last collective is complete everywhere), and
+    the objects that still refer to the group (finished work handles, DDP's reducer) are
+    collected while the interpreter is fully alive, not during its finalisation, where
+    Gloo's threads releasing them can abort the process (pytorch/pytorch#190489). The
+    command line also ends its ``torchrun`` processes without finalisation
+    (:func:`codafeat.cli.run`).
+    """
     if info.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_gather_cat(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

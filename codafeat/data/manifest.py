@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import re
 import warnings
@@ -29,7 +30,15 @@ from .io import IMAGE_SUFFIXES, find_images
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MANIFEST_SUFFIXES", "is_manifest", "read_manifest", "scan_organ_folder", "write_image_folder"]
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "is_manifest",
+    "manifest_columns",
+    "read_manifest",
+    "read_manifest_paths",
+    "scan_organ_folder",
+    "write_image_folder",
+]
 
 #: File suffixes read as manifests (case-insensitive).
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -97,8 +106,17 @@ def scan_organ_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]
     return paths, labels
 
 
-def _read_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int, str, str]]:
-    """``(line, path, label)`` of every row, stripped; the header checked (CSV: line numbers; Parquet: rows from 1)."""
+def _check_columns(src: Path, header: list[str], path_column: str, label_column: str | None) -> None:
+    missing = [c for c in (path_column, label_column) if c and c not in header]
+    if missing:
+        raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+
+
+def _read_rows(src: Path, path_column: str, label_column: str | None) -> list[tuple[int, str, str]]:
+    """``(line, path, label)`` of every row, stripped; the header checked (CSV: line numbers; Parquet: rows from 1).
+
+    ``label_column=None`` reads the paths only (every label ``""``).
+    """
     if src.suffix.lower() == ".parquet":
         return _read_parquet_rows(src, path_column, label_column)
     with open(src, newline="", encoding="utf-8-sig") as fh:
@@ -110,11 +128,9 @@ def _read_rows(src: Path, path_column: str, label_column: str) -> list[tuple[int
             )
         header = [h.strip() for h in header]
         reader.fieldnames = header
-        missing = [c for c in (path_column, label_column) if c not in header]
-        if missing:
-            raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+        _check_columns(src, header, path_column, label_column)
         return [
-            (line, (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip())
+            (line, (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip() if label_column else "")
             for line, row in enumerate(reader, start=2)
         ]
 
@@ -130,37 +146,39 @@ def _read_parquet_rows(src: Path, path_column: str, label_column: str) -> list[t
     try:
         pfile = pq.ParquetFile(src)
         header = list(pfile.schema_arrow.names)
-        table = pfile.read(columns=[c for c in (path_column, label_column) if c in header])
+        table = pfile.read(columns=[c for c in (path_column, label_column) if c and c in header])
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError types for damaged files
         raise ValueError(
             f"manifest {str(src)!r} is not a readable Parquet file ({type(exc).__name__}: {exc})"
         ) from None
-    missing = [c for c in (path_column, label_column) if c not in header]
-    if missing:
-        raise ValueError(f"manifest {str(src)!r} lacks column(s) {missing}; its columns are {header}")
+    _check_columns(src, header, path_column, label_column)
 
     def cell(value: object) -> str:
-        if value is None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):  # null or NaN: an empty cell
             return ""
         if isinstance(value, bytes):  # a binary path column: the file system's own bytes
             return os.fsdecode(value).strip()
         return str(value).strip()
 
-    paths, labels = table.column(path_column).to_pylist(), table.column(label_column).to_pylist()
+    paths = table.column(path_column).to_pylist()
+    labels = table.column(label_column).to_pylist() if label_column else [""] * len(paths)
     return [(row, cell(p), cell(lab)) for row, (p, lab) in enumerate(zip(paths, labels), start=1)]
 
 
 def _unique_rows(
-    rows: list[tuple[int, str, str]], src: Path, unit: str, label_column: str
+    rows: list[tuple[int, str, str]], src: Path, unit: str, label_column: str | None
 ) -> tuple[list[str], list[str], list[int], list[int]]:
-    """``(paths, labels, rows with an empty cell, repeated rows)``; one file under two labels raises."""
+    """``(paths, labels, rows with an empty cell, repeated rows)``; one file under two labels raises.
+
+    With ``label_column=None`` (paths only) only an empty path is an empty cell.
+    """
     paths: list[str] = []
     labels: list[str] = []
     bad: list[int] = []
     first: dict[str, tuple[int, str]] = {}
     duplicates: list[int] = []
     for line, p, lab in rows:
-        if not p or not lab:
+        if not p or (label_column and not lab):
             bad.append(line)
             continue
         full = str(Path(p) if Path(p).is_absolute() else src.parent / p)
@@ -221,7 +239,57 @@ def read_manifest(
         has rows with an empty path or label,
         or lists one file under two labels.
     """
+    paths, labels = _read_manifest(Path(csv_path), path_column, label_column, check_files)
+    return paths, np.array(labels)
+
+
+def manifest_columns(csv_path: str | os.PathLike) -> list[str]:
+    """The column names of a manifest (its CSV header or Parquet schema), without reading its rows.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+    >>> _ = f.write_text("path, organ\\na.png,chest\\n")
+    >>> manifest_columns(f)
+    ['path', 'organ']
+    """
     src = Path(csv_path)
+    if src.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ImportError(
+                f"reading the Parquet manifest {str(src)!r} needs pyarrow: pip install 'codafeat[parquet]'"
+            ) from exc
+        try:
+            return list(pq.ParquetFile(src).schema_arrow.names)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError types for damaged files
+            raise ValueError(
+                f"manifest {str(src)!r} is not a readable Parquet file ({type(exc).__name__}: {exc})"
+            ) from None
+    with open(src, newline="", encoding="utf-8-sig") as fh:
+        return [h.strip() for h in (next(csv.reader(fh), None) or [])]
+
+
+def read_manifest_paths(
+    csv_path: str | os.PathLike, *, path_column: str = "path", label_column: str = "organ", check_files: bool = True
+) -> tuple[list[str], np.ndarray | None]:
+    """The image paths of a manifest, and its labels when it has ``label_column`` (else ``None``).
+
+    For inputs whose labels come from elsewhere (DICOM headers): only ``path_column`` is
+    required. Errors are those of :func:`read_manifest`.
+    """
+    src = Path(csv_path)
+    if src.is_file() and label_column in manifest_columns(src):
+        return read_manifest(src, path_column=path_column, label_column=label_column, check_files=check_files)
+    return _read_manifest(src, path_column, None, check_files)[0], None
+
+
+def _read_manifest(
+    src: Path, path_column: str, label_column: str | None, check_files: bool
+) -> tuple[list[str], list[str]]:
+    """:func:`read_manifest`'s work, labels as a list (``label_column=None``: paths only, labels empty)."""
     if src.suffix.lower() not in MANIFEST_SUFFIXES:
         raise ValueError(
             f"manifest {str(src)!r}: unsupported format; a manifest is one of {', '.join(MANIFEST_SUFFIXES)}"
@@ -235,17 +303,16 @@ def read_manifest(
     unit = "row" if src.suffix.lower() == ".parquet" else "line"
     paths, labels, bad, duplicates = _unique_rows(rows, src, unit, label_column)
     if duplicates:
+        same = f" with the same {label_column}" if label_column else ""
         warnings.warn(
-            f"manifest {str(src)!r}: {len(duplicates)} row(s) repeat an image already listed with the same "
-            f"{label_column} ({unit}s {duplicates[:10]}); each image is used once",
+            f"manifest {str(src)!r}: {len(duplicates)} row(s) repeat an image already listed{same} "
+            f"({unit}s {duplicates[:10]}); each image is used once",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if bad:
-        raise ValueError(
-            f"manifest {str(src)!r}: {len(bad)} row(s) with an empty {path_column!r} or {label_column!r} "
-            f"({unit}s {bad[:10]})"
-        )
+        cells = f"{path_column!r} or {label_column!r}" if label_column else repr(path_column)
+        raise ValueError(f"manifest {str(src)!r}: {len(bad)} row(s) with an empty {cells} ({unit}s {bad[:10]})")
     if not paths:
         raise ValueError(f"manifest {str(src)!r} has a header but no rows")
     if check_files:
@@ -254,7 +321,7 @@ def read_manifest(
             raise FileNotFoundError(
                 f"manifest {str(src)!r}: {len(absent)} listed image(s) do not exist, e.g. {absent[:5]}"
             )
-    return paths, np.array(labels)
+    return paths, labels
 
 
 # --------------------------------------------------------------------------- writing a tree

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 ORGAN_TAGS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
 #: The tag index of these headers in ``cache_dir`` (one JSON list of the ORGAN_TAGS values per file).
 ORGAN_INDEX_NAME = "organ_tags.jsonl"
+#: Read beside :data:`ORGAN_TAGS` to tell a damaged file from one without organ tags: every DICOM
+#: image has a SOP Class UID, and a file whose data set yields none of these has no readable header.
+_PRESENCE_TAGS = ("SOPClassUID", "Modality")
 
 
 def dicom_organ_tags(path: str | os.PathLike) -> str:
@@ -38,10 +41,17 @@ def dicom_organ_tags(path: str | os.PathLike) -> str:
     except ImportError as exc:  # pragma: no cover - environment dependent
         raise ImportError("organ_from='dicom' needs pydicom: pip install 'codafeat[dicom]'") from exc
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(ORGAN_TAGS))
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*ORGAN_TAGS, *_PRESENCE_TAGS])
         values = [str(getattr(ds, k, "") or "").strip() for k in ORGAN_TAGS]
+        found = [k for k in (*ORGAN_TAGS, *_PRESENCE_TAGS) if k in ds]
     except Exception as exc:
         raise ImageReadError(path, f"not a readable DICOM file ({exc})") from exc
+    if not found:  # a file meta header followed by bytes that hold no data element (a damaged file)
+        raise ImageReadError(
+            path,
+            "not a readable DICOM file (no data element after the file meta header: no SOP Class UID, "
+            "Modality, BodyPartExamined or description)",
+        )
     return json.dumps(values)
 
 
@@ -129,18 +139,41 @@ def _unknown_message(unknown: Sequence[FileOrgan], where: Any) -> str:
     )
 
 
-def _dicom_items(X: Any) -> list[Any]:
-    from .manifest import is_manifest, read_manifest
+def _dicom_items(X: Any, y: Any = None) -> list[Any]:
+    """The files of ``X`` for organ_from="dicom": a folder, a manifest's paths, or a list of paths."""
+    from .manifest import is_manifest, read_manifest_paths
 
+    if y is not None:
+        raise ValueError(
+            "y must be None with organ_from='dicom' (organs come from the DICOM headers); "
+            "to give the organs yourself, use organ_from='folder' with X and y"
+        )
+    if isinstance(X, np.ndarray) or not isinstance(X, (str, os.PathLike, Sequence)):
+        raise ValueError(
+            f"organ_from='dicom' needs file paths (a folder, a manifest or a list of paths), got {_what(X)}"
+        )
+    if isinstance(X, (str, os.PathLike)) and not os.path.exists(X):
+        raise FileNotFoundError(
+            f"{os.fspath(X)!r} does not exist (organ_from='dicom' needs a folder, a manifest or files)"
+        )
     if is_manifest(X):
-        items, _ = read_manifest(X)
+        items, organs = read_manifest_paths(X)
+        if organs is not None:
+            raise ValueError(
+                f"manifest {os.fspath(X)!r} has an 'organ' column, but organ_from='dicom' takes the organs from the "
+                "DICOM headers: drop the column, or use organ_from='folder' to train on the manifest's organs"
+            )
     else:
         items = as_image_list(X)
-    if not items:
+    if len(items) == 0:
         raise ValueError(f"no images found in {X!r}")
     if any(not isinstance(i, (str, os.PathLike)) for i in items):
         raise ValueError("organ_from='dicom' needs file paths, got in-memory images")
     return list(items)
+
+
+def _what(X: Any) -> str:
+    return f"an array of shape {X.shape}" if isinstance(X, np.ndarray) else f"a {type(X).__name__}"
 
 
 def describe_organs(
@@ -154,7 +187,7 @@ def describe_organs(
     from .manifest import is_manifest
 
     if organ_from == "dicom":
-        return dicom_organs(_dicom_items(X), organ_map=organ_map, cache_dir=cache_dir)
+        return dicom_organs(_dicom_items(X, y), organ_map=organ_map, cache_dir=cache_dir)
     items, labels = collect_organ_images(X, y)[:2]  # the same reading, and the same errors
     if is_manifest(X):
         source = "manifest"
@@ -178,9 +211,9 @@ class OrganImages(NamedTuple):
     mapping: list[dict[str, Any]]
 
 
-def _dicom_organ_images(X: Any, *, organ_map: Any, on_error: str, cache_dir: Any) -> OrganImages:
+def _dicom_organ_images(X: Any, y: Any, *, organ_map: Any, on_error: str, cache_dir: Any) -> OrganImages:
     """:func:`collect_organ_images` for ``organ_from="dicom"``."""
-    files = dicom_organs(_dicom_items(X), organ_map=organ_map, cache_dir=cache_dir)
+    files = dicom_organs(_dicom_items(X, y), organ_map=organ_map, cache_dir=cache_dir)
     unreadable = [f for f in files if f.source == "unreadable"]
     unknown = [f for f in files if f.source == "unknown"]
     if on_error == "raise" and unreadable:
@@ -227,6 +260,47 @@ def collect_organ_images(
     ``cache_dir`` the headers are kept in a :class:`~codafeat.data.cache.tag_index.TagIndex`
     there, so a later run reads only the headers of new or changed files.
     """
+    images = _collect_organ_images(
+        X, y, organ_from=organ_from, organ_map=organ_map, on_error=on_error, cache_dir=cache_dir
+    )
+    check_organ_names(images.organs)
+    return images
+
+
+def check_organ_names(organs: Sequence[str]) -> None:
+    """Raise ``ValueError`` for an organ name that cannot name a folder: organ names become
+    folder and file names in reports, caches and the demo's output.
+
+    A name must not be empty, ``.`` or ``..``, and holds no path separator (``/``, ``\\``)
+    and no control character.
+
+    Examples
+    --------
+    >>> check_organ_names(["chest", "hand left", "C-SPINE"])
+    >>> check_organ_names(["chest", "../../etc"])
+    Traceback (most recent call last):
+    ...
+    ValueError: organ name '../../etc' (1 image(s)) cannot be used: ...
+    """
+    counts = Counter(str(o) for o in organs)
+    for name, n in counts.items():
+        bad = (
+            not name.strip()
+            or name.strip() in (".", "..")
+            or any(c in name for c in "/\\")
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        )
+        if bad:
+            raise ValueError(
+                f"organ name {name!r} ({n} image(s)) cannot be used: organ names become folder names in reports and "
+                "caches, so they must not be empty, '.' or '..', and hold no '/', '\\' or control character; "
+                "rename the organ (for DICOM headers, with organ_map)"
+            )
+
+
+def _collect_organ_images(
+    X: Any, y: Any, *, organ_from: str, organ_map: Any, on_error: str, cache_dir: Any
+) -> OrganImages:
     from .manifest import is_manifest, read_manifest, scan_organ_folder
 
     if organ_map is not None and organ_from != "dicom":
@@ -234,7 +308,7 @@ def collect_organ_images(
             f"organ_map applies to organ_from='dicom' (DICOM header values), not organ_from={organ_from!r}"
         )
     if organ_from == "dicom":
-        return _dicom_organ_images(X, organ_map=organ_map, on_error=on_error, cache_dir=cache_dir)
+        return _dicom_organ_images(X, y, organ_map=organ_map, on_error=on_error, cache_dir=cache_dir)
     if isinstance(X, (str, os.PathLike)):
         if is_manifest(X):
             if y is not None:

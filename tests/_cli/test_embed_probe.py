@@ -111,6 +111,20 @@ def test_embed_errors(setup, tmp_path, caplog):
         main(["embed", setup["data"], "--out", str(tmp_path / "f.npy")])  # --weights is required
 
 
+def test_embed_npy_replaces_its_own_path_list_but_not_an_unrelated_paths_txt(setup, tmp_path, caplog):
+    """Issue 27: ``--out X.npy`` replaced any existing ``X.paths.txt`` without ``--overwrite``."""
+    notes = tmp_path / "X.paths.txt"
+    notes.write_text("my notes, not a path list\n")
+    args = ["embed", setup["data"], "--out", str(tmp_path / "X.npy"), *common(setup)]
+    with caplog.at_level(logging.ERROR):
+        assert main(args) == 1
+    assert "X.paths.txt exists and is not the path list of an embeddings .npy" in caplog.text
+    assert notes.read_text() == "my notes, not a path list\n" and not (tmp_path / "X.npy").exists()
+    assert main([*args, "--overwrite"]) == 0
+    assert notes.read_text().splitlines() == setup["paths"]
+    assert main(args) == 0, "the path list of the earlier .npy is replaced without --overwrite"
+
+
 def test_embed_skips_unreadable_images_as_nan_rows(setup, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")

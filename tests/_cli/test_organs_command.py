@@ -93,3 +93,11 @@ def test_folders_and_manifests_show_their_own_labels(tmp_path, capsys, caplog):
         assert main(["organs", str(tmp_path), "--organ-map", "x.csv"]) == 1
         assert main(["organs", str(tmp_path / "missing")]) == 1
     assert "--organ-map applies to --organ-from dicom" in caplog.text and "missing" in caplog.text
+
+
+def test_a_missing_folder_in_dicom_mode_exits_1_naming_it(tmp_path, caplog):
+    """Issue 27, item 5: it exited 0, reporting the path as one unreadable file."""
+    missing = tmp_path / "MISSING_DIR"
+    with caplog.at_level(logging.ERROR):
+        assert main(["organs", str(missing), "--organ-from", "dicom"]) == 1
+    assert "MISSING_DIR" in caplog.text and "does not exist" in caplog.text

@@ -15,8 +15,8 @@ from codafeat.phantoms import make_radiograph_phantoms
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
-def _csv(tmp_path, text: str | bytes):
-    path = tmp_path / "list.csv"
+def _csv(tmp_path, text: str | bytes, name: str = "list.csv"):
+    path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     return path
 
@@ -218,3 +218,23 @@ def test_real_organs_eval_folder_and_manifest():
     assert set(labels) == {"chest", "hand", "knee"} and len(paths) == 900
     mpaths, mlabels = read_manifest(root / "labels.csv")
     assert sorted(zip(map(str, map(Path, mpaths)), mlabels)) == sorted(zip(map(str, map(Path, paths)), labels))
+
+
+def test_a_nan_organ_in_parquet_is_an_empty_cell_not_the_organ_nan(tmp_path):
+    """Issue 27, item 6: a numeric organ code column keeps a missing value as NaN, not null."""
+    path = _parquet(tmp_path, {"path": ["a.png", "b.png"], "organ": [1.0, float("nan")]})
+    with pytest.raises(ValueError, match=r"empty 'path' or 'organ' \(rows \[2\]\)"):
+        read_manifest(path, check_files=False)
+
+
+def test_a_path_only_manifest_for_labels_from_elsewhere(tmp_path):
+    from codafeat.data.manifest import manifest_columns, read_manifest_paths
+
+    only = _csv(tmp_path, "path,site\na.png,1\nb.png,2\n")
+    paths, labels = read_manifest_paths(only, check_files=False)
+    assert paths == [str(tmp_path / "a.png"), str(tmp_path / "b.png")] and labels is None
+    assert manifest_columns(only) == ["path", "site"]
+    with_organs = _csv(tmp_path, "path,organ\na.png,chest\n", name="o.csv")
+    assert read_manifest_paths(with_organs, check_files=False)[1].tolist() == ["chest"]
+    with pytest.raises(ValueError, match=r"empty 'path' \(lines \[3\]\)"):
+        read_manifest_paths(_csv(tmp_path, 'path\na.png\n""\n', name="e.csv"), check_files=False)

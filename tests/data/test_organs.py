@@ -168,3 +168,56 @@ def test_describe_organs_says_where_each_label_came_from(tmp_path):
     assert [(r.organ, r.source, r.raw) for r in rows] == [("chest", "folder", "chest"), ("hand", "folder", "hand")]
     (tmp_path / "m.csv").write_text("path,organ\ntree/chest/x.png,lung\n", encoding="utf-8")
     assert [(r.organ, r.source) for r in describe_organs(tmp_path / "m.csv")] == [("lung", "manifest")]
+
+
+# --------------------------------------------------------------------------- bad inputs (issue 27)
+def test_dicom_mode_refuses_arrays_missing_paths_and_labels_it_would_ignore(tmp_path):
+    with pytest.raises(ValueError, match=r"organ_from='dicom' needs file paths .*array of shape \(3, 8, 8\)"):
+        collect_organ_images(np.zeros((3, 8, 8)), organ_from="dicom")
+    with pytest.raises(FileNotFoundError, match="no_such_dir.*does not exist"):
+        collect_organ_images(str(tmp_path / "no_such_dir"), organ_from="dicom")
+    with pytest.raises(ValueError, match="y must be None with organ_from='dicom'"):
+        collect_organ_images([str(tmp_path / "a.dcm")], ["chest"], organ_from="dicom")
+
+
+def test_dicom_mode_reads_a_manifest_of_paths_and_refuses_an_organ_column_it_would_ignore(tmp_path):
+    pytest.importorskip("pydicom")
+    files = [_dicom(tmp_path / f"{i}.dcm", part) for i, part in enumerate(["CHEST", "HAND"])]
+    only = tmp_path / "files.csv"
+    only.write_text("path\n" + "".join(f"{f}\n" for f in files))
+    assert list(collect_organ_images(str(only), organ_from="dicom").organs) == ["chest", "hand"]
+    both = tmp_path / "both.csv"
+    both.write_text("path,organ\n" + "".join(f"{f},knee\n" for f in files))
+    with pytest.raises(ValueError, match=r"has an 'organ' column, but organ_from='dicom'"):
+        collect_organ_images(str(both), organ_from="dicom")
+
+
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")  # pydicom on the garbage
+def test_a_dicom_file_with_garbage_after_its_meta_header_is_unreadable_not_unknown(tmp_path):
+    pytest.importorskip("pydicom")
+    good = _dicom(tmp_path / "good.dcm", "CHEST")
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    buf = DicomBytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, pydicom.dcmread(good).file_meta, enforce_standard=True)
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(buf.getvalue() + np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes())
+    files = organs_mod.dicom_organs([good, str(bad)])
+    assert [(f.organ, f.source) for f in files] == [("chest", "tag"), (None, "unreadable")]
+    assert "no data element after the file meta header" in files[1].raw
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "a\\b", "..", ".", " ", "tab\there"])
+def test_organ_names_that_cannot_name_a_folder_are_refused(name):
+    with pytest.raises(ValueError, match="cannot be used: organ names become folder names"):
+        collect_organ_images([np.zeros((8, 8))] * 2, ["chest", name])
+
+
+def test_an_organ_map_cannot_make_a_path_either(tmp_path):
+    pytest.importorskip("pydicom")
+    files = [_dicom(tmp_path / "0.dcm", "CHEST")]
+    with pytest.raises(ValueError, match=r"organ name '../x'"):
+        collect_organ_images(files, organ_from="dicom", organ_map={"chest": "../x"})

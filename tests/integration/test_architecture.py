@@ -313,7 +313,6 @@ def test_tests_mirror_the_package():
 UNMIRRORED = {
     "__main__.py": "two lines; every test that runs `python -m codafeat` (tests/_cli/test_embed_ranks.py)",
     "_version.py": "a constant, written into every weights config (tests/formats/test_weights.py reads it back)",
-    "cli.py": "the parser and the exit codes, through every command's tests (tests/_cli/)",
     "_cli/demo.py": "tests/test_demo.py runs the command",
     "_cli/export.py": "tests/formats/test_timm.py (export, then read back with timm)",
     "_cli/info.py": "tests/formats/test_timm.py and tests/formats/test_weights.py (cards of files and folders)",
