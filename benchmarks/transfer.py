@@ -56,8 +56,21 @@ REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 FRACTIONS = (0.01, 0.1, 0.2, 0.5)
 VARIANTS = {"coda": (1.0, 1.0), "inter_only": (1.0, 0.0), "intra_only": (0.0, 1.0)}
-STAGES = ("pretrain", "embed", "linear", "finetune")
-TASKS = ("knee_kl", "jsrt", "shoulder")
+STAGES = ("pretrain", "embed", "linear", "finetune", "segment")
+#: Every task: its kind (what is trained on it) and its score. The dev suite (issue 30) is
+#: nih_pneumonia, boneage, heart and clavicle; knee_kl and jsrt (nodules) are control rows
+#: (no signal at 64 px for any representation), shoulder a within-organ task of the training images.
+TASK_KIND = {
+    "nih_pneumonia": ("classification", "roc_auc"),
+    "boneage": ("regression", "mae"),
+    "heart": ("segmentation", "iou"),
+    "clavicle": ("segmentation", "iou"),
+    "knee_kl": ("classification", "accuracy"),
+    "jsrt": ("classification", "roc_auc"),
+    "shoulder": ("classification", "balanced_accuracy"),
+}
+TASKS = tuple(TASK_KIND)
+DEV_TASKS = ("nih_pneumonia", "boneage", "heart", "clavicle", "knee_kl", "jsrt")
 SECTION = "## Transfer: linear probe and fine-tuning on the dev tasks (issue 22)"
 log = rp.log
 
@@ -111,6 +124,7 @@ class Run:
                         draws=args.draws,
                         fractions=args.fractions,
                         ft=self.ft_settings(),
+                        seg=dict(size=args.seg_size, steps=args.seg_steps, batch=args.seg_batch_size, lr=args.seg_lr),
                     )
                 )
             ),
@@ -119,7 +133,7 @@ class Run:
         old = rp.load_json(sig_file) if sig_file.exists() else sig
         if "pretrain" not in old:  # the first layout: one flat dict of the pretraining settings
             old = {"pretrain": {k: v for k, v in old.items() if k not in ("test_fraction", "ft")}, "eval": None}
-        for part, cells in (("pretrain", "*"), ("eval", "[lf]*")):
+        for part, cells in (("pretrain", "*"), ("eval", "[lfs]*")):
             if old[part] not in (None, sig[part]):
                 if args.resume:
                     diff = {k: (old[part].get(k), v) for k, v in sig[part].items() if old[part].get(k) != v}
@@ -168,7 +182,9 @@ class Run:
 
     def tag(self) -> str:
         """What the evaluation changes for every encoder alike (pooling, input side), as a name suffix."""
-        parts = [self.args.pooling or "", f"{self.args.eval_size}px" if self.args.eval_size else ""]
+        a = self.args
+        layout = (a.features or "") + (str(a.grid_size) if a.features == "grid" and a.grid_size else "")
+        parts = [a.pooling or "", layout, f"{a.eval_size}px" if a.eval_size else ""]
         return "+".join(p for p in parts if p)
 
     def eval_size(self) -> int:
@@ -223,25 +239,44 @@ def stage_pretrain(run: Run, data: Path) -> None:
 
 # ---------------------------------------------------------------------------- tasks and draws
 def load_tasks(data: Path, args: argparse.Namespace, size: int | None = None) -> dict[str, dict[str, Any]]:
-    """Each task's images (decoded once at the encoders' input side), labels, scoring and draws."""
+    """Each task's images (decoded once at the encoders' input side; masks at ``--seg-size``), targets, draws."""
     from codafeat.data.io import load_image
 
     size = size or recipe_settings(args)["image_size"]
-    sets = rp.eval_sets(data)
-    sets["shoulder"] = shoulder_makers(data)
-    scoring = {"knee_kl": "accuracy", "jsrt": "roc_auc", "shoulder": "balanced_accuracy"}
     out = {}
     for name in args.tasks:
-        paths, labels = sets[name]
+        kind, scoring = TASK_KIND[name]
+        if kind == "segmentation":
+            out[name] = seg_task(data, name, args)
+            continue
+        paths, y, groups = task_files(data, name)
         cache = Path(args.out) / f"{name}_{size}.npy"
         if cache.exists():
             X = np.load(cache)
         else:
             X = np.stack([load_image(p, size=size) for p in paths]).astype(np.float32)
             np.save(cache, X)
-        y = np.unique(labels, return_inverse=True)[1] if name == "shoulder" else np.asarray(labels).astype(int)
-        out[name] = make_task(X, y, scoring[name], args)
+        out[name] = make_task(X, y, scoring, args, kind=kind, groups=groups)
     return out
+
+
+def task_files(data: Path, name: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """``(paths, targets, groups)`` of a classification or regression task (groups: patients, or None)."""
+    import csv
+
+    if name == "shoulder":
+        paths, makers = shoulder_makers(data)
+        return paths, np.unique(makers, return_inverse=True)[1], None
+    if name in ("nih_pneumonia", "boneage"):
+        with open(data / name / "labels.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        paths = [str(data / name / r["path"]) for r in rows]
+        if name == "boneage":
+            return paths, np.array([float(r["boneage_months"]) for r in rows]), None
+        y = np.array([int(r["label"] == "Pneumonia") for r in rows])
+        return paths, y, np.array([r["patient"] for r in rows])
+    paths, labels = rp.eval_sets(data)[name]
+    return paths, np.asarray(labels).astype(int), None
 
 
 def shoulder_makers(data: Path) -> tuple[list[str], np.ndarray]:
@@ -259,32 +294,110 @@ def shoulder_makers(data: Path) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(makers)
 
 
-def make_task(X: np.ndarray, y: np.ndarray, scoring: str, args: argparse.Namespace) -> dict[str, Any]:
-    """A fixed stratified test split and, per fraction, ``--draws`` stratified training draws from the rest."""
+def strata(y: np.ndarray, kind: str, bins: int = 5) -> np.ndarray:
+    """Labels to stratify by: the classes, or quantile bins of a continuous target."""
+    if kind != "regression":
+        return y
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.digitize(y, edges)
+
+
+def fixed_test_split(y: np.ndarray, groups: np.ndarray | None, test_fraction: float, seed: int) -> np.ndarray:
+    """The fixed test positions of a task: stratified, and whole groups (patients) when given."""
+    if groups is None:
+        return rp.jsrt_split(y, test_fraction, seed)[1]
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, round(1 / test_fraction))
+    folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y, groups))
+    n_test = max(1, round(test_fraction * k))  # 40 %: 2 of 5 folds
+    return np.sort(np.concatenate([test for _, test in folds[:n_test]]))
+
+
+def make_task(
+    X: np.ndarray,
+    y: np.ndarray,
+    scoring: str,
+    args: argparse.Namespace,
+    *,
+    kind: str = "classification",
+    groups: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """A fixed stratified (and, with ``groups``, patient-grouped) test split and, per fraction, ``--draws``
+    stratified training draws from the rest (continuous targets stratified by quantile bins)."""
     from codafeat import FewShotSplit
 
-    _, test = rp.jsrt_split(y, args.test_fraction, args.seed)
+    s = strata(y, kind)
+    test = fixed_test_split(s, groups, args.test_fraction, args.seed)
     draws = {}
     for f in args.fractions:
         cv = FewShotSplit(fraction=f, n_repeats=args.draws, test_index=test, random_state=args.seed)
-        draws[f"{100 * f:g}%"] = [train for train, _ in cv.split(X, y)]
-    return dict(X=X, y=y, scoring=scoring, test=test, draws=draws)
+        draws[f"{100 * f:g}%"] = [train for train, _ in cv.split(X, s, groups)]
+    return dict(X=X, y=y, kind=kind, scoring=scoring, test=test, draws=draws)
+
+
+def seg_task(data: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """JSRT heart or clavicle masks: the nodule split's test images, random training subsets per fraction."""
+    paths, nodule = rp.eval_sets(data)["jsrt"]
+    arrays = rp.jsrt_arrays(data, paths, args.seg_size, Path(args.out))
+    test = fixed_test_split(np.asarray(nodule).astype(int), None, args.test_fraction, args.seed)
+    pool = np.setdiff1d(np.arange(len(paths)), test)
+    draws = {}
+    for f in args.fractions:
+        k = max(1, round(f * len(pool)))
+        rng = np.random.RandomState(args.seed + int(round(1000 * f)))
+        draws[f"{100 * f:g}%"] = [np.sort(rng.choice(pool, k, replace=False)) for _ in range(args.draws)]
+    return dict(X=arrays["images"], y=arrays[name], kind="segmentation", scoring="iou", test=test, draws=draws)
 
 
 def score(scoring: str, y: np.ndarray, model: Any, X: Any) -> float:
-    from sklearn.metrics import get_scorer
+    """The task's score of a fitted model; ``"mae"`` is the mean absolute error (lower is better)."""
+    from sklearn.metrics import get_scorer, mean_absolute_error
 
+    if scoring == "mae":
+        return float(mean_absolute_error(y, model.predict(X)))
     return float(get_scorer(scoring)(model, X, y))
 
 
+def linear_probe(kind: str) -> Any:
+    """The frozen-feature probe of a task kind, the same for every encoder: a standardised logistic
+    regression, or a standardised ridge regression whose penalty is chosen by leave-one-out CV
+    inside the training draw (a fixed grid)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from codafeat.fewshot.probes import make_linear_probe
+
+    if kind == "regression":
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 15)))
+    return make_linear_probe()
+
+
+def eval_tasks(tasks: dict[str, dict[str, Any]], *kinds: str) -> dict[str, dict[str, Any]]:
+    return {k: t for k, t in tasks.items() if t["kind"] in kinds}
+
+
 # ---------------------------------------------------------------------------- encoders
+def encoder_settings(run: Run) -> dict[str, Any]:
+    """What every CodaEncoder of the evaluation shares (the input side, pooling and feature layout)."""
+    a = run.args
+    return dict(
+        device=a.device,
+        num_workers=0,
+        batch_size=64,
+        pooling=a.pooling,
+        features=a.features,
+        grid_size=a.grid_size,
+        image_size=run.eval_size(),
+    )
+
+
 def embed_fn(run: Run, name: str):
     """``f(X) -> embeddings``: a CodaEncoder's transform, or the flattened pixels."""
     from codafeat import CodaEncoder
 
-    common = dict(
-        device=run.args.device, num_workers=0, batch_size=64, pooling=run.args.pooling, image_size=run.eval_size()
-    )
+    common = encoder_settings(run)
     if name.split("@")[0] == "raw_pixels":
         return lambda X: X.reshape(len(X), -1)
     if name.split("@")[0] == "random":
@@ -295,7 +408,7 @@ def embed_fn(run: Run, name: str):
 def stage_embed(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
     for name in run.encoders():
         fn = None
-        for task, t in tasks.items():
+        for task, t in eval_tasks(tasks, "classification", "regression").items():
             file = run.out / "embeddings" / f"{name}__{task}.npy"
             if run.args.resume and file.exists():
                 continue
@@ -305,24 +418,36 @@ def stage_embed(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
 
 
 def stage_linear(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
-    """Standardised logistic regression on frozen embeddings, the same draws as fine-tuning."""
-    from codafeat.fewshot.probes import make_linear_probe
+    """A standardised linear probe on frozen embeddings (:func:`linear_probe`), the same draws as fine-tuning;
+    regression tasks also score predicting the training draw's mean."""
+    from sklearn.dummy import DummyRegressor
 
     for name in run.encoders():
-        for task, t in tasks.items():
+        for task, t in eval_tasks(tasks, "classification", "regression").items():
             if run.done("linear", name, task):
                 continue
             E = np.load(run.out / "embeddings" / f"{name}__{task}.npy")
             res = {}
             for frac, draws in t["draws"].items():
                 res[frac] = [
-                    score(t["scoring"], t["y"][t["test"]], make_linear_probe().fit(E[tr], t["y"][tr]), E[t["test"]])
+                    score(t["scoring"], t["y"][t["test"]], linear_probe(t["kind"]).fit(E[tr], t["y"][tr]), E[t["test"]])
                     for tr in draws
                 ]
             rp.save_json(
                 run.cell("linear", name, task), dict(scores=res, n_train={f: len(d[0]) for f, d in t["draws"].items()})
             )
             log(f"linear {name} {task}: " + ", ".join(f"{f} {np.mean(v):.3f}" for f, v in res.items()))
+    for task, t in eval_tasks(tasks, "regression").items():
+        res = {
+            frac: [
+                score("mae", t["y"][t["test"]], DummyRegressor().fit(t["X"][tr], t["y"][tr]), t["X"][t["test"]])
+                for tr in draws
+            ]
+            for frac, draws in t["draws"].items()
+        }
+        rp.save_json(
+            run.cell("linear", "mean", task), dict(scores=res, n_train={f: len(d[0]) for f, d in t["draws"].items()})
+        )
 
 
 def ft_weights(run: Run, name: str) -> Any:
@@ -334,27 +459,34 @@ def ft_weights(run: Run, name: str) -> Any:
     return run.weights(name)
 
 
+def ft_names(run: Run) -> list[str]:
+    """Encoders to fine-tune: every network (not raw pixels), or ``--ft-encoders`` in that order."""
+    names = [n for n in run.encoders() if not n.startswith("raw_pixels")]
+    if run.args.ft_encoders:
+        tag = run.tag()
+        names = [n for n in (f"{e}@{tag}" if tag else e for e in run.args.ft_encoders.split(",")) if n in names]
+    return names
+
+
 def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
-    """CodaClassifier (linear head, whole network fine-tuned), the same settings for every encoder."""
-    from codafeat import CodaClassifier
+    """CodaClassifier / CodaRegressor (linear head, whole network fine-tuned), the same settings for every encoder;
+    the first ``--ft-draws`` draws of each fraction."""
+    from codafeat import CodaClassifier, CodaRegressor
 
     a = run.args
-    names = [n for n in run.encoders() if not n.startswith("raw_pixels")]
-    if a.ft_encoders:  # these, in this order
-        tag = run.tag()
-        names = [n for n in (f"{e}@{tag}" if tag else e for e in a.ft_encoders.split(",")) if n in names]
-    for name in names:
+    for name in ft_names(run):
         weights = ft_weights(run, name)
-        for task, t in tasks.items():
+        for task, t in eval_tasks(tasks, "classification", "regression").items():
             for frac, draws in t["draws"].items():
-                for d, tr in enumerate(draws):
+                for d, tr in enumerate(draws[: a.ft_draws]):
                     if run.done("finetune", name, task, frac, d):
                         continue
                     t0 = time.perf_counter()
                     epochs = max(
                         1, math.ceil(a.ft_steps / math.ceil(len(tr) / a.ft_batch_size))
                     )  # same steps for every fit
-                    clf = CodaClassifier(
+                    est = CodaRegressor if t["kind"] == "regression" else CodaClassifier
+                    model = est(
                         weights=weights,
                         epochs=epochs,
                         lp_epochs=round(a.ft_lp_fraction * epochs),
@@ -368,20 +500,60 @@ def stage_finetune(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
                         pooling=a.pooling,
                         image_size=run.eval_size(),
                     ).fit(t["X"][tr], t["y"][tr])
-                    value = score(t["scoring"], t["y"][t["test"]], clf, t["X"][t["test"]])
+                    value = score(t["scoring"], t["y"][t["test"]], model, t["X"][t["test"]])
                     rp.save_json(
                         run.cell("finetune", name, task, frac, d),
                         dict(
                             score=value,
                             n_train=len(tr),
                             seconds=time.perf_counter() - t0,
-                            train_loss=clf.history_[-1]["train_loss"],
+                            train_loss=model.history_[-1]["train_loss"],
                         ),
                     )
                     log(f"finetune {name} {task} {frac} draw {d}: {value:.3f} ({time.perf_counter() - t0:.1f}s)")
 
 
-STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_finetune}
+def stage_segment(run: Run, tasks: dict[str, dict[str, Any]]) -> None:
+    """CodaSegmenter (U-Net on the pretrained encoder, random decoder) on JSRT heart and clavicle, the settings
+    of benchmarks/reproduce.py's segmentation stage (the same for every encoder); the first ``--ft-draws``
+    draws of each fraction. IoU at ``--seg-size`` px on the fixed test images."""
+    import torch
+
+    from codafeat.segment import CodaSegmenter
+
+    a = run.args
+    for name in ft_names(run):
+        weights = ft_weights(run, name)
+        for task, t in eval_tasks(tasks, "segmentation").items():
+            for frac, draws in t["draws"].items():
+                for d, tr in enumerate(draws[: a.ft_draws]):
+                    if run.done("segment", name, task, frac, d):
+                        continue
+                    t0 = time.perf_counter()
+                    epochs = max(1, math.ceil(a.seg_steps / math.ceil(len(tr) / a.seg_batch_size)))
+                    seg = CodaSegmenter(
+                        weights=weights,
+                        image_size=a.seg_size,
+                        n_classes=2,
+                        epochs=epochs,
+                        batch_size=a.seg_batch_size,
+                        lr=a.seg_lr,
+                        loss="dice",
+                        validation_fraction=0.0,
+                        device=a.device,
+                        random_state=a.seed + d,
+                    )
+                    with torch.random.fork_rng(devices=[]):
+                        seg.fit(t["X"][tr], t["y"][tr])
+                    value = float(seg.score(t["X"][t["test"]], t["y"][t["test"]]))
+                    rp.save_json(
+                        run.cell("segment", name, task, frac, d),
+                        dict(score=value, n_train=len(tr), seconds=time.perf_counter() - t0, epochs=epochs),
+                    )
+                    log(f"segment {name} {task} {frac} draw {d}: {value:.3f} ({time.perf_counter() - t0:.1f}s)")
+
+
+STAGE_FN = {"embed": stage_embed, "linear": stage_linear, "finetune": stage_finetune, "segment": stage_segment}
 
 
 # ---------------------------------------------------------------------------- RESULTS.md
@@ -391,34 +563,59 @@ LABEL = {
     "intra_only": "intra-organ only",
     "random": "random init",
     "raw_pixels": "raw pixels",
+    "mean": "predict the training mean",
     "coda_koleo": "Coda, koleo_weight=0.1 (the previous recipe)",
 }
 TASK_TEXT = {
-    "knee_kl": ("Knee KL grade", "accuracy (%)"),
-    "jsrt": ("JSRT nodules", "ROC AUC (%)"),
+    "nih_pneumonia": ("NIH pneumonia vs no finding (patient-grouped split)", "ROC AUC (%)"),
+    "boneage": ("Bone age (RSNA hands)", "mean absolute error (months, lower is better)"),
+    "heart": ("JSRT heart segmentation", "foreground IoU (%)"),
+    "clavicle": ("JSRT clavicle segmentation", "foreground IoU (%)"),
+    "knee_kl": ("Knee KL grade (control: no signal at 64 px)", "accuracy (%)"),
+    "jsrt": ("JSRT nodules (control: no signal at 64 px)", "ROC AUC (%)"),
     "shoulder": ("Shoulder implant maker (training images, labels unseen in pretraining)", "balanced accuracy (%)"),
 }
+PROTOCOLS = {"linear": "Linear probe (frozen)", "finetune": "Fine-tuning", "segment": "Fine-tuning (U-Net)"}
 NOTES = ("<!-- transfer-notes -->", "<!-- /transfer-notes -->")
 
 
+def seed_group(name: str) -> str:
+    """``coda#s1@grid2`` -> ``coda@grid2``: encoders pretrained with other seeds share a row."""
+    base, _, tag = name.partition("@")
+    return base.split("#")[0] + (f"@{tag}" if tag else "")
+
+
 def collect(run: Run) -> dict[str, Any]:
-    """``{protocol: {task: {encoder: {fraction: [scores]}}}}`` and ``n_train`` from the cells on disk."""
-    out: dict[str, Any] = {"linear": {}, "finetune": {}, "n_train": {}, "seconds": {}}
+    """``{protocol: {task: {encoder: {fraction: [scores]}}}}`` and ``n_train`` from the cells on disk.
+
+    Encoders that differ only in their pretraining seed (``name#seed``) are pooled: a row's
+    scores are every (seed, draw) cell.
+    """
+    out: dict[str, Any] = {p: {} for p in PROTOCOLS} | {"n_train": {}, "seconds": {}, "seeds": {}}
     for cell in sorted((run.out / "cells").glob("*.json")):
         parts = cell.stem.split("__")
         r = rp.load_json(cell)
         out["seconds"][parts[0]] = out["seconds"].get(parts[0], 0.0) + float(r.get("seconds", 0.0))
         if parts[0] == "linear":
-            out["linear"].setdefault(parts[2], {})[parts[1]] = r["scores"]
+            row = out["linear"].setdefault(parts[2], {}).setdefault(seed_group(parts[1]), {})
+            for frac, v in r["scores"].items():
+                row.setdefault(frac, []).extend(v)
             out["n_train"].setdefault(parts[2], {}).update(r["n_train"])
-        elif parts[0] == "finetune":
+            out["seeds"].setdefault(seed_group(parts[1]), set()).add(parts[1])
+        elif parts[0] in ("finetune", "segment"):
             _, name, task, frac, _draw = parts
-            out["finetune"].setdefault(task, {}).setdefault(name, {}).setdefault(frac, []).append(r["score"])
+            row = out[parts[0]].setdefault(task, {}).setdefault(seed_group(name), {})
+            row.setdefault(frac, []).append(r["score"])
+            out["n_train"].setdefault(task, {})[frac] = r["n_train"]
+            out["seeds"].setdefault(seed_group(name), set()).add(name)
     return out
 
 
-def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], order: list[str]) -> list[str]:
-    fracs = list(n_train)
+def _table(
+    scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], order: list[str], *, percent: bool = True
+) -> list[str]:
+    fracs = sorted(n_train, key=lambda f: float(f.rstrip("%")))
+    k = 100 if percent else 1
     lines = [
         "| encoder | " + " | ".join(f"{f} (n={n_train.get(f, '?')})" for f in fracs) + " | mean |",
         "|---" * (len(fracs) + 2) + "|",
@@ -427,20 +624,20 @@ def _table(scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], o
         cells, means = [], []
         for f in fracs:
             v = np.asarray(scores[name].get(f, []), dtype=float)
-            cells.append(f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "-")
+            cells.append(f"{k * v.mean():.1f} ± {k * v.std():.1f}" if len(v) else "-")
             means.append(v.mean() if len(v) else np.nan)
         base, _, tag = name.partition("@")
         label = LABEL.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * np.nanmean(means):.1f} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {k * np.nanmean(means):.1f} |")
     return lines
 
 
 def section(run: Run, old: str | None) -> str:
     r = collect(run)
     meta = rp.load_json(run.out / "meta.json") if (run.out / "meta.json").exists() else {}
-    order = [*run.args.variants, *[e.split("=", 1)[0] for e in run.args.extra], "random"]
+    order = [*run.args.variants, *dict.fromkeys(seed_group(e.split("=", 1)[0]) for e in run.args.extra), "random"]
     tags = sorted({c.stem.split("__")[1].partition("@")[2] for c in (run.out / "cells").glob("*__*.json")})
-    order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels"]]
+    order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels", "mean"]]
     commands = meta.get("commands") or [meta.get("command", "?")]
     lines = [
         SECTION,
@@ -476,14 +673,21 @@ def section(run: Run, old: str | None) -> str:
         + " (epochs = steps / batches per epoch), augmentation on, the same for every encoder.",
         "",
     ]
+    order = order + sorted({n for p in PROTOCOLS for t in r[p].values() for n in t} - set(order))
     for task, (title, unit) in TASK_TEXT.items():
-        if task not in r["linear"]:
+        protocols = [p for p in PROTOCOLS if task in r[p]]
+        if not protocols:
             continue
-        lines += [f"### {title}, {unit}, mean ± std over draws", "", "Linear probe:", ""]
-        lines += _table(r["linear"][task], r["n_train"][task], order)
-        if task in r["finetune"]:
-            lines += ["", "Fine-tuning:", ""] + _table(r["finetune"][task], r["n_train"][task], order)
-        lines.append("")
+        lines += [f"### {title}, {unit}, mean ± std over draws (and pretraining seeds)", ""]
+        for p in protocols:
+            lines += [f"{PROTOCOLS[p]}:", ""]
+            lines += _table(r[p][task], r["n_train"][task], order, percent=TASK_KIND[task][1] != "mae") + [""]
+    several = {g: sorted(v) for g, v in r["seeds"].items() if len(v) > 1}
+    if several:
+        lines += [
+            "Rows pooled over pretraining seeds: " + "; ".join(f"{g}: {', '.join(v)}" for g, v in several.items()),
+            "",
+        ]
     notes = NOTES[0] + "\n(no reading yet)\n" + NOTES[1]
     if old and NOTES[0] in old:
         notes = old[old.index(NOTES[0]) : old.index(NOTES[1]) + len(NOTES[1])]
@@ -539,11 +743,17 @@ def dry_run(args: argparse.Namespace) -> int:
         48, organs=("chest", "hand"), image_size=32, random_state=1, return_variants=False
     )
     Xt = np.asarray(Xt, dtype=np.float32)
+    hand = (np.asarray(yt) == "hand").astype(int)
+    args.seg_size, args.seg_steps, args.ft_draws = 32, 2, 1
+    masks = (Xt > Xt.mean(axis=(1, 2), keepdims=True)).astype(np.uint8)
+    seg = make_task(Xt, hand, "iou", args)
     tasks = {
+        "nih_pneumonia": make_task(Xt, hand, "roc_auc", args, groups=np.arange(len(Xt)) // 2),
+        "boneage": make_task(Xt, 100 * Xt.mean(axis=(1, 2)), "mae", args, kind="regression"),
+        "heart": dict(seg, y=masks, kind="segmentation"),
         "knee_kl": make_task(Xt, np.arange(len(Xt)) % 3, "accuracy", args),
-        "jsrt": make_task(Xt, (np.asarray(yt) == "hand").astype(int), "roc_auc", args),
     }
-    for stage in ("embed", "linear", "finetune"):
+    for stage in ("embed", "linear", "finetune", "segment"):
         STAGE_FN[stage](run, tasks)
     rp.save_json(
         run.out / "meta.json",
@@ -592,9 +802,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("avg", "max", "avgmax"),
         help="global pooling of every encoder (default: each weights' own); names get '@<pooling>'",
     )
+    g.add_argument(
+        "--features",
+        default=None,
+        choices=("pooled", "stages", "grid"),
+        help="feature layout of every encoder (CodaEncoder's features; default: each weights' own); names get a tag",
+    )
+    g.add_argument("--grid-size", type=int, default=None, help="grid side of --features grid (default 2)")
     g = p.add_argument_group("evaluation")
     g.add_argument(
-        "--tasks", default=",".join(TASKS), help="knee_kl, jsrt (dev folders), shoulder (organs7/shoulder's makers)"
+        "--tasks",
+        default=",".join(DEV_TASKS),
+        help="the dev suite: nih_pneumonia, boneage, heart, clavicle (JSRT masks), knee_kl and jsrt (nodules, "
+        f"controls); also shoulder (organs7/shoulder's makers). Default: {','.join(DEV_TASKS)}",
     )
     g.add_argument("--draws", type=int, default=5, help="stratified draws per fraction")
     g.add_argument("--fractions", default=",".join(f"{f:g}" for f in FRACTIONS), help="of the training pool")
@@ -611,6 +831,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--ft-batch-size", type=int, default=32)
     g.add_argument("--ft-weight-decay", type=float, default=1e-4)
     g.add_argument("--ft-encoders", default="", help="fine-tune only these encoders (default: all but raw pixels)")
+    g.add_argument("--ft-draws", type=int, default=3, help="draws per fraction that are fine-tuned (the first ones)")
+    g.add_argument("--seg-size", type=int, default=128, help="segmentation input side (images and masks)")
+    g.add_argument("--seg-steps", type=int, default=80, help="optimiser steps per segmentation fit")
+    g.add_argument("--seg-batch-size", type=int, default=4)
+    g.add_argument("--seg-lr", type=float, default=1e-2, help="decoder lr (the encoder gets a tenth)")
     a = p.parse_args(argv)
     a.stages = [s for s in a.stages.split(",") if s]
     a.variants = [v for v in a.variants.split(",") if v]
@@ -637,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     if "pretrain" in args.stages:
         stage_pretrain(run, data)
     tasks = load_tasks(data, args, run.eval_size()) if set(args.stages) - {"pretrain"} else {}
-    for stage in ("embed", "linear", "finetune"):
+    for stage in ("embed", "linear", "finetune", "segment"):
         if stage in args.stages:
             t = time.perf_counter()
             STAGE_FN[stage](run, tasks)

@@ -53,6 +53,12 @@ HEAD_HIDDEN_DIM = 2048
 HEAD_BOTTLENECK_DIM = 256
 #: Global pooling of the backbone's last feature map when no weights say otherwise (timm's).
 POOLING = "avg"
+#: What an encoder's ``transform`` returns when no weights say otherwise: the pooled last stage.
+FEATURES = "pooled"
+#: The layouts ``transform`` offers (codafeat.nn.backbone.FeatureExtractor).
+FEATURE_KINDS = ("pooled", "stages", "grid")
+#: Side of the spatial grid of ``features="grid"`` when no weights say otherwise.
+GRID_SIZE = 2
 
 
 class PretrainParam(NamedTuple):

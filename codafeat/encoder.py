@@ -6,15 +6,16 @@ import logging
 import os
 import warnings
 from collections import Counter
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._defaults import BACKBONE, IMAGE_SIZE, MEAN, POOLING, STD
+from ._defaults import BACKBONE, FEATURE_KINDS, FEATURES, GRID_SIZE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy, resolve_device
 from ._infer import forward_batches, progress_bar, warn_skipped
 from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
@@ -23,7 +24,15 @@ from .data.cache.embeddings import EmbeddingCache, item_key, model_key
 from .data.io import ImageReadError, as_image_list
 from .formats.timm import load_any
 from .formats.weights import Weights, make_config, strip_prefix
-from .nn.backbone import POOLINGS, FeatureExtractor, check_input_size, create_backbone, embed_dim, load_backbone_state
+from .nn.backbone import (
+    POOLINGS,
+    FeatureExtractor,
+    check_input_size,
+    create_backbone,
+    embed_dim,
+    feature_dim,
+    load_backbone_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +95,16 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     pooling : {"avg", "max", "avgmax"} or None, default=None
         Global pooling of the last feature map; ``None`` takes it from ``weights``
         (or ``"avg"``).
+    features : {"pooled", "stages", "grid"} or None, default=None
+        What each embedding holds: ``"pooled"``, the pooled last stage (``embed_dim``
+        values); ``"stages"``, the pooled output of every stage concatenated (finer detail
+        beside the abstract); ``"grid"``, the last feature map pooled to a ``grid_size`` x
+        ``grid_size`` grid, flattened (where things are, which a global average discards).
+        ``None`` takes it from ``weights`` (or ``"pooled"``). See
+        :class:`~codafeat.nn.backbone.FeatureExtractor`.
+    grid_size : int or None, default=None
+        Side of the grid of ``features="grid"`` (1 to 16); ``None`` takes it from
+        ``weights`` (or 2).
     normalize : bool, default=True
         L2-normalise each embedding (cosine geometry for kNN and clustering).
     bit_depth : int or None, default=None
@@ -144,6 +163,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         "device": DEVICE,
         "num_workers": NUM_WORKERS,
         "pooling": [None, StrOptions(set(POOLINGS))],
+        "features": [None, StrOptions(set(FEATURE_KINDS))],
+        "grid_size": [None, Interval(Integral, 1, 16, closed="both")],
         "normalize": ["boolean"],
         "bit_depth": BIT_DEPTH,
         "on_error": ON_ERROR,
@@ -162,6 +183,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         device: str = "auto",
         num_workers: int | str = "auto",
         pooling: str | None = None,
+        features: str | None = None,
+        grid_size: int | None = None,
         normalize: bool = True,
         bit_depth: int | None = None,
         on_error: str = "raise",
@@ -176,6 +199,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         self.device = device
         self.num_workers = num_workers
         self.pooling = pooling
+        self.features = features
+        self.grid_size = grid_size
         self.normalize = normalize
         self.bit_depth = bit_depth
         self.on_error = on_error
@@ -236,19 +261,29 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             if self.image_size is not None:
                 config["image_size"] = int(self.image_size)
         check_input_size(net, config["backbone"], image_size=config["image_size"])
+        config = dict(
+            config,
+            features=self.features or config.get("features", FEATURES),
+            grid_size=int(self.grid_size or config.get("grid_size", GRID_SIZE)),
+        )
         if self.bit_depth is not None:  # the rule transform applies is the one saved with the weights
             config = dict(config, intensity={**config.get("intensity", {}), "bit_depth": int(self.bit_depth)})
         self._install(net, config, device)
         return self
 
     def _install(self, net: torch.nn.Module, config: dict, device: torch.device) -> None:
-        model = FeatureExtractor(net, config["mean"], config["std"], config["in_chans"])
+        layout = dict(
+            features=config.get("features", FEATURES),
+            grid_size=int(config.get("grid_size", GRID_SIZE)),
+            pooling=config.get("pooling", POOLING),
+        )
+        model = FeatureExtractor(net, config["mean"], config["std"], config["in_chans"], **layout)
         model.eval().requires_grad_(False)
         self.model_ = DevicePolicy(device).module(model)
         self.config_ = config
         self.device_ = device
         self.image_size_ = int(config["image_size"])
-        self._n_features_out = int(config["embed_dim"])
+        self._n_features_out = feature_dim(net, layout["features"], layout["grid_size"])
         self.bit_depth_ = (config.get("intensity") or {}).get("bit_depth")
         # Filled, never reassigned, by transform: values derived from the fitted state (the weights
         # digest, on the first cached call) and the once-per-encoder warnings already shown.
@@ -344,6 +379,11 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             pooling=cfg.get("pooling", POOLING),
             normalize=bool(self.normalize),
             extra={
+                **(
+                    {"features": cfg["features"], "grid_size": cfg.get("grid_size", GRID_SIZE)}
+                    if cfg.get("features", FEATURES) != FEATURES
+                    else {}
+                ),
                 "backbone": cfg["backbone"],
                 "in_chans": cfg["in_chans"],
                 "mean": list(cfg["mean"]),

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
 
-from .._defaults import MAX_IMAGE_SIZE, POOLING
+from .._defaults import FEATURES, GRID_SIZE, MAX_IMAGE_SIZE, POOLING
 from .._version import __version__
 from .errors import WeightsError
 
@@ -194,6 +194,12 @@ def _check_card(cfg: dict[str, Any], source: str) -> None:
         raise WeightsError(f"{source}: config 'pooling' must be one of {POOLINGS}, got {cfg['pooling']!r}")
     if not isinstance(cfg["training"], dict):
         raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
+    from ..nn.backbone import check_features
+
+    try:
+        check_features(cfg.setdefault("features", FEATURES), cfg.setdefault("grid_size", GRID_SIZE))
+    except ValueError as exc:
+        raise WeightsError(f"{source}: config {exc}") from None
 
 
 def _json_default(obj: Any) -> Any:

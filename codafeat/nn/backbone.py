@@ -12,9 +12,11 @@ from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import nn
 
-from .._defaults import MEAN, POOLING, STD
+from .._defaults import FEATURE_KINDS, FEATURES, GRID_SIZE, MEAN, POOLING, STD
 from .preprocess import GrayToInput
 
 #: Mean/std used when no weights say otherwise: timm's ImageNet defaults, so that an
@@ -195,16 +197,103 @@ def load_backbone_state(model: nn.Module, state: dict[str, torch.Tensor], *, sou
     model.load_state_dict(state, strict=True)
 
 
-class FeatureExtractor(nn.Module):
-    """Preprocessing (:class:`~codafeat.nn.preprocess.GrayToInput`) + backbone -> pooled features.
+def _global_pool(x: torch.Tensor, pooling: str, size: int = 1) -> torch.Tensor:
+    """``x`` (B, C, H, W) pooled to (B, C, size, size) as timm's ``pooling`` does (avgmax: their mean)."""
+    avg = F.adaptive_avg_pool2d(x, size) if pooling in ("avg", "avgmax") else None
+    mx = F.adaptive_max_pool2d(x, size) if pooling in ("max", "avgmax") else None
+    if avg is not None and mx is not None:
+        return 0.5 * (avg + mx)
+    return avg if avg is not None else mx
 
-    Input ``(B, 1, H, W)`` in [0, 1]; output ``(B, embed_dim)``.
+
+def _head_norm(backbone: nn.Module) -> nn.Module | None:
+    """The norm a timm head applies to the pooled map (ConvNeXt's ``LayerNorm2d``), or None."""
+    norm = getattr(getattr(backbone, "head", None), "norm", None)
+    return norm if isinstance(norm, LayerNorm2d) else None
+
+
+def feature_dim(backbone: nn.Module, features: str = FEATURES, grid_size: int = GRID_SIZE) -> int:
+    """Length of the vectors :class:`FeatureExtractor` returns for ``features`` (see there).
+
+    Examples
+    --------
+    >>> net = create_backbone("convnext_atto")
+    >>> feature_dim(net), feature_dim(net, "stages"), feature_dim(net, "grid", 2)
+    (320, 600, 1280)
+    """
+    check_features(features, grid_size)
+    if features == "pooled":
+        return embed_dim(backbone)
+    if features == "grid":
+        return embed_dim(backbone) * int(grid_size) ** 2
+    return sum(_stage_channels(backbone)[:-1]) + embed_dim(backbone)
+
+
+def _stage_channels(backbone: nn.Module) -> list[int]:
+    info = getattr(backbone, "feature_info", None)
+    if not info or not hasattr(backbone, "forward_intermediates"):
+        raise ValueError(
+            f"features='stages' and 'grid' need a timm backbone with feature stages (forward_intermediates), "
+            f"such as ConvNeXt; {type(backbone).__name__} has none: use features='pooled'"
+        )
+    return [int(i["num_chs"]) for i in (info if isinstance(info, list) else info.info)]
+
+
+def check_features(features: str, grid_size: int) -> None:
+    """Raise ``ValueError`` for a ``features`` layout or ``grid_size`` that :class:`FeatureExtractor` lacks."""
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
+    if not isinstance(grid_size, int) or isinstance(grid_size, bool) or not 1 <= grid_size <= 16:
+        raise ValueError(f"grid_size must be an int in [1, 16], got {grid_size!r}")
+
+
+class FeatureExtractor(nn.Module):
+    """Preprocessing (:class:`~codafeat.nn.preprocess.GrayToInput`) + backbone -> a feature vector.
+
+    Input ``(B, 1, H, W)`` in [0, 1]; output ``(B, feature_dim)``. ``features`` chooses what
+    the vector holds:
+
+    - ``"pooled"``: the backbone's pooled embedding (timm's pre-logits output), ``embed_dim``
+      values.
+    - ``"stages"``: the globally pooled output of every stage, first to last, concatenated
+      (DINOv2's linear evaluation concatenates several blocks' outputs); the last part is the
+      pooled embedding. Earlier stages keep finer, less abstract detail.
+    - ``"grid"``: the last feature map pooled to a ``grid_size`` x ``grid_size`` grid
+      (with the head's norm at each cell, as the pooled embedding has it), flattened channel
+      by channel: where things are, which a global average throws away. ``grid_size=1`` is
+      the pooled embedding.
+
+    The global pooling of every part is the backbone's (``"avg"``, ``"max"`` or
+    ``"avgmax"``).
     """
 
-    def __init__(self, backbone: nn.Module, mean, std, in_chans: int = 3) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        mean,
+        std,
+        in_chans: int = 3,
+        *,
+        features: str = FEATURES,
+        grid_size: int = GRID_SIZE,
+        pooling: str = POOLING,
+    ) -> None:
         super().__init__()
+        check_features(features, grid_size)
+        if features != "pooled":
+            _stage_channels(backbone)  # raises for a backbone without stages
         self.pre = GrayToInput(mean, std, in_chans)
         self.backbone = backbone
+        self.features, self.grid_size, self.pooling = features, int(grid_size), pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.pre(x))
+        x = self.pre(x)
+        if self.features == "pooled":
+            return self.backbone(x)
+        last, stages = self.backbone.forward_intermediates(x)
+        if self.features == "grid":
+            cells = _global_pool(last, self.pooling, self.grid_size)
+            norm = _head_norm(self.backbone)
+            return (norm(cells) if norm is not None else cells).flatten(1)
+        pooled = [_global_pool(s, self.pooling).flatten(1) for s in stages[:-1]]
+        return torch.cat([*pooled, self.backbone.forward_head(last, pre_logits=True)], dim=1)

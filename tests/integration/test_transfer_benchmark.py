@@ -36,10 +36,14 @@ def test_transfer_dry_run_pretrains_probes_fine_tunes_and_resumes(tmp_path):
     text = results.read_text()
     assert "## Another section\n\nkept" in text
     for title in (
+        "### NIH pneumonia",
+        "### Bone age",
+        "### JSRT heart segmentation",
         "### Knee KL grade",
-        "### JSRT nodules",
-        "Linear probe:",
+        "Linear probe (frozen):",
         "Fine-tuning:",
+        "Fine-tuning (U-Net):",
+        "| predict the training mean |",
         "| Coda (both) |",
         "| inter-organ only |",
         "| intra-organ only |",
@@ -48,8 +52,9 @@ def test_transfer_dry_run_pretrains_probes_fine_tunes_and_resumes(tmp_path):
     ):
         assert title in text, title
     cells = sorted((tmp_path / "out" / "cells").glob("finetune__*.json"))
-    assert len(cells) == 4 * 2 * 2  # encoders x tasks x fractions (1 draw)
-    assert all(0.0 <= json.loads(c.read_text())["score"] <= 1.0 for c in cells)
+    assert len(cells) == 4 * 3 * 2  # encoders x tasks (nih, boneage, knee) x fractions (1 draw)
+    assert all(0.0 <= json.loads(c.read_text())["score"] <= 1.0 for c in cells if "boneage" not in c.name)
+    assert len(list((tmp_path / "out" / "cells").glob("segment__*__heart__*.json"))) == 4 * 2
     # --resume skips every finished cell: a second run fine-tunes nothing
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, env=env)
     assert again.returncode == 0 and "finetune coda" not in again.stdout + again.stderr
