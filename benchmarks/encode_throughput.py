@@ -149,8 +149,8 @@ def bench_folder(folder: str, args: argparse.Namespace) -> dict:
     for w in args.prototype:
         contenders[f"prototype num_workers={w}"] = lambda w=w: time_prototype(model, files, first, args.batch_size, w)
     probe_log = _ProbeLog()
-    logging.getLogger("codafeat._infer").addHandler(probe_log)
-    logging.getLogger("codafeat._infer").setLevel(logging.DEBUG)
+    logging.getLogger("codafeat._estimator.infer").addHandler(probe_log)
+    logging.getLogger("codafeat._estimator.infer").setLevel(logging.DEBUG)
     # warm-up: one batch each (allocator, oneDNN primitive caches)
     time_baseline(model, x[: args.batch_size], args.batch_size)
     for enc in encoders.values():

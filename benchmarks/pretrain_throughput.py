@@ -24,12 +24,13 @@ import time
 import numpy as np
 import torch
 
+from codafeat._defaults import MEAN as DEFAULT_MEAN
+from codafeat._defaults import STD as DEFAULT_STD
 from codafeat._device import resolve_device
 from codafeat._train import dist as D
 from codafeat._train.loop import CodaTrainer, Schedules
 from codafeat.losses.inter_organ import InterOrganLoss
 from codafeat.losses.intra_organ import IntraOrganLoss
-from codafeat.nn.backbone import DEFAULT_MEAN, DEFAULT_STD
 from codafeat.nn.coda_model import CodaNetwork
 from codafeat.nn.ema import make_teacher
 

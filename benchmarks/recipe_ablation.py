@@ -149,11 +149,12 @@ def references(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     import torch
     from sklearn.utils import check_random_state
 
+    from codafeat._defaults import MEAN as DEFAULT_MEAN
+    from codafeat._defaults import STD as DEFAULT_STD
     from codafeat._train.monitor import TrainingMonitor, monitor_split
     from codafeat.analysis import organ_separation
     from codafeat.data.cache.decoded import DecodedCache, cache_size_for
     from codafeat.losses.intra_organ import IntraOrganLoss
-    from codafeat.nn.backbone import DEFAULT_MEAN, DEFAULT_STD
     from codafeat.nn.coda_model import CodaNetwork
 
     torch.set_num_threads(args.threads)

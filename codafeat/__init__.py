@@ -39,7 +39,7 @@ _EXPORTS = {
     "plot_embedding": "analysis",
     "variant_separation": "analysis",
     "ImageReadError": "data.io",
-    "SkippedImagesWarning": "_infer",
+    "SkippedImagesWarning": "_estimator.infer",
     "make_radiograph_phantoms": "phantoms",
     "CodaClassifier": "classifier",
     "CodaEncoder": "encoder",

@@ -64,7 +64,7 @@ GRID_SIZE = 2
 class PretrainParam(NamedTuple):
     """One row of :data:`PRETRAIN_PARAMS`: everything decided about a ``CodaPretrainer`` parameter.
 
-    ``accepts`` is plain data (no sklearn here) that :func:`codafeat._params.constraints`
+    ``accepts`` is plain data (no sklearn here) that :func:`codafeat._estimator.params.constraints`
     turns into scikit-learn's ``_parameter_constraints`` entry: type tokens (``"int"``,
     ``"str"``, ``"bool"``, ``"none"``, ``"path"``, ``"seq"``, ``"dict"``, ``"weights"``,
     ``"device"``, ``"random_state"``, ``"verbose"``, ``"image_side"``, ``"bit_depth"``,

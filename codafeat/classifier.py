@@ -2,7 +2,7 @@
 
 The estimator turns labels into training targets and outputs into predictions; the network
 (:mod:`codafeat.nn.linear_head`), the training run (:mod:`codafeat._train.finetune`) and
-inference are the shared fine-tuning machinery of :mod:`codafeat._finetune`.
+inference are the shared fine-tuning machinery of :mod:`codafeat._estimator.base`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._finetune import LinearHeadFineTuner
-from ._persist import atomic_fit
+from ._estimator.base import LinearHeadFineTuner
+from ._estimator.persist import atomic_fit
 from ._train.tasks import ClassificationTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder
@@ -254,7 +254,7 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
                 if len(self.classes_)
                 else "CodaClassifier needs at least 2 classes in y; y is empty"
             )
-        weights = None  # numpy, not a tensor: no tensor travels in a pickle (codafeat._persist)
+        weights = None  # numpy, not a tensor: no tensor travels in a pickle (codafeat._estimator.persist)
         if self.class_weight is not None:
             weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y).astype(np.float32)
             check_class_weights(weights, self.classes_)

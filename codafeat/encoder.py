@@ -17,10 +17,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import BACKBONE, FEATURE_KINDS, FEATURES, GRID_SIZE, IMAGE_SIZE, MEAN, POOLING, STD
 from ._device import DevicePolicy, resolve_device
-from ._infer import forward_batches, progress_bar, warn_skipped
-from ._params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
-from ._persist import TorchStateMixin, atomic_fit, check_save_path
+from ._estimator.infer import forward_batches, progress_bar, warn_skipped
+from ._estimator.params import BATCH_SIZE, BIT_DEPTH, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
+from ._estimator.persist import TorchStateMixin, atomic_fit, check_save_path
 from .data.cache.embeddings import EmbeddingCache, item_key, model_key
+from .data.intensity import unseen_intensity_message
 from .data.io import ImageReadError, as_image_list
 from .formats.timm import load_any
 from .formats.weights import Weights, make_config, strip_prefix
@@ -35,19 +36,6 @@ from .nn.backbone import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: How each intensity rule (codafeat.data.io.INTENSITY_KINDS) reads in a warning.
-_KIND_TEXT = {
-    "8bit": "8-bit division (/255)",
-    "minmax": "per-image min-max (16-bit or float data)",
-    "fixed": "a fixed bit depth",
-    "unit": "no scaling (float data in [0, 1])",
-    "voi": "a DICOM VOI window",
-}
-
-#: Kept for code written against 0.1; the values live in codafeat._defaults.
-DEFAULT_BACKBONE = BACKBONE
-DEFAULT_IMAGE_SIZE = IMAGE_SIZE
 
 
 class Embedded(NamedTuple):
@@ -478,12 +466,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         new = {k: n for k, n in kinds.items() if k not in trained}
         if not new or not self._warn_once("intensity"):
             return
-        seen = ", ".join(f"{n} image(s) by {_KIND_TEXT.get(k, k)}" for k, n in sorted(new.items()))
-        had = ", ".join(_KIND_TEXT.get(k, k) for k in sorted(trained))
         warnings.warn(
-            f"CodaEncoder: {seen}, but the weights were trained on images scaled by {had} only; the model "
-            "sees intensities it was not trained on. Convert the inputs, or set bit_depth to the detector's "
-            "bit depth (see codafeat.data.io). This warning is shown once per encoder.",
+            f"CodaEncoder: {unseen_intensity_message(new, trained)} This warning is shown once per encoder.",
             UserWarning,
             stacklevel=4,
         )
@@ -503,7 +487,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         check_save_path(path, owner=type(self).__name__)
         return self.get_weights().save(path)
 
-    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    # ------------------------------------------------------------------ pickling (see codafeat._estimator.persist)
     def _module_config(self, name: str) -> dict[str, Any]:
         return self.config_
 

@@ -20,8 +20,8 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import PRETRAIN, PRETRAIN_PARAMS
-from ._params import constraints
-from ._persist import TorchStateMixin, atomic_fit
+from ._estimator.params import constraints
+from ._estimator.persist import TorchStateMixin, atomic_fit
 from ._train.build import new_network, terms_of, views_of
 from ._train.run import run_pretraining, settings_of
 from .encoder import CodaEncoder
@@ -266,7 +266,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
 
     # Bounds are generous (far beyond any sensible run) but finite: an absurd value
     # (lr=1e39, image_size=10**9) is refused here, naming the parameter, instead of
-    # failing deep inside torch. Shared entries come from codafeat._params; the input
+    # failing deep inside torch. Shared entries come from codafeat._estimator.params; the input
     # sides are checked against the backbone's stride when it is built.
     _torch_modules = ("student_", "teacher_")
 
@@ -458,7 +458,7 @@ class CodaPretrainer(TorchStateMixin, BaseEstimator):
         check_is_fitted(self, "encoder_")
         return self.encoder_.transform(X)
 
-    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    # ------------------------------------------------------------------ pickling (see codafeat._estimator.persist)
     def _module_config(self, name: str) -> dict[str, Any]:
         return self.encoder_.config_  # the exported teacher's config: backbone, sizes, model card facts
 

@@ -1,7 +1,7 @@
 """CodaRegressor: continuous targets (bone age, a severity score) from a fine-tuned backbone.
 
 The same network and training machinery as :class:`~codafeat.CodaClassifier`
-(:mod:`codafeat._finetune`), with a linear output per target and a mean squared error on
+(:mod:`codafeat._estimator.base`), with a linear output per target and a mean squared error on
 standardised targets.
 """
 
@@ -15,8 +15,8 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
-from ._finetune import LinearHeadFineTuner
-from ._persist import atomic_fit
+from ._estimator.base import LinearHeadFineTuner
+from ._estimator.persist import atomic_fit
 from ._train.tasks import RegressionTask, Task
 from .data.seg_augment import SegAugment
 from .encoder import CodaEncoder

@@ -4,7 +4,7 @@ The estimator validates its parameters, reads the image/mask pairs
 (:mod:`codafeat.data.seg_pairs`), builds the U-Net (:mod:`codafeat.nn.unet`), and hands
 training to the shared fine-tuning trainer (:class:`~codafeat._train.finetune.FineTuneTrainer`
 with a :class:`~codafeat._train.tasks.SegmentationTask`) and inference to the shared
-streaming loop (:func:`codafeat._infer.stream_batches`).
+streaming loop (:func:`codafeat._estimator.infer.stream_batches`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._defaults import DECODER_CHANNELS, POOLING
 from ._device import DevicePolicy
-from ._finetune import fine_tuning_tags, resolve_weights, run_epochs
-from ._infer import forward_batches, warn_skipped
-from ._params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
-from ._persist import TorchStateMixin, atomic_fit
+from ._estimator.base import ENCODER_LIKE, fine_tuning_tags, resolve_weights, run_epochs
+from ._estimator.infer import forward_batches, warn_skipped
+from ._estimator.params import BATCH_SIZE, DEVICE, IMAGE_SIDE, NUM_WORKERS, ON_ERROR, draw_seed
+from ._estimator.persist import TorchStateMixin, atomic_fit
 from ._train.finetune import FineTuneTrainer
 from ._train.tasks import SegmentationTask
 from .data.io import as_image_list, describe
@@ -159,7 +159,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "weights": [None, str, os.PathLike, Weights, CodaEncoder],
+        "weights": [None, str, os.PathLike, Weights, ENCODER_LIKE],
         "backbone": [None, str],
         "image_size": [None, IMAGE_SIDE],
         "n_classes": [Interval(Integral, 2, 256, closed="both")],
@@ -458,7 +458,7 @@ class CodaSegmenter(TorchStateMixin, BaseEstimator):
                 )
         return float(iou(true, list(pred), labels=range(1, int(self.n_classes))))
 
-    # ------------------------------------------------------------------ pickling (see codafeat._persist)
+    # ------------------------------------------------------------------ pickling (see codafeat._estimator.persist)
     def _module_config(self, name: str) -> dict[str, Any]:
         return self.config_
 

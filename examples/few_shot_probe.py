@@ -1,4 +1,7 @@
-"""Few-shot probes on frozen Coda embeddings, in the layout of the paper's Table 1.
+"""Few-shot probes on frozen Coda embeddings, in the layout of the paper's Table 1
+===============================================================================
+
+Run it::
 
     python examples/few_shot_probe.py                             # tiny random encoder, phantoms
     python examples/few_shot_probe.py --weights my_coda.safetensors --data radiographs/

@@ -1,4 +1,7 @@
-"""Quick start: a Coda encoder inside a scikit-learn Pipeline, evaluated with a few labels.
+"""Quick start: a Coda encoder inside a scikit-learn Pipeline, evaluated with a few labels
+=======================================================================================
+
+Run it::
 
     python examples/pipeline_quickstart.py                        # tiny random encoder, seconds
     python examples/pipeline_quickstart.py --weights my_coda.safetensors

@@ -1,4 +1,7 @@
-"""Few-shot segmentation: fine-tune a U-Net on Coda weights (the paper's transfer protocol).
+"""Few-shot segmentation: fine-tune a U-Net on Coda weights (the paper's transfer protocol)
+========================================================================================
+
+Run it::
 
     python examples/segmentation.py                                   # synthetic blobs, random init
     python examples/segmentation.py --weights my_coda.safetensors \\

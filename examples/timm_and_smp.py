@@ -1,4 +1,7 @@
-"""A codafeat weights file in the tools you already use: plain timm and segmentation_models_pytorch.
+"""A codafeat weights file in the tools you already use: plain timm and segmentation_models_pytorch
+================================================================================================
+
+Run it::
 
     python examples/timm_and_smp.py                        # a tiny random codafeat model, seconds
     python examples/timm_and_smp.py --weights my_coda.safetensors

@@ -1,4 +1,7 @@
 """Zero-shot organ analysis: do the embeddings separate organs, and views within an organ?
+=======================================================================================
+
+Run it::
 
     python examples/zero_shot_plot.py                             # tiny random encoder
     python examples/zero_shot_plot.py --weights my_coda.safetensors --out coda_tsne.png

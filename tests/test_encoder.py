@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import estimator_checks as ec
 from sklearn.utils import get_tags
 
-import codafeat._infer as infer_mod
+import codafeat._estimator.infer as infer_mod
 import codafeat.data.loader as loader_mod
 from codafeat import CodaEncoder, ImageReadError, SkippedImagesWarning, save_weights
 from codafeat.formats.weights import load_weights, make_config, weights_from_bytes
@@ -101,6 +101,8 @@ def test_init_only_stores_and_defaults():
         "bit_depth": None,
         "cache": None,
         "device": "auto",
+        "features": None,
+        "grid_size": None,
         "image_size": None,
         "normalize": True,
         "num_workers": "auto",
@@ -121,6 +123,8 @@ def test_init_only_stores_and_defaults():
         {"num_workers": -1},
         {"num_workers": "many"},
         {"pooling": "median"},
+        {"features": "patches"},
+        {"grid_size": 0},
         {"image_size": 4},
         {"on_error": "ignore"},
     ],
@@ -464,3 +468,19 @@ def test_device_cuda_unavailable_is_clear():
 def test_verbose_progress_bar(fitted, capsys):
     clone(fitted).set_params(verbose=1).fit().transform(images(3))
     assert "embedding" in capsys.readouterr().err
+
+
+def test_feature_layouts_are_stored_with_the_weights_and_used_by_transform(tmp_path):
+    X = images(3)
+    enc = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, features="grid", grid_size=2).fit()
+    Z = enc.transform(X)
+    assert Z.shape == (3, 64 * 4) and enc.config_["features"] == "grid" and enc.config_["grid_size"] == 2
+    path = enc.save(tmp_path / "grid.safetensors")
+    again = CodaEncoder(weights=path).fit()  # the layout comes from the weights
+    np.testing.assert_array_equal(again.transform(X), Z)
+    stages = CodaEncoder(weights=path, features="stages").fit()  # a parameter overrides the weights
+    pooled = CodaEncoder(weights=path, features="pooled", normalize=False).fit().transform(X)
+    Zs = CodaEncoder(weights=path, features="stages", normalize=False).fit().transform(X)
+    assert stages.transform(X).shape == (3, 168)
+    np.testing.assert_allclose(Zs[:, -64:], pooled, rtol=1e-5, atol=1e-6)
+    assert len({e.cache_key() for e in (again, stages, CodaEncoder(weights=path, features="pooled").fit())}) == 3

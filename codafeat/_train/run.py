@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 
 from .._defaults import MEAN, PRETRAIN, PRETRAIN_RUN_ONLY, STD
 from .._device import DevicePolicy, denormals_flushed, resolve_device
+from .._estimator.params import draw_seed
 from .._fileio import check_free_space, check_writable
-from .._params import draw_seed
 from ..data.cache.decoded import DecodedCache, cache_size_for
 from ..data.io import report_skipped
 from ..data.loader import worker_context

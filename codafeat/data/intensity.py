@@ -13,7 +13,7 @@ import numpy as np
 
 from .files import ImageReadError
 
-__all__ = ["INTENSITY_KINDS", "as_unit_float", "check_bit_depth", "to_unit_float"]
+__all__ = ["INTENSITY_KINDS", "as_unit_float", "check_bit_depth", "to_unit_float", "unseen_intensity_message"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _255 = np.float32(255.0)
@@ -103,3 +103,33 @@ def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
             return (rgb.astype(np.float32) @ _LUMA).round().clip(0, 255).astype(np.uint8)
         return rgb.astype(np.float32) @ _LUMA
     raise ImageReadError(name, f"an image array must be (h, w) or (h, w, c) with c in (1, 3, 4); got shape {arr.shape}")
+
+
+#: How each intensity rule (:data:`INTENSITY_KINDS`) reads in a message.
+_KIND_TEXT = {
+    "8bit": "8-bit division (/255)",
+    "minmax": "per-image min-max (16-bit or float data)",
+    "fixed": "a fixed bit depth",
+    "unit": "no scaling (float data in [0, 1])",
+    "voi": "a DICOM VOI window",
+}
+
+
+def unseen_intensity_message(new: dict[str, int], trained: Any) -> str:
+    """What to tell a user whose images went through intensity rules the weights never saw.
+
+    ``new`` counts images per rule not among ``trained`` (the rules of the training images).
+
+    Examples
+    --------
+    >>> print(unseen_intensity_message({"minmax": 3}, {"8bit": 100}))
+    3 image(s) by per-image min-max (16-bit or float data), but the weights were trained on images scaled by \
+8-bit division (/255) only; the model sees intensities it was not trained on. Convert the inputs, or set \
+bit_depth to the detector's bit depth (see codafeat.data.io).
+    """
+    seen = ", ".join(f"{n} image(s) by {_KIND_TEXT.get(k, k)}" for k, n in sorted(new.items()))
+    had = ", ".join(_KIND_TEXT.get(k, k) for k in sorted(trained))
+    return (
+        f"{seen}, but the weights were trained on images scaled by {had} only; the model sees intensities it was "
+        "not trained on. Convert the inputs, or set bit_depth to the detector's bit depth (see codafeat.data.io)."
+    )

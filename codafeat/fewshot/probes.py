@@ -36,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._params import draw_seed
+from .._estimator.params import draw_seed
 from .report import FewShotReport, format_table
 from .split import FewShotSplit
 

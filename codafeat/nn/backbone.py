@@ -16,13 +16,9 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from .._defaults import FEATURE_KINDS, FEATURES, GRID_SIZE, MEAN, POOLING, STD
+from .._defaults import FEATURE_KINDS, FEATURES, GRID_SIZE, POOLING
 from .preprocess import GrayToInput
 
-#: Mean/std used when no weights say otherwise: timm's ImageNet defaults, so that an
-#: ImageNet-initialised backbone sees the statistics it was trained with (codafeat._defaults).
-DEFAULT_MEAN = MEAN
-DEFAULT_STD = STD
 POOLINGS = ("avg", "max", "avgmax")
 
 

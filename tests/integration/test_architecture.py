@@ -63,23 +63,14 @@ LAYERS = [
             "codafeat.metrics",
             "codafeat.analysis",
             "codafeat._device",
-            # deprecated old path of codafeat.data.cache.embeddings, for one release
-            "codafeat.embed_cache",
         ],
     ),
     (
         "formats and shared machinery",
         [
             "codafeat.formats",
-            "codafeat._params",
-            "codafeat._persist",
-            "codafeat._infer",
+            "codafeat._estimator",
             "codafeat._train",
-            # deprecated old paths of codafeat.formats.*, for one release
-            "codafeat.weights",
-            "codafeat._weights_wheel",
-            "codafeat.timm_io",
-            "codafeat.model_card",
         ],
     ),
     (
@@ -89,13 +80,8 @@ LAYERS = [
             "codafeat.segment",
             "codafeat.pretrain",
             "codafeat.fewshot",
-            "codafeat.probes",
             "codafeat.classifier",
             "codafeat.regressor",
-            "codafeat._finetune",
-            "codafeat.fewshot_split",
-            "codafeat.fewshot_report",
-            "codafeat.datasets",
             "codafeat.phantoms",
             "codafeat.recipes",
         ],
@@ -197,6 +183,24 @@ def test_no_import_cycles():
             visit(m, [])
 
 
+def test_the_ground_floor_imports_nothing_of_codafeat():
+    """The base layer (``_version``, ``_defaults``, ``_fileio``) stands alone: no codafeat import at all."""
+    base = [m for m in GRAPH if _layer(m) == 0]
+    assert base, "the base layer is empty"
+    leaks = {m: sorted(GRAPH[m]) for m in base if GRAPH[m]}
+    assert not leaks, f"ground-floor modules import codafeat modules: {leaks}"
+
+
+def test_no_module_is_a_deprecation_shim():
+    """Every module holds code of its own: none only re-exports another path with a DeprecationWarning."""
+    shims = [
+        str(p.relative_to(PACKAGE))
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if "DeprecationWarning" in p.read_text() or "deprecated" in (ast.get_docstring(ast.parse(p.read_text())) or "")
+    ]
+    assert not shims, f"deprecation shims left in the package: {shims}"
+
+
 def test_building_blocks_know_nothing_of_the_estimators():
     low = [m for m in GRAPH if m.startswith(("codafeat.nn", "codafeat.losses", "codafeat.data"))]
     for m in low:
@@ -209,7 +213,6 @@ def test_building_blocks_know_nothing_of_the_estimators():
                     "codafeat.pretrain",
                     "codafeat.segment",
                     "codafeat.formats.weights",
-                    "codafeat.datasets",
                 )
             )
         )
@@ -320,26 +323,12 @@ UNMIRRORED = {
     "_cli/package_weights.py": "tests/formats/test_wheel.py (the wheel built, installed, loaded)",
     "_cli/pretrain.py": "tests/test_pretrain.py and tests/integration/test_output_paths.py",
     "_cli/probe.py": "tests/_cli/test_embed_probe.py (embed and probe share their options)",
-    "_params.py": "constraints: tests/integration/test_sklearn_checks.py (check_param_validation)",
-    "_finetune.py": "the shared base of tests/test_classifier.py and tests/test_regressor.py",
+    "_estimator/params.py": "constraints: tests/integration/test_sklearn_checks.py (check_param_validation)",
+    "_estimator/base.py": "the shared base of tests/test_classifier.py and tests/test_regressor.py",
     "fewshot/split.py": "tests/fewshot/test_probes.py (FewShotSplit with cross_val_score, GridSearchCV)",
     "fewshot/report.py": "tests/fewshot/test_probes.py (few_shot_report, format_table)",
-    "datasets.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "fewshot_split.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "fewshot_report.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "probes.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "formats/errors.py": "one exception class, raised and matched throughout tests/formats/",
     "formats/model_card.py": "tests/test_pretrain.py and tests/formats/test_wheel.py (cards of trained weights)",
-    "weights.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "embed_cache.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "data/decoded_cache.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "data/shards.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "data/background_fill.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "data/leases.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "data/tag_index.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "_weights_wheel.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "timm_io.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
-    "model_card.py": "a deprecated shim: tests/integration/test_deprecated_paths.py",
     "data/files.py": "through the one import of the pixel contract, codafeat.data.io: tests/data/test_io.py",
     "data/decode.py": "through codafeat.data.io: tests/data/test_io.py and tests/data/test_intensity.py (DICOM)",
     "data/cache/decode_pool.py": "the in-memory build of tests/data/cache/test_decoded.py (serial = parallel, skips)",
