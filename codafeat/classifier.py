@@ -275,6 +275,22 @@ class CodaClassifier(ClassifierMixin, LinearHeadFineTuner):
                 f"unreadable image(s) only class {self.classes_[int(targets[0])]!r} is left"
             )
 
+    def _explain_outputs(self, target: Any, n: int) -> list[int] | None:
+        """``target``: ``None`` (each image's predicted class), one label for every image, or one label per image."""
+        if target is None:
+            return None
+        labels = np.asarray(target, dtype=self.classes_.dtype if not self.multilabel_ else None)
+        labels = np.full(n, labels.item()) if labels.ndim == 0 else labels
+        if len(labels) != n:
+            raise ValueError(f"target has {len(labels)} label(s) for {n} image(s); give one, or one per image")
+        positions = {c: i for i, c in enumerate(self.classes_.tolist())}
+        unknown = sorted({str(t) for t in labels.tolist() if t not in positions})
+        if unknown:
+            raise ValueError(
+                f"target {unknown} is not a class of this classifier; classes_ are {self.classes_.tolist()}"
+            )
+        return [positions[t] for t in labels.tolist()]
+
     # ------------------------------------------------------------------ prediction
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits ``(n, n_classes)``; ``(n,)`` (positive class minus negative) for two classes.

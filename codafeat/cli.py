@@ -22,7 +22,19 @@ from ._version import __version__
 USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError, TypeError, RuntimeError, MemoryError)
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "pretrain", "organs", "embed", "probe", "export", "info", "package_weights", "list_weights")
+COMMANDS = (
+    "demo",
+    "pretrain",
+    "organs",
+    "embed",
+    "probe",
+    "index",
+    "search",
+    "export",
+    "info",
+    "package_weights",
+    "list_weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,11 @@ Steps, all written to one output folder:
    initialised: organ separation (leave-one-out kNN accuracy, NMI, ARI, silhouette) and,
    for the phantoms, within-organ variant separation (paper Fig. 2a and 2b); t-SNE maps;
 4. a few-shot table (linear probe on frozen embeddings, 1/5/10 shots per class);
-5. ``report.md``, ``embedding_coda.png``, ``embedding_random.png``, ``coda.safetensors``,
+5. pictures: the few-shot learning curve, a similar-case panel (three held-out images and
+   their nearest held-out neighbours, also as an offline HTML page) and the Grad-CAM maps of a
+   classifier fine-tuned on the demo's organs (needs the ``explain`` extra);
+6. ``report.md``, ``embedding_coda.png``, ``embedding_random.png``, ``learning_curve.png``,
+   ``neighbours.png``, ``neighbours.html``, ``activation_maps.png``, ``coda.safetensors``,
    ``history.json``.
 
 The settings are a demonstration at CPU scale, not the paper's (ConvNeXt-B, 224 px,
@@ -186,9 +190,87 @@ def run_demo(
     )
     timings["analysis"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    pngs.update(_pictures(out, pre, few, train_X, train_y, eval_X, eval_y, params, random_state))
+    timings["pictures"] = time.perf_counter() - t
+
     result = DemoResult(out, separation, variants, few, pre.history_, timings, weights)
     result.report = _write_report(result, source, params, pngs, pre)
     return result
+
+
+def _pictures(out: Path, pre, few, train_X, train_y, eval_X, eval_y, params, random_state) -> dict[str, Path]:
+    """The learning curve, a similar-case panel and an activation-map panel (each skipped, with a
+    warning, when its extra is missing)."""
+    pngs: dict[str, Path] = {}
+    try:
+        few.plot(title="Few-shot organ classification (linear probe, frozen)", path=out / "learning_curve.png")
+        pngs["learning_curve"] = out / "learning_curve.png"
+        pngs["neighbours"] = _neighbours_panel(out, pre.encoder_, eval_X, eval_y)
+    except ImportError as exc:  # matplotlib is an extra
+        logger.warning("no pictures: %s", exc)
+        return pngs
+    try:
+        pngs["activation_maps"] = _activation_panel(out, pre, train_X, train_y, eval_X, eval_y, params, random_state)
+    except ImportError as exc:  # pytorch-grad-cam is an extra
+        logger.warning("no activation maps: %s", exc)
+    return pngs
+
+
+def _first_per_organ(labels: np.ndarray, n: int) -> list[int]:
+    organs = list(dict.fromkeys(np.asarray(labels).tolist()))[:n]
+    return [int(np.flatnonzero(np.asarray(labels) == o)[0]) for o in organs]
+
+
+def _neighbours_panel(out: Path, encoder, eval_X, eval_y, k: int = 5) -> Path:
+    """Three held-out images (three organs) and their nearest held-out neighbours (themselves left out)."""
+    from .index import CodaIndex
+    from .plot import neighbours_figure, neighbours_html
+
+    index = CodaIndex(encoder=encoder, backend="exact").fit(eval_X)
+    k = min(k, index.n_vectors_ - 1)
+    picks = _first_per_organ(eval_y, 3)
+    res = index.search([eval_X[i] for i in picks], k=k + 1)
+    rows = [[j for j in row if j != i][:k] for i, row in zip(picks, res.indices)]
+    dists = np.array(
+        [[d for j, d in zip(ri, rd) if j != i][:k] for i, ri, rd in zip(picks, res.indices, res.distances)]
+    )
+    labels = [[str(eval_y[j]) for j in row] for row in rows]
+    images = [[eval_X[j] for j in row] for row in rows]
+    queries = [eval_X[i] for i in picks]
+    neighbours_html(queries, images, dists, out / "neighbours.html", title="Similar held-out cases (demo)")
+    neighbours_figure(
+        queries,
+        images,
+        dists,
+        labels=labels,
+        title="Similar held-out cases (Coda, cosine distance)",
+        path=out / "neighbours.png",
+    )
+    return out / "neighbours.png"
+
+
+def _activation_panel(out: Path, pre, train_X, train_y, eval_X, eval_y, params, random_state) -> Path:
+    """A CodaClassifier fine-tuned on the demo's organs, and where it looks on three held-out images."""
+    from .classifier import CodaClassifier
+    from .plot import _figure, _save, overlay
+
+    if train_y is None:  # an organ-per-folder tree
+        from .data.manifest import scan_organ_folder
+
+        train_X, train_y = scan_organ_folder(train_X)
+    clf = CodaClassifier(weights=pre.encoder_, epochs=3, batch_size=32, random_state=random_state, num_workers=0)
+    clf.fit(train_X, train_y)
+    picks = _first_per_organ(eval_y, 3)
+    images = [eval_X[i] for i in picks]
+    maps = clf.explain(images)
+    predicted = clf.predict(images)
+    fig = _figure((3.2 * len(images), 3.5))
+    for n, (img, heat, organ, pred) in enumerate(zip(images, maps, (eval_y[i] for i in picks), predicted)):
+        overlay(img, heat, ax=fig.add_subplot(1, len(images), n + 1), title=f"{organ}: predicted {pred}")
+    fig.suptitle("Grad-CAM of a classifier fine-tuned on the demo's organs (red: most used)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out / "activation_maps.png", 110)
 
 
 #: Row names of the demo's tables.
@@ -312,11 +394,25 @@ def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict
         format_table(r.few_shot),
         "",
     ]
-    if pngs:
+    captions = {
+        "learning_curve": "## Learning curve\n\nThe few-shot table as a figure: score against the number of labelled "
+        "images (log scale), error bars over the draws.",
+        "neighbours": "## Similar cases\n\nThree held-out images (first column, framed) and their nearest held-out "
+        "neighbours by Coda's embeddings, nearest first, with the cosine distance and the neighbour's organ "
+        "(`neighbours.html` shows the same as an offline web page).",
+        "activation_maps": "## What a fine-tuned classifier looks at\n\nA `CodaClassifier` fine-tuned from these "
+        "weights on the pretraining images' organs (3 epochs), and its Grad-CAM map (`explain`) over three "
+        "held-out images: red regions raised the predicted organ's score most.",
+    }
+    embeddings = {k: p for k, p in pngs.items() if k not in captions}
+    if embeddings:
         lines += ["## Embedding maps", ""]
-        for name, p in pngs.items():
+        for name, p in embeddings.items():
             lines.append(f"![{name}]({Path(p).name})")
         lines.append("")
+    for key, caption in captions.items():
+        if key in pngs:
+            lines += [caption, "", f"![{key}]({Path(pngs[key]).name})", ""]
     lines += _history_lines(r, params)
     lines += ["", "Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in r.timings.items()), ""]
     path = r.out_dir / "report.md"

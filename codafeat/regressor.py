@@ -154,6 +154,13 @@ encoder_lr_factor, weight_decay, augment, device, num_workers, bit_depth, on_err
         self._fit(X, targets, self.n_outputs_)
         return self
 
+    def _explain_outputs(self, target: Any, n: int) -> list[int]:
+        """``target``: the output whose evidence to show (an int in ``[0, n_outputs_)``; ``None``: 0)."""
+        j = 0 if target is None else target
+        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= int(j) < self.n_outputs_:
+            raise ValueError(f"target must be an output index in [0, {self.n_outputs_}), got {target!r}")
+        return [int(j)] * n
+
     # R² of one image is undefined (sklearn's r2_score gives NaN): early stopping needs two.
     _min_validation = 2
 

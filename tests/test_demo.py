@@ -47,6 +47,22 @@ def test_demo_writes_report_pictures_weights_history(demo):
     assert len(enc.config_["training"]["organs"]) == 6
 
 
+def test_demo_shows_the_learning_curve_similar_cases_and_activation_maps(demo):
+    out = demo.out_dir
+    report = (out / "report.md").read_text()
+    for png, heading in (
+        ("learning_curve.png", "## Learning curve"),
+        ("neighbours.png", "## Similar cases"),
+        ("activation_maps.png", "## What a fine-tuned classifier looks at"),
+    ):
+        if png == "activation_maps.png" and not (out / png).exists():
+            pytest.importorskip("pytorch_grad_cam")
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert heading in report and f"]({png})" in report, heading
+    page = (out / "neighbours.html").read_text()
+    assert page.count("<img") == 3 * (1 + 5), "three queries with five neighbours each"
+
+
 def test_demo_measures_both_encoders_on_held_out_images(demo):
     assert set(demo.separation) == {"coda", "random"}
     for metrics in demo.separation.values():

@@ -343,6 +343,59 @@ class LinearHeadFineTuner(TorchStateMixin, BaseEstimator):
         warn_skipped(failures, context=type(self).__name__, consequence="NaN rows; the warning's .skipped lists them")
         return out
 
+    # ------------------------------------------------------------------ explanations
+    def _explain_outputs(self, target: Any, n: int) -> list[int] | None:  # pragma: no cover - abstract
+        """The network output each of ``n`` maps shows (``None``: each image's largest output)."""
+        raise NotImplementedError
+
+    def explain(
+        self, X: Any, target: Any = None, *, method: str = "gradcam", layer: str | None = None
+    ) -> np.ndarray | list[np.ndarray]:
+        """Class activation maps: where in each image the evidence for an output lies.
+
+        Grad-CAM (Selvaraju et al. 2017) and its relatives, computed by pytorch-grad-cam
+        (the ``explain`` extra: ``pip install "codafeat[explain]"``) on the fine-tuned network.
+        A map is the last feature map's channels weighted by the gradient of one output,
+        so it shows which regions raised that output: a check that the model uses the anatomy,
+        not a hospital's burnt-in marker.
+
+        Parameters
+        ----------
+        X : folder, sequence of paths / arrays / PIL images, or array (n, h, w[, c])
+            The images (all must be readable).
+        target : optional
+            Whose evidence to show (see the estimator's own docstring); ``None``: the
+            prediction (the classifier's predicted class, the regressor's first output).
+        method : {"gradcam", "gradcam++", "hirescam", "layercam", "xgradcam", "eigencam"}, default="gradcam"
+            The pytorch-grad-cam method.
+        layer : str or None, default=None
+            The module whose activations are weighed, as a dotted name in ``model_`` (e.g.
+            ``"encoder.backbone.stages.2"`` for a finer map); ``None``: the backbone's last
+            stage (ConvNeXt's last feature map).
+
+        Returns
+        -------
+        ndarray of shape (n, h, w), or list of ndarray
+            One float32 map in [0, 1] per image, at the image's own size (a list when the
+            sizes differ). Draw one with :func:`codafeat.plot.overlay`.
+        """
+        from .explain import activation_maps
+
+        check_is_fitted(self, "model_")
+        items = as_image_list(X)
+        maps = activation_maps(
+            self.model_,
+            items,
+            self._explain_outputs(target, len(items)),
+            image_size=self.image_size_,
+            method=method,
+            layer=layer,
+            batch_size=int(self.batch_size),
+            bit_depth=(self.config_.get("intensity") or {}).get("bit_depth"),
+            device=self.device_,
+        )
+        return np.stack(maps) if len({m.shape for m in maps}) == 1 else maps
+
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> Weights:
         """The fine-tuned backbone (without the head) as codafeat :class:`~codafeat.formats.weights.Weights`.

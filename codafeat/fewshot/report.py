@@ -91,6 +91,36 @@ class FewShotReport:
         rows = [[v for c in self.columns for v in (mean[m][c], std[m][c])] for m in self.methods]
         return pd.DataFrame(rows, index=pd.Index(list(self.methods), name="method"), columns=cols)
 
+    def plot(self, *, ax: Any = None, title: str | None = None, path: Any = None) -> Any:
+        """Score against the number of training labels, one line per method, error bars over the repeats.
+
+        The paper's Table 1 as a figure (:func:`codafeat.plot.learning_curve`): the x axis is
+        the mean number of training images of each setting (log scale). Needs matplotlib
+        (the ``plot`` extra). ``path`` also writes the figure (PNG).
+
+        Returns
+        -------
+        matplotlib Axes
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> report = FewShotReport({"Coda": {"10%": np.array([0.8, 0.9]), "50%": np.array([0.9, 0.95])}},
+        ...                        {"10%": 10.0, "50%": 50.0}, "roc_auc")
+        >>> report.plot().get_ylabel()
+        'roc_auc'
+        """
+        from ..plot import learning_curve
+
+        return learning_curve(
+            {m: {c: self.scores[m][c] for c in self.columns} for m in self.methods},
+            n_train={c: max(1.0, float(self.n_train[c])) for c in self.columns},
+            ylabel=self.scoring,
+            ax=ax,
+            title=title,
+            path=path,
+        )
+
     def __add__(self, other: FewShotReport) -> FewShotReport:
         """Stack the rows of two reports with the same columns and scoring."""
         if not isinstance(other, FewShotReport):
