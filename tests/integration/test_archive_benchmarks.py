@@ -38,3 +38,20 @@ def test_embed_ranks_dry_run_reports_three_runs_with_the_same_bytes():
     text = out.stdout
     assert "| torchrun, 2 processes x 1 thread |" in text and "| one process, 2 threads |" in text
     assert "marginal images/s" in text and "same bytes in all three runs: True" in text
+
+
+def test_index_scale_dry_run_compares_the_backends():
+    """benchmarks/index_scale.py --dry-run: every backend on 2k vectors, recall against the exact scan."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "index_scale.py"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| 2000 |")]
+    assert rows and rows[0][1].strip() == "exact" and float(rows[0][5]) == 1.0
+    for row in rows:
+        if row[1].strip() == "faiss":
+            assert float(row[5]) == 1.0, "FAISS flat is exact"
