@@ -49,6 +49,25 @@ class Embedded(NamedTuple):
     cache_misses: int | None
 
 
+#: What ``CodaEncoder(normalize=...)`` accepts besides True (= "l2"), False and None (= none).
+NORMALIZATIONS = ("l2", "standard")
+
+
+def normalization(value: Any) -> str | None:
+    """``normalize`` as one of ``"l2"``, ``"standard"`` or ``None``.
+
+    Examples
+    --------
+    >>> normalization(True), normalization(False), normalization("standard")
+    ('l2', None, 'standard')
+    """
+    if value is True:
+        return "l2"
+    if value is False or value is None:
+        return None
+    return str(value)
+
+
 class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Embed radiographs with a Coda-pretrained (or randomly initialised) timm backbone.
 
@@ -93,8 +112,13 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     grid_size : int or None, default=None
         Side of the grid of ``features="grid"`` (1 to 16); ``None`` takes it from
         ``weights`` (or 2).
-    normalize : bool, default=True
-        L2-normalise each embedding (cosine geometry for kNN and clustering).
+    normalize : {"l2", "standard"}, bool or None, default="l2"
+        How each embedding is conditioned. ``"l2"`` (or ``True``): unit length (cosine
+        geometry for kNN and clustering). ``"standard"``: every feature shifted and scaled
+        to mean 0 and standard deviation 1 with the statistics of the images given to
+        :meth:`fit` (``StandardScaler`` built in, learned inside a ``Pipeline``'s fit, so
+        scikit-learn's default penalties suit the features). ``None`` (or ``False``): the
+        backbone's output as it is.
     bit_depth : int or None, default=None
         How integer images of more than 8 bits (16-bit PNG/TIFF, DICOM without a VOI
         window) are mapped to [0, 1]. An int in [9, 32], e.g. 12 or 14 for a detector's bit
@@ -130,6 +154,9 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         The device in use.
     image_size_ : int
         Input side used by ``transform``.
+    feature_mean_, feature_scale_ : ndarray of shape (n_features,)
+        With ``normalize="standard"``: each feature's mean and standard deviation over the
+        images given to :meth:`fit` (a deviation of 0 is kept as 1).
 
     ``transform`` only reads the fitted encoder (threads may share one): what a call
     skipped or found in the cache is returned by :meth:`embed`, not stored.
@@ -153,7 +180,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         "pooling": [None, StrOptions(set(POOLINGS))],
         "features": [None, StrOptions(set(FEATURE_KINDS))],
         "grid_size": [None, Interval(Integral, 1, 16, closed="both")],
-        "normalize": ["boolean"],
+        "normalize": ["boolean", None, StrOptions(set(NORMALIZATIONS))],
         "bit_depth": BIT_DEPTH,
         "on_error": ON_ERROR,
         "cache": [None, str, os.PathLike, EmbeddingCache, HasMethods(["cache", "clear"])],
@@ -173,7 +200,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         pooling: str | None = None,
         features: str | None = None,
         grid_size: int | None = None,
-        normalize: bool = True,
+        normalize: str | bool | None = "l2",
         bit_depth: int | None = None,
         on_error: str = "raise",
         cache: Any = None,
@@ -210,12 +237,56 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     @atomic_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any = None, y: Any = None) -> CodaEncoder:
-        """Build the model (load ``weights`` or initialise randomly); ``X``, ``y`` are ignored.
+        """Build the model (load ``weights`` or initialise randomly); the encoder itself is not trained.
+
+        Parameters
+        ----------
+        X : images or None
+            Used only with ``normalize="standard"``: the images whose embeddings give each
+            feature's mean and standard deviation (``feature_mean_``, ``feature_scale_``).
+        y : ignored
 
         Returns
         -------
         self : CodaEncoder
         """
+        self._build_model()
+        if normalization(self.normalize) == "standard":
+            self._learn_standardisation(self._raw(X))
+        return self
+
+    @atomic_fit
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X).transform(X)``, embedding ``X`` once."""
+        if normalization(self.normalize) != "standard":
+            return super().fit_transform(X, y, **fit_params)
+        self._validate_params()
+        self._build_model()
+        raw = self._raw(X)
+        self._learn_standardisation(raw)
+        return self._standardise(raw)
+
+    def _raw(self, X: Any) -> np.ndarray:
+        if X is None:
+            raise ValueError(
+                "normalize='standard' learns each feature's mean and standard deviation from the images given to "
+                "fit: call fit(X) with images (a Pipeline does), or use normalize='l2' or None"
+            )
+        return self.embed(X, _standardise=False).embeddings
+
+    def _learn_standardisation(self, raw: np.ndarray) -> None:
+        rows = raw[~np.isnan(raw).any(axis=1)]
+        if len(rows) == 0:
+            raise ValueError("normalize='standard': none of the images given to fit could be embedded")
+        scale = rows.std(axis=0)
+        self.feature_mean_ = rows.mean(axis=0).astype(np.float32)
+        self.feature_scale_ = np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+    def _standardise(self, E: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "feature_mean_", msg="normalize='standard' needs fit(X) with images before transform")
+        return ((E - self.feature_mean_) / self.feature_scale_).astype(np.float32)
+
+    def _build_model(self) -> None:
         device = resolve_device(self.device)
         if self.weights is None:
             name = self.backbone or BACKBONE
@@ -257,7 +328,6 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         if self.bit_depth is not None:  # the rule transform applies is the one saved with the weights
             config = dict(config, intensity={**config.get("intensity", {}), "bit_depth": int(self.bit_depth)})
         self._install(net, config, device)
-        return self
 
     def _install(self, net: torch.nn.Module, config: dict, device: torch.device) -> None:
         layout = dict(
@@ -299,7 +369,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         """
         return self.embed(X).embeddings
 
-    def embed(self, X: Any) -> Embedded:
+    def embed(self, X: Any, *, _standardise: bool = True) -> Embedded:
         """:meth:`transform`, with what the call skipped and found in the cache.
 
         Parameters
@@ -327,8 +397,12 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
         cache = self._embedding_cache()
         if cache is None:
             emb, skipped = self._embed(items)
-            return Embedded(emb, skipped, None, None)
-        return self._embed_cached(items, cache)
+            out = Embedded(emb, skipped, None, None)
+        else:
+            out = self._embed_cached(items, cache)
+        if _standardise and normalization(self.normalize) == "standard":
+            out = out._replace(embeddings=self._standardise(out.embeddings))
+        return out
 
     @property
     def skipped_(self) -> list[str]:
@@ -365,7 +439,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
             memo["weights_digest"].encode(),
             image_size=self.image_size_,
             pooling=cfg.get("pooling", POOLING),
-            normalize=bool(self.normalize),
+            normalize=normalization(self.normalize) == "l2",  # standardisation comes after the cache
             extra={
                 **(
                     {"features": cfg["features"], "grid_size": cfg.get("grid_size", GRID_SIZE)}
@@ -430,7 +504,7 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
 
         def collect(feats: torch.Tensor, batch: Any) -> None:
             kinds.update(k for k in batch.kinds if k)
-            if self.normalize:
+            if normalization(self.normalize) == "l2":
                 feats = torch.nn.functional.normalize(feats, dim=1)
             out[batch.index.numpy()] = feats.cpu().numpy()
 

@@ -184,6 +184,11 @@ class CodaIndex(BaseEstimator):
         from sklearn.base import clone
 
         enc = self.encoder if self.encoder is not None else CodaEncoder()
+        if getattr(enc, "normalize", None) == "standard":
+            raise ValueError(
+                "CodaIndex needs an encoder with normalize='l2' or None: a 'standard' encoder's statistics belong "
+                "to the images it was fitted on, and a saved index could not rebuild them"
+            )
         self.encoder_ = enc if hasattr(enc, "model_") else clone(enc).fit()
         self.encoder_key_ = self.encoder_.cache_key()
         self._spill = Path(tempfile.mkdtemp(prefix="codafeat-index-"))
@@ -335,7 +340,7 @@ class CodaIndex(BaseEstimator):
             "metric": self.metric,
             "backend": self.backend,
             "encoder_key": self.encoder_key_,
-            "encoder_params": {"normalize": bool(self.encoder_.normalize), "batch_size": int(self.encoder_.batch_size)},
+            "encoder_params": {"normalize": self.encoder_.normalize, "batch_size": int(self.encoder_.batch_size)},
         }
         atomic_write_bytes(folder / "index.json", json.dumps(meta, indent=1).encode())
         return folder

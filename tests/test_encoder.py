@@ -104,7 +104,7 @@ def test_init_only_stores_and_defaults():
         "features": None,
         "grid_size": None,
         "image_size": None,
-        "normalize": True,
+        "normalize": "l2",
         "num_workers": "auto",
         "on_error": "raise",
         "pooling": None,
@@ -484,3 +484,32 @@ def test_feature_layouts_are_stored_with_the_weights_and_used_by_transform(tmp_p
     assert stages.transform(X).shape == (3, 168)
     np.testing.assert_allclose(Zs[:, -64:], pooled, rtol=1e-5, atol=1e-6)
     assert len({e.cache_key() for e in (again, stages, CodaEncoder(weights=path, features="pooled").fit())}) == 3
+
+
+def test_standard_normalisation_is_a_scaler_learned_in_fit_and_l2_or_none_as_before(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, X2 = images(10), images(4) * 0.5
+    raw = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, normalize=None).fit()
+    ref = StandardScaler().fit(raw.transform(X))  # the independent reference
+    std = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, normalize="standard")
+    np.testing.assert_allclose(std.fit_transform(X), ref.transform(raw.transform(X)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(std.transform(X2), ref.transform(raw.transform(X2)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(std.feature_mean_, ref.mean_, rtol=1e-5, atol=1e-6)
+    l2 = CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, normalize=True).fit().transform(X)
+    np.testing.assert_allclose(np.linalg.norm(l2, axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(
+        CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, normalize="l2").fit().transform(X), l2
+    )
+    pipe = make_pipeline(
+        CodaEncoder(backbone="test_convnext", image_size=32, random_state=0, normalize="standard"), LogisticRegression()
+    ).fit(X, np.arange(10) % 2)
+    np.testing.assert_allclose(pipe[0].feature_mean_, ref.mean_, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="learns each feature's mean and standard deviation from the images"):
+        CodaEncoder(backbone="test_convnext", image_size=32, normalize="standard").fit()
+    cached = CodaEncoder(
+        backbone="test_convnext", image_size=32, random_state=0, normalize="standard", cache=tmp_path / "cache"
+    ).fit(X)
+    np.testing.assert_allclose(cached.transform(X2), std.transform(X2), rtol=1e-5, atol=1e-5)
