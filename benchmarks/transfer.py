@@ -71,7 +71,7 @@ TASK_KIND = {
 }
 TASKS = tuple(TASK_KIND)
 DEV_TASKS = ("nih_pneumonia", "boneage", "heart", "clavicle", "knee_kl", "jsrt")
-SECTION = "## Transfer: linear probe and fine-tuning on the dev tasks (issue 22)"
+SECTION = "## Transfer, round 2: the dev suite, frozen and fine-tuned (issue 30)"
 log = rp.log
 
 
@@ -682,6 +682,11 @@ def section(run: Run, old: str | None) -> str:
         for p in protocols:
             lines += [f"{PROTOCOLS[p]}:", ""]
             lines += _table(r[p][task], r["n_train"][task], order, percent=TASK_KIND[task][1] != "mae") + [""]
+            figure = _learning_curve(
+                run, r[p][task], r["n_train"][task], order, f"{title}: {PROTOCOLS[p]}", unit, f"transfer_{task}_{p}.png"
+            )
+            if figure:
+                lines += [f"![{title}, {PROTOCOLS[p]}: score against training labels]({figure})", ""]
     several = {g: sorted(v) for g, v in r["seeds"].items() if len(v) > 1}
     if several:
         lines += [
@@ -692,6 +697,30 @@ def section(run: Run, old: str | None) -> str:
     if old and NOTES[0] in old:
         notes = old[old.index(NOTES[0]) : old.index(NOTES[1]) + len(NOTES[1])]
     return "\n".join(lines + [notes, ""])
+
+
+def _learning_curve(
+    run: Run, scores: dict, n_train: dict, order: list[str], title: str, unit: str, name: str
+) -> str | None:
+    """The table as a figure (codafeat.plot.learning_curve) in ``<results folder>/figures``; its path there."""
+    try:
+        from codafeat.plot import learning_curve
+    except ImportError:
+        return None
+    folder = Path(run.args.results_file).parent / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    k = 100.0 if "%" in unit else 1.0
+    curves = {}
+    for n in order:
+        if n in scores:
+            base, _, tag = n.partition("@")
+            label = LABEL.get(base, base) + (f" ({tag})" if tag else "")
+            curves[label] = {f: [k * v for v in vals] for f, vals in scores[n].items()}
+    try:
+        learning_curve(curves, n_train=n_train, ylabel=unit, title=title, path=folder / name)
+    except ImportError:
+        return None
+    return f"figures/{name}"
 
 
 def write_results(run: Run, file: Path) -> None:
