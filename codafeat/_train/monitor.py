@@ -16,7 +16,14 @@ known) with the current **teacher** and measures
 * ``teacher_mi``: ``H(mean_i p_i) - mean_i H(p_i)``, the information the teacher's
   targets carry about *which* image they belong to (0 when every image gets the same
   target, whether uniform or one-hot: DINO's two collapse modes);
-* ``center_norm``: the norm of the teacher centre.
+* ``center_norm``: the norm of the teacher centre;
+* ``organ_spread``: how far each organ's held-out embeddings spread around their organ's
+  mean direction, ``1 - |mean of the organ's unit vectors|`` averaged over organs (0: every
+  image of an organ maps to one point, the within-organ collapse that a strong inter-organ
+  branch can cause and that would squeeze out what differs within an organ, a disease);
+* ``organ_rank``: the effective rank (exp of the entropy of the normalised singular
+  values) of each organ's centred embeddings, averaged over organs: how many directions
+  the within-organ differences use. Both are diagnostics, not targets.
 
 :func:`collapse_warnings` turns these into plain-language warnings.
 """
@@ -33,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["TrainingMonitor", "collapse_warnings", "monitor_split", "MIN_PER_ORGAN"]
+__all__ = ["TrainingMonitor", "collapse_warnings", "monitor_split", "within_organ_spread", "MIN_PER_ORGAN"]
 
 #: Held-out images each organ needs for the monitor to run (kNN needs same-organ neighbours).
 MIN_PER_ORGAN = 2
@@ -146,6 +153,7 @@ class TrainingMonitor:
             out["monitor_nmi"] = sep["nmi"]
         else:
             out["monitor_knn_accuracy"] = out["monitor_nmi"] = float("nan")
+        out.update(within_organ_spread(U, self.labels))
         if logits and intra_loss is not None:
             t = torch.cat(logits)
             c = intra_loss.center.detach().float().cpu()
@@ -159,6 +167,29 @@ class TrainingMonitor:
             out["ln_k"] = math.log(t.shape[1])
             out["center_norm"] = float(c.norm())
         return out
+
+
+def within_organ_spread(U: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    """``organ_spread`` and ``organ_rank`` (see the module doc) of unit vectors ``U`` with organ ``labels``.
+
+    Examples
+    --------
+    >>> U = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), dim=1)
+    >>> out = within_organ_spread(U, np.array([0, 0, 1, 1]))
+    >>> round(out["organ_spread"], 3), round(out["organ_rank"], 3)
+    (0.026, 0.5)
+    """
+    spreads, ranks = [], []
+    for organ in np.unique(labels):
+        V = U[torch.as_tensor(labels == organ)]
+        spreads.append(1.0 - float(V.mean(0).norm()))
+        s = torch.linalg.svdvals(V - V.mean(0))
+        if len(V) < 2 or float(s.sum()) <= 0:
+            ranks.append(0.0)
+            continue
+        p = s / s.sum()
+        ranks.append(float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum())))
+    return {"organ_spread": float(np.mean(spreads)), "organ_rank": float(np.mean(ranks))}
 
 
 def collapse_warnings(m: dict[str, float]) -> list[str]:

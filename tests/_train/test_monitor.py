@@ -135,3 +135,21 @@ def test_metrics_file_keeps_the_epochs_a_resumed_run_continues(tmp_path):
     MetricsSink(tmp_path).close()  # a fresh run
     assert (tmp_path / "metrics.jsonl").read_text() == ""
     assert MetricsSink(None).path is None
+
+
+def test_within_organ_spread_and_rank_see_an_organ_collapse_to_a_point():
+    from codafeat._train.monitor import within_organ_spread
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    spread_out = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((80, 16))).float(), dim=1)
+    centres = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((2, 16))).float(), dim=1)
+    collapsed = torch.nn.functional.normalize(centres[labels] + 0.01 * torch.randn(80, 16), dim=1)
+    wide, narrow = within_organ_spread(spread_out, labels), within_organ_spread(collapsed, labels)
+    assert wide["organ_spread"] > 0.8 and narrow["organ_spread"] < 0.01
+    assert wide["organ_rank"] > 10 and narrow["organ_rank"] > 5, "rank measures directions, not size"
+    line = within_organ_spread(
+        torch.nn.functional.normalize(torch.tensor([[1.0, t, 0.0] for t in np.linspace(0, 1, 9)]), dim=1),
+        np.zeros(9, int),
+    )
+    assert line["organ_rank"] < 1.5, "points along one curve use about one direction"
