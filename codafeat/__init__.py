@@ -9,7 +9,10 @@ CodaEncoder
 CodaSegmenter
     U-Net fine-tuning on a pretrained encoder.
 CodaClassifier, CodaRegressor
-    The paper's transfer protocol: a linear head on the pretrained backbone, all fine-tuned.
+    The paper's transfer protocol: a linear head on the pretrained backbone, all fine-tuned;
+    ``explain`` gives their class activation maps.
+CodaIndex
+    Similar-case search over an archive (exact, or FAISS).
 FewShotSplit, few_shot_report, format_table, knn_probe, linear_probe
     Few-shot evaluation protocols (the paper's Table 1) as scikit-learn tools.
 organ_separation, variant_separation, plot_embedding
@@ -48,6 +51,7 @@ _EXPORTS = {
     "CodaPretrainer": "pretrain",
     "CodaRegressor": "regressor",
     "FewShotSplit": "fewshot",
+    "CodaIndex": "index",
     "few_shot_report": "fewshot",
     "format_table": "fewshot",
     "knn_probe": "fewshot",

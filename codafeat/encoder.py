@@ -74,7 +74,8 @@ class CodaEncoder(TorchStateMixin, ClassNamePrefixFeaturesOutMixin, TransformerM
     ``transform`` maps images to fixed-length feature vectors, so the encoder can sit in
     front of any scikit-learn estimator (``make_pipeline(CodaEncoder(...),
     LogisticRegression())``), inside cross-validation, kNN, clustering, etc. The model is
-    built by ``fit``, which ignores its data: the encoder is not trained by ``fit``.
+    built by ``fit``; the encoder is not trained by ``fit`` (its data is used only by
+    ``normalize="standard"``, for each feature's mean and standard deviation).
 
     Parameters
     ----------

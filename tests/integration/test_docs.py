@@ -17,11 +17,13 @@ DOCS = REPO / "docs"
 
 
 def _reference_names() -> set[str]:
-    """Names listed in the autosummary blocks of docs/api.rst."""
-    names, inside = set(), False
+    """Names listed in the autosummary blocks of docs/api.rst under ``.. currentmodule:: codafeat``."""
+    names, inside, module = set(), False, ""
     for line in (DOCS / "api.rst").read_text().splitlines():
+        if line.startswith(".. currentmodule::"):
+            module = line.split("::")[1].strip()
         if line.startswith(".. autosummary::"):
-            inside = True
+            inside = module == "codafeat"
         elif inside and re.match(r"^   [A-Za-z_]\w*$", line):
             names.add(line.strip())
         elif inside and line and not line.startswith(" "):
