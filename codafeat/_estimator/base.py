@@ -62,8 +62,12 @@ def resolve_weights(spec: Any, backbone: str | None) -> tuple[dict[str, torch.Te
         }
         return None, config, "random initialisation"
     if ENCODER_LIKE.is_satisfied_by(spec):
-        enc = spec if hasattr(spec, "model_") else clone(spec).fit()
-        spec = enc.get_weights()
+        if not hasattr(spec, "model_"):  # only its backbone is used: no output conditioning to learn
+            spec = clone(spec)
+            if "normalize" in spec.get_params():
+                spec.set_params(normalize=None)
+            spec = spec.fit()
+        spec = spec.get_weights()
     state, config, source = load_any(spec, backbone=backbone)
     return state, dict(config), source
 
