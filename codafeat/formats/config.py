@@ -196,8 +196,8 @@ def _check_card(cfg: dict[str, Any], source: str) -> None:
         raise WeightsError(f"{source}: config 'training' must be a JSON object, got {cfg['training']!r}")
     from ..nn.backbone import check_features
 
-    try:
-        check_features(cfg.setdefault("features", FEATURES), cfg.setdefault("grid_size", GRID_SIZE))
+    try:  # absent in most files: the encoder then uses FEATURES and GRID_SIZE
+        check_features(cfg.get("features", FEATURES), cfg.get("grid_size", GRID_SIZE))
     except ValueError as exc:
         raise WeightsError(f"{source}: config {exc}") from None
 

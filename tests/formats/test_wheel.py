@@ -322,10 +322,10 @@ def test_existing_wheel_is_replaced_atomically(built, tmp_path, monkeypatch):
 
 def test_exported_from_the_package_without_an_import_cycle():
     import codafeat
-    from codafeat import _weights_wheel
+    from codafeat.formats import wheel
 
-    assert codafeat.build_weights_wheel is _weights_wheel.build_weights_wheel
-    assert not hasattr(W, "build_weights_wheel"), "weights.py must not reach back into _weights_wheel"
+    assert codafeat.build_weights_wheel is wheel.build_weights_wheel
+    assert not hasattr(W, "build_weights_wheel"), "formats/weights.py must not reach back into formats/wheel.py"
     with pytest.raises(AttributeError):
         codafeat.no_such_attribute  # noqa: B018
 

@@ -328,6 +328,7 @@ UNMIRRORED = {
     "_cli/probe.py": "tests/_cli/test_embed_probe.py (embed and probe share their options)",
     "_estimator/params.py": "constraints: tests/integration/test_sklearn_checks.py (check_param_validation)",
     "_estimator/base.py": "the shared base of tests/test_classifier.py and tests/test_regressor.py",
+    "_estimator/embedding.py": "the encoder's normalize and cache: tests/test_encoder.py, tests/test_encoder_cache.py",
     "fewshot/split.py": "tests/fewshot/test_probes.py (FewShotSplit with cross_val_score, GridSearchCV)",
     "fewshot/report.py": "tests/fewshot/test_probes.py (few_shot_report, format_table)",
     "formats/errors.py": "one exception class, raised and matched throughout tests/formats/",
