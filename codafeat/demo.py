@@ -259,7 +259,7 @@ def _activation_panel(out: Path, pre, train_X, train_y, eval_X, eval_y, params, 
         from .data.manifest import scan_organ_folder
 
         train_X, train_y = scan_organ_folder(train_X)
-    clf = CodaClassifier(weights=pre.encoder_, epochs=3, batch_size=32, random_state=random_state, num_workers=0)
+    clf = CodaClassifier(weights=pre.encoder_, epochs=10, batch_size=32, random_state=random_state, num_workers=0)
     clf.fit(train_X, train_y)
     picks = _first_per_organ(eval_y, 3)
     images = [eval_X[i] for i in picks]
@@ -267,8 +267,8 @@ def _activation_panel(out: Path, pre, train_X, train_y, eval_X, eval_y, params, 
     predicted = clf.predict(images)
     fig = _figure((3.2 * len(images), 3.5))
     for n, (img, heat, organ, pred) in enumerate(zip(images, maps, (eval_y[i] for i in picks), predicted)):
-        overlay(img, heat, ax=fig.add_subplot(1, len(images), n + 1), title=f"{organ}: predicted {pred}")
-    fig.suptitle("Grad-CAM of a classifier fine-tuned on the demo's organs (red: most used)", fontsize=10)
+        overlay(img, heat, ax=fig.add_subplot(1, len(images), n + 1), title=f"a {organ}, predicted: {pred}")
+    fig.suptitle("Grad-CAM: where a classifier fine-tuned on the demo's organs looks (red: most used)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out / "activation_maps.png", 110)
 
@@ -401,7 +401,7 @@ def _write_report(r: DemoResult, source: str, params: dict[str, Any], pngs: dict
         "neighbours by Coda's embeddings, nearest first, with the cosine distance and the neighbour's organ "
         "(`neighbours.html` shows the same as an offline web page).",
         "activation_maps": "## What a fine-tuned classifier looks at\n\nA `CodaClassifier` fine-tuned from these "
-        "weights on the pretraining images' organs (3 epochs), and its Grad-CAM map (`explain`) over three "
+        "weights on the pretraining images' organs (10 epochs), and its Grad-CAM map (`explain`) over three "
         "held-out images: red regions raised the predicted organ's score most.",
     }
     embeddings = {k: p for k, p in pngs.items() if k not in captions}
