@@ -4,7 +4,7 @@
     python benchmarks/index_scale.py --folder ../shared/data/organs7 --weights coda.safetensors
     python benchmarks/index_scale.py --dry-run                # 2k vectors (tested in CI)
 
-For each size N, synthetic unit vectors (clustered, like embeddings of a few organs) are
+For each size N, synthetic unit vectors (clustered on a low-dimensional set, like embeddings) are
 written into an index through the same path ``CodaIndex.fit`` uses (chunked appends to the
 memory-mapped file), then each backend answers ``--queries`` queries with k = 10. Each
 (backend, N) runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own:
@@ -35,14 +35,23 @@ REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("exact", "faiss", "faiss-hnsw")
 
 
-def clustered_chunks(n: int, dim: int, seed: int, chunk: int = 4096):
-    """Unit vectors around 16 centres (organs), spread like embeddings, yielded ``chunk`` rows at a time
-    (the whole set is never in memory, as an encoder's chunks are not)."""
+def clustered_chunks(n: int, dim: int, seed: int, chunk: int = 4096, latent: int = 24):
+    """Unit vectors like embeddings, ``chunk`` rows at a time (the whole set is never in memory).
+
+    Embeddings of radiographs lie near a low-dimensional set, clustered by organ: points of a
+    ``latent``-dimensional mixture of 16 clusters, mapped into ``dim`` dimensions by one fixed
+    random linear map, plus a little isotropic noise, then normalised. (Isotropic noise in all
+    ``dim`` dimensions would make every pair of points nearly equidistant, which no real encoder
+    gives and no approximate index is built for.)
+    """
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((16, dim)).astype(np.float32)
+    fixed = np.random.default_rng(12345)  # the same clusters and map for the archive and the queries
+    centres = fixed.standard_normal((16, latent)).astype(np.float32) * 2.0
+    lift = fixed.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        v = centres[rng.integers(0, 16, m)] + 0.6 * rng.standard_normal((m, dim)).astype(np.float32)
+        z = centres[rng.integers(0, 16, m)] + rng.standard_normal((m, latent)).astype(np.float32)
+        v = z @ lift + 0.05 * rng.standard_normal((m, dim)).astype(np.float32)
         yield v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
