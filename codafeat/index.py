@@ -212,6 +212,19 @@ class CodaIndex(BaseEstimator):
         return self
 
     def _append(self, X: Any) -> None:
+        """Embed ``X`` chunk by chunk and append; a failure (or Ctrl-C) takes every chunk of this call back."""
+        n_before, paths, skipped = self._vectors.n, list(self.paths_), list(self.skipped_)
+        try:
+            self._append_chunks(X)
+        except BaseException:
+            if self._vectors.path.exists():
+                with open(self._vectors.path, "r+b") as fh:
+                    fh.truncate(n_before * self._vectors.dim * self._vectors.dtype.itemsize)
+            self._vectors.n, self.paths_, self.skipped_ = n_before, paths, skipped
+            self.n_vectors_ = n_before
+            raise
+
+    def _append_chunks(self, X: Any) -> None:
         items = as_image_list(X)
         n0 = len(self.paths_)
         for start in range(0, len(items), int(self.chunk_size)):

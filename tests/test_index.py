@@ -160,3 +160,23 @@ def test_building_streams_in_chunks_never_holding_more_than_one(encoder, monkeyp
     monkeypatch.setattr(CodaEncoder, "embed", embed)
     CodaIndex(encoder=encoder, backend="exact", chunk_size=7).fit(images(30))
     assert seen == [7, 7, 7, 7, 2]
+
+
+def test_an_add_that_fails_half_way_takes_its_chunks_back(encoder, tmp_path):
+    from PIL import Image
+
+    from codafeat.data.io import ImageReadError
+
+    index = CodaIndex(encoder=encoder, backend="exact", chunk_size=2).fit(images(4))
+    before = index.search(images(2, seed=9), k=3)
+    files = []
+    for i, x in enumerate(images(5, seed=5)):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray((x * 255).astype(np.uint8)).save(files[-1])
+    files[4].write_bytes(b"broken")  # the third chunk fails, after two were appended
+    with pytest.raises(ImageReadError):
+        index.add([str(f) for f in files])
+    assert index.n_vectors_ == 4 and len(index.paths_) == 4
+    assert index._vectors.path.stat().st_size == 4 * 64 * 4
+    after = index.search(images(2, seed=9), k=3)
+    np.testing.assert_array_equal(after.indices, before.indices)
