@@ -359,12 +359,14 @@ class CodaIndex(BaseEstimator):
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, encoder: CodaEncoder | None = None, **params: Any) -> CodaIndex:
+    def load(
+        cls, folder: str | os.PathLike, *, encoder: CodaEncoder | None = None, device: str = "auto", **params: Any
+    ) -> CodaIndex:
         """An index saved by :meth:`save`, its vectors memory-mapped (read-only; :meth:`add` copies them).
 
         ``encoder`` (optional) must be the encoder the index was built with (its weights and
-        settings); without it, the saved ``encoder.safetensors`` is used. ``params`` override
-        ``backend``, ``chunk_size`` and ``verbose``.
+        settings); without it, the saved ``encoder.safetensors`` is used, on ``device``.
+        ``params`` override ``backend``, ``chunk_size`` and ``verbose``.
 
         Raises
         ------
@@ -381,7 +383,7 @@ class CodaIndex(BaseEstimator):
                 f"{str(folder)!r}: index format {meta.get('format')!r}, this codafeat reads {INDEX_FORMAT}"
             )
         if encoder is None:
-            encoder = CodaEncoder(weights=str(folder / "encoder.safetensors"), **meta["encoder_params"])
+            encoder = CodaEncoder(weights=str(folder / "encoder.safetensors"), device=device, **meta["encoder_params"])
         enc = encoder if hasattr(encoder, "model_") else encoder.fit()
         if enc.cache_key() != meta["encoder_key"]:
             raise ValueError(

@@ -37,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._fileio import check_outputs
-    from ..encoder import CodaEncoder
     from ..index import CodaIndex
     from ..plot import neighbours_html
     from .embed import collect_images
@@ -50,13 +49,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     folder = Path(args.index)
-    meta_params = {"backend": args.backend} if args.backend else {}
-    index = CodaIndex.load(folder, **meta_params)
-    if args.device != "auto":  # same weights and settings, on another device
-        enc = CodaEncoder(
-            weights=str(folder / "encoder.safetensors"), device=args.device, normalize=index.encoder_.normalize
-        ).fit()
-        index = CodaIndex.load(folder, encoder=enc, **meta_params)
+    index = CodaIndex.load(folder, device=args.device, **({"backend": args.backend} if args.backend else {}))
     queries = collect_images(args.queries)
     result = index.search(queries, k=min(args.k, index.n_vectors_))
     out = sys.stdout
