@@ -611,8 +611,40 @@ def collect(run: Run) -> dict[str, Any]:
     return out
 
 
+def _encoders_text(run: Run) -> str:
+    """How the evaluated encoders were made."""
+    mine = [n for n in run.args.variants if Path(run.weights(n)).exists()]
+    extra = ", ".join(f"`{_relative(e)}`" for e in run.args.extra) or "none"
+    if not mine:
+        return f"Encoders: the weights files given as `--extra` ({extra}), random init and raw pixels."
+    return (
+        f"Encoders pretrained here with the recipe `{run.args.recipe}`"
+        + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "")
+        + ": "
+        + ", ".join(f"`{k}={v}`" for k, v in run.settings.items())
+        + f", `random_state={run.args.seed}`, on `organs7/` (at most {run.args.max_images_per_organ} images per organ); "
+        "the single-branch encoders set the other branch's weight to 0 (and the KoLeo term with the intra-organ "
+        f"branch). Extra encoders: {extra}."
+    )
+
+
+def _relative(command: str) -> str:
+    """A recorded command with this machine's absolute paths made relative to the repository."""
+    return command.replace(str(REPO.parent / "shared"), "../shared").replace(str(REPO) + "/", "")
+
+
+def _labels(run: Run) -> dict[str, str]:
+    """Row names: the built-in encoders' and those given with ``--label NAME=TEXT``."""
+    return {**LABEL, **dict(item.split("=", 1) for item in run.args.label)}
+
+
 def _table(
-    scores: dict[str, dict[str, list[float]]], n_train: dict[str, int], order: list[str], *, percent: bool = True
+    scores: dict[str, dict[str, list[float]]],
+    n_train: dict[str, int],
+    order: list[str],
+    *,
+    percent: bool = True,
+    labels: dict[str, str] = LABEL,
 ) -> list[str]:
     fracs = sorted(n_train, key=lambda f: float(f.rstrip("%")))
     k = 100 if percent else 1
@@ -627,7 +659,7 @@ def _table(
             cells.append(f"{k * v.mean():.1f} ± {k * v.std():.1f}" if len(v) else "-")
             means.append(v.mean() if len(v) else np.nan)
         base, _, tag = name.partition("@")
-        label = LABEL.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
+        label = labels.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {k * np.nanmean(means):.1f} |")
     return lines
 
@@ -638,7 +670,7 @@ def section(run: Run, old: str | None) -> str:
     order = [*run.args.variants, *dict.fromkeys(seed_group(e.split("=", 1)[0]) for e in run.args.extra), "random"]
     tags = sorted({c.stem.split("__")[1].partition("@")[2] for c in (run.out / "cells").glob("*__*.json")})
     order = [f"{n}@{t}".rstrip("@") for t in tags for n in [*order, "raw_pixels", "mean"]]
-    commands = meta.get("commands") or [meta.get("command", "?")]
+    commands = list(dict.fromkeys(_relative(c) for c in (meta.get("commands") or [meta.get("command", "?")])))
     lines = [
         SECTION,
         "",
@@ -653,21 +685,16 @@ def section(run: Run, old: str | None) -> str:
         + (f"; wall time: {meta['wall']}" if meta.get("wall") else "")
         + ".",
         "",
-        "Encoders pretrained with the recipe `"
-        + run.args.recipe
-        + "`"
-        + (" plus " + ", ".join(f"`{x}`" for x in run.args.set) if run.args.set else "")
-        + ": "
-        + ", ".join(f"`{k}={v}`" for k, v in run.settings.items())
-        + f", `random_state={run.args.seed}`, on "
-        f"`organs7/` (at most {run.args.max_images_per_organ} images per organ); the single-branch encoders set the "
-        "other branch's weight to 0 (and the KoLeo term with the intra-organ branch). Extra encoders: "
-        + (", ".join(f"`{e}`" for e in run.args.extra) or "none")
-        + ".",
+        _encoders_text(run),
         "",
-        f"Protocol: a fixed stratified test split ({100 * run.args.test_fraction:g} %) per task; training images drawn "
-        f"from the rest at each fraction ({run.args.draws} stratified draws, the same for every encoder and both "
-        "protocols). Linear: standardised logistic regression on frozen embeddings. Fine-tuning: `CodaClassifier` "
+        f"Protocol: a fixed stratified test split ({100 * run.args.test_fraction:g} %) per task (NIH pneumonia: whole "
+        f"patients; bone age: stratified by quintile), training images drawn from the rest at each fraction "
+        f"({run.args.draws} stratified draws for the frozen probes, the first {run.args.ft_draws} of them fine-tuned; "
+        "the same for every encoder). Linear: standardised logistic regression on frozen embeddings (bone age: "
+        "standardised ridge, its penalty chosen by leave-one-out inside the draw, against predicting the draw's "
+        "mean). Segmentation: `CodaSegmenter` (U-Net, random decoder) at "
+        f"{run.args.seg_size} px, {run.args.seg_steps} steps, batch {run.args.seg_batch_size}, decoder lr "
+        f"{run.args.seg_lr}, Dice loss. Fine-tuning: `CodaClassifier` / `CodaRegressor` "
         "(linear head, whole network), "
         + ", ".join(f"`{k}={v}`" for k, v in run.ft_settings().items())
         + " (epochs = steps / batches per epoch), augmentation on, the same for every encoder.",
@@ -681,7 +708,9 @@ def section(run: Run, old: str | None) -> str:
         lines += [f"### {title}, {unit}, mean ± std over draws (and pretraining seeds)", ""]
         for p in protocols:
             lines += [f"{PROTOCOLS[p]}:", ""]
-            lines += _table(r[p][task], r["n_train"][task], order, percent=TASK_KIND[task][1] != "mae") + [""]
+            lines += _table(
+                r[p][task], r["n_train"][task], order, percent=TASK_KIND[task][1] != "mae", labels=_labels(run)
+            ) + [""]
             figure = _learning_curve(
                 run, r[p][task], r["n_train"][task], order, f"{title}: {PROTOCOLS[p]}", unit, f"transfer_{task}_{p}.png"
             )
@@ -714,7 +743,7 @@ def _learning_curve(
     for n in order:
         if n in scores:
             base, _, tag = n.partition("@")
-            label = LABEL.get(base, base) + (f" ({tag})" if tag else "")
+            label = _labels(run).get(base, base) + (f" ({tag})" if tag else "")
             curves[label] = {f: [k * v for v in vals] for f, vals in scores[n].items()}
     try:
         learning_curve(curves, n_train=n_train, ylabel=unit, title=title, path=folder / name)
@@ -818,6 +847,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--variants", default=",".join(VARIANTS), help="pretrained encoders: coda,inter_only,intra_only")
     g.add_argument("--extra", action="append", default=[], metavar="NAME=WEIGHTS", help="more encoders to evaluate")
+    g.add_argument("--label", action="append", default=[], metavar="NAME=TEXT", help="a table row's name for NAME")
     g.add_argument("--max-images-per-organ", type=int, default=600)
     g.add_argument(
         "--eval-size",
