@@ -630,7 +630,10 @@ def _encoders_text(run: Run) -> str:
 
 def _relative(command: str) -> str:
     """A recorded command with this machine's absolute paths made relative to the repository."""
-    return command.replace(str(REPO.parent / "shared"), "../shared").replace(str(REPO) + "/", "")
+    import re
+
+    command = re.sub(r"(?<![\w.])/\S*?/shared/data", "../shared/data", command)
+    return re.sub(r"(?<![\w.])/\S*?/(benchmarks/out/)", r"\1", command)
 
 
 def _labels(run: Run) -> dict[str, str]:
