@@ -58,7 +58,7 @@ def test_embed_with_cache_embeds_once(setup, tmp_path, caplog):
     args = ["embed", setup["data"], "--cache", str(cache), "--num-workers", "auto", *common(setup)]
     assert main([*args, "--out", str(tmp_path / "a.npy")]) == 0
     assert len(list(cache.rglob("*.emb"))) == 18
-    with caplog.at_level(logging.INFO, logger="codafeat.encoder"):
+    with caplog.at_level(logging.INFO, logger="codafeat"):
         assert main([*args, "--out", str(tmp_path / "b.npy")]) == 0
     assert "18 hit(s), 0 image(s) to embed" in caplog.text
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
