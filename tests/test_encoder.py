@@ -104,7 +104,7 @@ def test_init_only_stores_and_defaults():
         "features": None,
         "grid_size": None,
         "image_size": None,
-        "normalize": "l2",
+        "normalize": None,
         "num_workers": "auto",
         "on_error": "raise",
         "pooling": None,
@@ -148,13 +148,14 @@ def test_not_fitted_errors():
 
 
 # --------------------------------------------------------------------------- transform
-def test_output_float32_shape_and_unit_rows(fitted):
-    out = fitted.transform(images(5))
-    assert out.dtype == np.float32 and out.shape == (5, N_FEATURES)
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-    raw = clone(fitted).set_params(normalize=False).fit().transform(images(5))
-    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), out, rtol=1e-4, atol=1e-6)
+def test_output_float32_shape_and_rows_as_the_backbone_gives_them(fitted):
+    raw = fitted.transform(images(5))
+    assert raw.dtype == np.float32 and raw.shape == (5, N_FEATURES)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)  # the default conditions nothing (rule 4 of issue 30)
+    np.testing.assert_array_equal(clone(fitted).set_params(normalize=False).fit().transform(images(5)), raw)
+    unit = clone(fitted).set_params(normalize="l2").fit().transform(images(5))
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, rtol=1e-4, atol=1e-6)
 
 
 def test_rows_do_not_depend_on_batching(fitted):

@@ -114,7 +114,7 @@ def test_key_is_content_not_path(make_image_folder, tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    [dict(random_state=1), dict(normalize=False), dict(image_size=40), dict(pooling="max")],
+    [dict(random_state=1), dict(normalize="l2"), dict(image_size=40), dict(pooling="max")],
     ids=["weights", "normalize", "image_size", "pooling"],
 )
 def test_settings_that_change_embeddings_change_the_key(tmp_path, change):
@@ -132,7 +132,7 @@ def test_settings_that_change_embeddings_change_the_key(tmp_path, change):
 
 def test_set_params_normalize_after_fit_changes_the_key(tmp_path):
     X = np.random.default_rng(1).integers(0, 256, size=(2, 40, 40), dtype=np.uint8)
-    enc = CodaEncoder(**TINY, cache=tmp_path / "c").fit()
+    enc = CodaEncoder(**TINY, normalize="l2", cache=tmp_path / "c").fit()
     normed = enc.transform(X)
     enc.set_params(normalize=False)
     raw, _, hits, _ = enc.embed(X)
