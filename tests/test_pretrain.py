@@ -39,7 +39,9 @@ def test_fit_returns_self_and_a_fitted_encoder(organ_folder, fitted):
     assert isinstance(fitted.encoder_, CodaEncoder)
     Z = fitted.encoder_.transform(organ_folder)
     assert Z.shape == (16, 64) and Z.dtype == np.float32
-    np.testing.assert_array_equal(Z, CodaEncoder(weights=fitted.encoder_.get_weights(), device="cpu").fit().transform(organ_folder))
+    np.testing.assert_array_equal(
+        Z, CodaEncoder(weights=fitted.encoder_.get_weights(), device="cpu").fit().transform(organ_folder)
+    )
     assert list(fitted.organs_) == ["chest", "hand"]
     assert fitted.n_images_ == 16
 
