@@ -58,3 +58,30 @@ def test_transfer_dry_run_pretrains_probes_fine_tunes_and_resumes(tmp_path):
     # --resume skips every finished cell: a second run fine-tunes nothing
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, env=env)
     assert again.returncode == 0 and "finetune coda" not in again.stdout + again.stderr
+
+
+def test_monitor_figure_draws_every_run_and_tabulates_the_last_epoch(tmp_path):
+    """benchmarks/monitor_figure.py: one line per run and panel, a table of each run's last epoch."""
+    pytest.importorskip("matplotlib")
+    runs = []
+    for name, spread in (("a", [0.09, 0.07, 0.05]), ("b", [0.08, 0.08, 0.081])):
+        path = tmp_path / f"{name}.jsonl"
+        rows = [
+            {"epoch": e, "monitor_knn_accuracy": 0.5 + 0.1 * e, "organ_spread": s, "organ_rank": 10.0 + e}
+            for e, s in enumerate(spread)
+        ]
+        path.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))  # read back in epoch order
+        runs.append(f"{name}={path}")
+    (tmp_path / "old.jsonl").write_text(json.dumps({"epoch": 0, "monitor_knn_accuracy": 0.9}) + "\n")
+    runs.append(f"old={tmp_path / 'old.jsonl'}")  # a run from before the spread was recorded
+    figure = tmp_path / "fig" / "monitor.png"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "monitor_figure.py"), "--out", str(figure), *runs]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = out.stdout.splitlines()
+    assert "| a | 3 | 0.700 | 0.050 | 12.000 |" in table
+    assert "| b | 3 | 0.700 | 0.081 | 12.000 |" in table
+    assert "| old | 1 | 0.900 | – | – |" in table
+    bad = subprocess.run(cmd[:-1] + ["no-equals-sign"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "NAME=METRICS_JSONL" in bad.stderr
