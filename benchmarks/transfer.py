@@ -641,6 +641,12 @@ def _labels(run: Run) -> dict[str, str]:
     return {**LABEL, **dict(item.split("=", 1) for item in run.args.label)}
 
 
+def _row_label(name: str, labels: dict[str, str]) -> str:
+    """``small8@grid2+96px`` -> ``<small8's label> (grid2, 96px)``: a row's name in tables and figures."""
+    base, _, tag = name.partition("@")
+    return labels.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
+
+
 def _table(
     scores: dict[str, dict[str, list[float]]],
     n_train: dict[str, int],
@@ -661,9 +667,7 @@ def _table(
             v = np.asarray(scores[name].get(f, []), dtype=float)
             cells.append(f"{k * v.mean():.1f} ± {k * v.std():.1f}" if len(v) else "-")
             means.append(v.mean() if len(v) else np.nan)
-        base, _, tag = name.partition("@")
-        label = labels.get(base, base) + (f" ({tag.replace('+', ', ')})" if tag else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {k * np.nanmean(means):.1f} |")
+        lines.append(f"| {_row_label(name, labels)} | " + " | ".join(cells) + f" | {k * np.nanmean(means):.1f} |")
     return lines
 
 
@@ -742,12 +746,10 @@ def _learning_curve(
     folder = Path(run.args.results_file).parent / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     k = 100.0 if "%" in unit else 1.0
-    curves = {}
-    for n in order:
-        if n in scores:
-            base, _, tag = n.partition("@")
-            label = _labels(run).get(base, base) + (f" ({tag})" if tag else "")
-            curves[label] = {f: [k * v for v in vals] for f, vals in scores[n].items()}
+    labels = _labels(run)
+    curves = {
+        _row_label(n, labels): {f: [k * v for v in vals] for f, vals in scores[n].items()} for n in order if n in scores
+    }
     try:
         learning_curve(curves, n_train=n_train, ylabel=unit, title=title, path=folder / name)
     except ImportError:
